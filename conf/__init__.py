@@ -1,0 +1,1 @@
+"""The Hydra config tree (`python -m runner --help` lists its groups and options)."""

@@ -1,0 +1,106 @@
+"""The command line: `python -m runner [overrides]`, a Hydra app.
+
+Before Hydra composes anything, the catalogue's models are registered as `model=` options (so a
+plugin's models need no file in conf/) and the overrides are checked against the schema, so a typo
+gets a suggestion. User mistakes end as one message on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from importlib.resources import files
+
+import hydra
+from hydra import compose, initialize_config_module
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from runner import plugins
+from runner.config import register_schemas
+from runner.errors import UserError
+from runner.plan import Plan, build_plan
+from runner.preflight import check_overrides
+from runner.report import format_plan
+
+EXIT_USAGE = 2
+
+
+def asset_path(name: str) -> str:
+    """`${asset:sneaker.png}` in a prompt set: a file bundled with the runner."""
+    return str(files("runner") / "assets" / name)
+
+
+def register_model_options() -> None:
+    """Every catalogue model and alias becomes a `model=<name>` option."""
+    store = ConfigStore.instance()
+    catalog = plugins.registry().catalog
+    for name, model in catalog.models.items():
+        store.store(group="model", name=name, node={"name": name}, provider=model.source)
+    for alias, name in catalog.aliases.items():
+        store.store(group="model", name=alias, node={"name": name}, provider=catalog.models[name].source)
+
+
+def setup() -> None:
+    """Everything Hydra must know before composing: schema, resolvers, the catalogue's models."""
+    register_schemas()
+    if not OmegaConf.has_resolver("asset"):
+        OmegaConf.register_new_resolver("asset", asset_path)
+    register_model_options()
+
+
+def compose_config(overrides: Sequence[str] = ()) -> tuple[DictConfig, dict[str, str]]:
+    """The run config the command line would compose, and the chosen options (model=..., ...)."""
+    setup()
+    with initialize_config_module(version_base="1.3", config_module="runner_conf"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    choices = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra")}
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def plan(overrides: Sequence[str] = ()) -> Plan:
+    """The plan `python -m runner <overrides> dry_run=true` prints, as data."""
+    cfg, choices = compose_config(overrides)
+    return build_plan(cfg, plugins.registry().catalog, choices)
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+def run(cfg: DictConfig) -> None:
+    """One sweep point: plan it, check it, then show it (dry run) or run it."""
+    try:
+        catalog = plugins.registry().catalog
+        plan = build_plan(cfg, catalog, HydraConfig.get().runtime.choices)
+        print(format_plan(plan))
+        if cfg.budget_usd is not None and plan.total > cfg.budget_usd:
+            raise UserError(
+                f"the estimated total ${plan.total:.2f} is over budget_usd={cfg.budget_usd}; "
+                f"raise budget_usd or plan fewer jobs (nothing was submitted)"
+            )
+        if cfg.dry_run:
+            return
+        raise UserError("running jobs is not available yet: use dry_run=true to see the plan")
+    except UserError as exc:
+        fail(str(exc))
+
+
+@hydra.main(version_base="1.3", config_path="pkg://runner_conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        setup()
+        check_overrides(args, plugins.registry().catalog)
+    except UserError as exc:
+        fail(str(exc))
+    sys.argv = [sys.argv[0], *args]
+    _hydra_main()

@@ -1,0 +1,149 @@
+"""Input files for a job (images, videos, audio): found, identified, checked against provider limits.
+
+A prompt names an input as a local path, an http(s) URL or a data URI. Local files and data URIs are
+read once at plan time: their sha256 goes into the job key (so editing the file makes a new job),
+their type is sniffed from the bytes (not the file name), and the provider's size limits are
+checked before anything is spent. URLs are passed to the provider as they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from runner.manifest import MediaLimits
+
+#: In a planned payload an input file stands as {"$input": sha256}; the provider plugin replaces it
+#: with a data URI or an upload URI at submit time, so the ledger never holds the file's bytes.
+PLACEHOLDER = "$input"
+
+_DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """A local input: where its bytes come from, what they are, and their identity."""
+
+    source: str  # a path, or a data URI
+    sha256: str
+    mime: str
+    size: int
+
+    def read(self) -> bytes:
+        if self.source.startswith("data:"):
+            return _decode_data_uri(self.source)[1]
+        return Path(self.source).read_bytes()
+
+    def data_uri(self) -> str:
+        return f"data:{self.mime};base64,{base64.b64encode(self.read()).decode('ascii')}"
+
+    def placeholder(self) -> dict[str, str]:
+        return {PLACEHOLDER: self.sha256}
+
+
+def sniff_mime(data: bytes) -> str | None:
+    """The media type from the file's first bytes, for the formats providers take."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "audio/wav"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return "image/gif"
+    if data[4:8] == b"ftyp":
+        return "video/quicktime" if data[8:10] == b"qt" else "video/mp4"
+    if data.startswith(b"\x1a\x45\xdf\xa3"):
+        return "video/webm"
+    if data.startswith(b"ID3") or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
+        return "audio/mpeg"
+    if data.startswith(b"fLaC"):
+        return "audio/flac"
+    return None
+
+
+def _decode_data_uri(uri: str) -> tuple[str | None, bytes]:
+    match = _DATA_URI.match(uri)
+    if not match:
+        raise ValueError("is not a data URI of the form data:<type>;base64,<data>")
+    if match["b64"]:
+        try:
+            return match["mime"], base64.b64decode(match["data"], validate=True)
+        except binascii.Error as exc:
+            raise ValueError(f"has invalid base64 data ({exc})") from None
+    return match["mime"], match["data"].encode()
+
+
+def is_remote(value: str) -> bool:
+    return value.startswith(("https://", "http://", "runway://"))
+
+
+def resolve(value: str, kind: str, limits: MediaLimits | None) -> InputFile | str:
+    """A local input as an InputFile, or a URL as itself; ValueError says what is wrong with it."""
+    if is_remote(value):
+        return value
+    if value.startswith("data:"):
+        _, data = _decode_data_uri(value)
+        source = value
+    else:
+        path = Path(value).expanduser()
+        if not path.exists():
+            raise ValueError(f"does not exist (looked for {path.resolve()})")
+        if not path.is_file():
+            raise ValueError(f"is not a file ({path.resolve()})")
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ValueError(f"cannot be read ({exc.strerror})") from None
+        source = str(path.resolve())
+    mime = sniff_mime(data)
+    allowed = limits.formats if limits else None
+    if mime is None or not mime.startswith(kind + "/") or (allowed and mime not in allowed):
+        what = mime or "not a recognised media file"
+        raise ValueError(f"is {what}; allowed: {', '.join(allowed or [kind + '/*'])}")
+    _check_size(len(data), limits)
+    return InputFile(source=source, sha256=hashlib.sha256(data).hexdigest(), mime=mime, size=len(data))
+
+
+def _check_size(size: int, limits: MediaLimits | None) -> None:
+    """A local file reaches the provider as a data URI or through its upload flow: the larger applies,
+    under the model's overall cap."""
+    if limits is None:
+        return
+    routes = [c for c in (limits.upload_max_bytes, _raw_bytes_for_data_uri(limits.data_uri_max_bytes)) if c]
+    ceiling = limits.max_bytes or (max(routes) if routes else None)
+    if ceiling is not None and size > ceiling:
+        raise ValueError(f"is {_mb(size)}; allowed: at most {_mb(ceiling)} for this model")
+
+
+def _raw_bytes_for_data_uri(encoded_limit: int | None) -> int | None:
+    return None if encoded_limit is None else encoded_limit * 3 // 4 - 64
+
+
+def fits_data_uri(file: InputFile, limits: MediaLimits | None) -> bool:
+    """Whether the file may go inline as a data URI (else the provider's upload flow is needed)."""
+    if limits is None or limits.data_uri_max_bytes is None:
+        return True
+    return len(file.data_uri()) <= limits.data_uri_max_bytes
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+def replace_inputs(payload: Any, files: dict[str, str]) -> Any:
+    """The payload with every {"$input": sha256} replaced by the URI prepared for that file."""
+    if isinstance(payload, dict):
+        if set(payload) == {PLACEHOLDER}:
+            return files[payload[PLACEHOLDER]]
+        return {k: replace_inputs(v, files) for k, v in payload.items()}
+    if isinstance(payload, list):
+        return [replace_inputs(v, files) for v in payload]
+    return payload

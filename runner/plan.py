@@ -1,0 +1,310 @@
+"""From a run config to a plan: the jobs a sweep will run, each validated, keyed and priced.
+
+Nothing here touches the network or the ledger: a plan is what `dry_run=true` prints, and what the
+engine records and runs. Every mistake a user can make in a config is caught here, before any money
+is spent, with a message naming the field, the value, what is allowed and where the value came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from runner import inputs
+from runner.catalog import Catalog, CatalogModel, check_value, effective_params, price, to_native, wrap
+from runner.config import RUN_LEVEL_PARAMS
+from runner.errors import UserError, suggest
+from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
+
+#: Media a prompt can carry, as the prompt's field names (the same as the canonical names).
+PROMPT_MEDIA = tuple(MEDIA_PARAMS)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One generation: everything needed to submit it, and the key that identifies it."""
+
+    key: str
+    sweep: str
+    provider: str
+    model: str  # catalogue name
+    model_id: str
+    mode: str
+    endpoint: str
+    prompt_id: str
+    replicate: int
+    params: dict[str, Any]  # canonical values, given or the provider's defaults, inputs as given
+    payload: dict[str, Any]  # the native request body, input files as placeholders
+    inputs: tuple[inputs.InputFile, ...]
+    cost: Decimal | None  # None: price unknown
+    cost_note: str
+    media: str
+    extension: str
+
+    @property
+    def short_key(self) -> str:
+        return self.key[:12]
+
+
+@dataclass
+class Plan:
+    jobs: list[JobSpec] = field(default_factory=list)
+    merged: int = 0  # planned points that turned out to be the same job
+
+    @property
+    def total(self) -> Decimal:
+        return sum((j.cost for j in self.jobs if j.cost is not None), Decimal(0))
+
+    @property
+    def unpriced(self) -> list[JobSpec]:
+        return [j for j in self.jobs if j.cost is None]
+
+    def extend(self, other: "Plan") -> None:
+        seen = {j.key for j in self.jobs}
+        for job in other.jobs:
+            if job.key in seen:
+                self.merged += 1
+            else:
+                self.jobs.append(job)
+                seen.add(job.key)
+        self.merged += other.merged
+
+
+def job_key(provider: str, model_id: str, endpoint: str, payload: Mapping[str, Any], replicate: int) -> str:
+    """sha256 of the canonical JSON of everything that changes the output (DESIGN.md "Job identity").
+
+    Input files enter through their placeholders, which carry each file's sha256.
+    """
+    body = {"provider": provider, "model": model_id, "endpoint": endpoint, "payload": payload, "replicate": replicate}
+    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class _Value:
+    value: Any
+    source: str
+
+
+def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: Mapping[str, str] | None = None) -> Plan:
+    """Expand prompts × sweep grid × replicates into validated, keyed, priced jobs.
+
+    `choices` are Hydra's selected options (model=..., prompt_set=...), used to say where a value
+    came from.
+    """
+    conf: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)  # type: ignore[assignment]
+    choices = dict(choices or {})
+    model_choice = choices.get("model", conf["model"]["name"])
+    set_choice = choices.get("prompt_set", conf["prompt_set"]["name"])
+    model = catalog.resolve(conf["model"]["name"], source=f"model={model_choice}")
+    prompts = conf["prompt_set"].get("prompts") or []
+    if not prompts:
+        raise UserError(f"prompt_set={set_choice} has no prompts")
+    replicates = conf.get("replicates", 1)
+    if not isinstance(replicates, int) or replicates < 1:
+        raise UserError(f"replicates={replicates!r} is not allowed: give a whole number of 1 or more")
+
+    base = _layer({}, conf["model"].get("params") or {}, f"model={model_choice} (model.params)")
+    base_native = _layer({}, conf["model"].get("native") or {}, f"model={model_choice} (model.native)")
+    base = _layer(base, {k: conf.get(k) for k in RUN_LEVEL_PARAMS}, "the config or command line")
+    base_native = _layer(base_native, conf.get("native") or {}, "the config or command line (native)")
+    sweep_name = conf.get("name") or conf["prompt_set"]["name"]
+
+    plan = Plan()
+    seen: set[str] = set()
+    ids = [p["id"] for p in prompts]
+    duplicates = {i for i in ids if ids.count(i) > 1}
+    if duplicates:
+        raise UserError(f"prompt_set={set_choice}: prompt id {sorted(duplicates)[0]!r} is used twice; ids must be unique")
+    for prompt in prompts:
+        where = f"prompt_set={set_choice}, prompt {prompt['id']!r}"
+        for point in _grid(conf.get("sweep") or {}):
+            canonical = _layer(base, point[0], "sweep")
+            native = _layer(base_native, point[1], "sweep (native)")
+            canonical = _layer(canonical, prompt.get("params") or {}, f"{where} (params)")
+            native = _layer(native, prompt.get("native") or {}, f"{where} (native)")
+            for replicate in range(replicates):
+                job = _job(model, conf, prompt, where, canonical, native, replicate, sweep_name)
+                if job.key in seen:
+                    plan.merged += 1
+                    continue
+                seen.add(job.key)
+                plan.jobs.append(job)
+    return plan
+
+
+def _layer(under: Mapping[str, _Value], over: Mapping[str, Any], source: str) -> dict[str, _Value]:
+    merged = dict(under)
+    merged.update({k: _Value(v, source) for k, v in over.items() if v is not None})
+    return merged
+
+
+def _grid(sweep: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The cartesian product of the in-config sweep, as (canonical values, native values) points."""
+    axes = [[(name, v) for v in values] for name, values in _axes(sweep)]
+    points = []
+    for combo in itertools.product(*axes):
+        canonical = {k: v for k, v in combo if not k.startswith("native.")}
+        native = {k.removeprefix("native."): v for k, v in combo if k.startswith("native.")}
+        points.append((canonical, native))
+    return points
+
+
+def _axes(sweep: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
+    named = [(k, v) for k, v in sweep.items() if k != "native" and v is not None]
+    named += [(f"native.{k}", v) for k, v in (sweep.get("native") or {}).items()]
+    for name, values in named:
+        if not isinstance(values, list) or not values:
+            raise UserError(f"sweep.{name}={values!r} is not allowed: give a non-empty list, e.g. sweep.{name}=[a,b]")
+    return named
+
+
+def _job(
+    model: CatalogModel,
+    conf: Mapping[str, Any],
+    prompt: Mapping[str, Any],
+    where: str,
+    canonical: dict[str, _Value],
+    native: dict[str, _Value],
+    replicate: int,
+    sweep_name: str,
+) -> JobSpec:
+    media = {k: _Value(prompt[k], where) for k in PROMPT_MEDIA if prompt.get(k)}
+    mode_name = _select_mode(model, set(media), conf.get("mode"), where)
+    mode = model.mode(mode_name)
+    label = f"model {model.name} ({mode_name})"
+    by_canonical = {spec.canonical: name for name, spec in mode.params.items() if spec.canonical}
+
+    payload: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    text = prompt.get("text") or ""
+    if text:
+        if "prompt" not in by_canonical:
+            raise UserError(f"{label} takes no text prompt, but {where} has text; leave `text` empty for it")
+        canonical = {**canonical, "prompt": _Value(text, where)}
+    for name, given in canonical.items():
+        field_name = by_canonical.get(name)
+        if field_name is None:
+            takes = ", ".join(sorted(by_canonical)) or "no canonical parameters"
+            raise UserError(
+                f"{name}={given.value!r} is not a parameter of {label} (from {given.source}); it takes: {takes}"
+            )
+        spec = mode.params[field_name]
+        try:
+            value = to_native(spec, given.value)
+        except ValueError as exc:
+            raise UserError(
+                f"{name}={given.value!r} is not allowed for {label} (from {given.source}); {exc}"
+            ) from None
+        payload[field_name] = wrap(spec, value)
+        params[name] = given.value
+
+    files: list[inputs.InputFile] = []
+    for name, given in media.items():
+        field_name = by_canonical[name]
+        spec = mode.params[field_name]
+        kind = MEDIA_PARAMS[name]
+        values = given.value if isinstance(given.value, list) else [given.value]
+        resolved = []
+        for value in values:
+            try:
+                item = inputs.resolve(str(value), kind, model.media_limits(kind))
+            except ValueError as exc:
+                raise UserError(f"{name}={str(value)[:120]!r} ({where}) {exc}") from None
+            if isinstance(item, inputs.InputFile):
+                files.append(item)
+                resolved.append(item.placeholder())
+            else:
+                resolved.append(item)
+        payload[field_name] = wrap(spec, resolved if spec.type == "image_list" else resolved[0])
+        params[name] = given.value
+
+    for field_name, given in native.items():
+        spec = mode.params.get(field_name)
+        if spec is None:
+            raise UserError(
+                f"native.{field_name} is not a field of {label} (from {given.source})"
+                f"{suggest(field_name, mode.params)}; its fields: {', '.join(mode.params)}"
+            )
+        problem = check_value(spec, given.value)
+        if problem:
+            raise UserError(f"native.{field_name}={given.value!r} is not allowed for {label} (from {given.source}); {problem}")
+        payload[field_name] = given.value
+
+    for field_name, spec in mode.params.items():
+        if spec.required and field_name not in payload:
+            if spec.default is None:
+                what = spec.canonical or f"native.{field_name}"
+                raise UserError(f"{label} needs {what}, and {where} does not give it")
+            payload[field_name] = spec.default
+
+    pricing = model.spec.pricing_for(mode_name)
+    effective = effective_params(mode, params, payload)
+    cost = price(pricing, effective)
+    note = pricing.unknown or (f"no price for these parameters: {pricing.note}" if cost is None else "")
+    params.update({k: effective[k] for k in CANONICAL_PARAMS if k in effective and k not in MEDIA_PARAMS})
+    return JobSpec(
+        key=job_key(model.provider, model.model_id, mode.endpoint, payload, replicate),
+        sweep=sweep_name,
+        provider=model.provider,
+        model=model.name,
+        model_id=model.model_id,
+        mode=mode_name,
+        endpoint=mode.endpoint,
+        prompt_id=str(prompt["id"]),
+        replicate=replicate,
+        params=params,
+        payload=payload,
+        inputs=tuple(files),
+        cost=cost,
+        cost_note=note,
+        media=model.spec.output.media,
+        extension=model.spec.output.extension,
+    )
+
+
+def _select_mode(model: CatalogModel, present: set[str], forced: str | None, where: str) -> str:
+    """The mode the prompt's inputs call for: every input used, every required input present."""
+    modes = model.spec.modes
+
+    def needs(mode: Mode) -> set[str]:
+        return {s.canonical for s in mode.params.values() if s.required and s.canonical in MEDIA_PARAMS}
+
+    def takes(mode: Mode) -> set[str]:
+        return {s.canonical for s in mode.params.values() if s.canonical in MEDIA_PARAMS}
+
+    if forced:
+        if forced not in modes:
+            raise UserError(
+                f"mode={forced} is not a mode of model {model.name}{suggest(forced, modes)}; its modes: {', '.join(modes)}"
+            )
+        candidates = [forced]
+    else:
+        candidates = list(modes)
+    fitting = [m for m in candidates if needs(modes[m]) <= present and present <= takes(modes[m])]
+    if fitting:
+        return max(fitting, key=lambda m: len(takes(modes[m]) & present))
+    name = candidates[0]
+    missing = needs(modes[name]) - present
+    extra = present - takes(modes[name])
+    kinds = ", ".join(candidates)
+    if len(candidates) == 1 and missing:
+        raise UserError(
+            f"model {model.name} is {kinds} only and needs {', '.join(sorted(missing))}, "
+            f"but {where} has none; use a prompt set with input images, or a text-to-video model"
+        )
+    given = ", ".join(sorted(present)) or "text only"
+    raise UserError(
+        f"model {model.name} has no mode for {where} ({given}): its modes are {kinds}"
+        + (f"; it does not take {', '.join(sorted(extra))}" if extra else "")
+    )

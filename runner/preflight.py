@@ -1,0 +1,93 @@
+"""Command-line overrides checked against the schema and the catalogue before Hydra runs.
+
+Hydra already rejects an unknown key, but says only that it is not in the config. This check names
+the closest valid key or model, so `durration=5` or `model=klingg` is fixed at a glance.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Sequence
+from importlib.resources import files
+from typing import Any
+
+from hydra._internal.utils import get_args_parser
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import OverrideParseException
+
+from runner.catalog import Catalog
+from runner.config import RunConfig
+from runner.errors import UserError, suggest
+
+GROUPS = ("model", "prompt_set", "provider")
+
+
+def check_overrides(args: Sequence[str], catalog: Catalog) -> None:
+    """Raise UserError for an override whose key or model name does not exist."""
+    parsed, _ = get_args_parser().parse_known_args(list(args))
+    if parsed.help or parsed.hydra_help or parsed.shell_completion:
+        return
+    try:
+        overrides = OverridesParser.create().parse_overrides(parsed.overrides)
+    except OverrideParseException:
+        return  # Hydra reports malformed overrides itself, with the position of the mistake
+    custom_search_path = parsed.config_dir or any(o.key_or_group.startswith("hydra.searchpath") for o in overrides)
+    for override in overrides:
+        key = override.key_or_group
+        if key.startswith("hydra") or override.is_add() or override.is_delete() or override.package is not None:
+            continue
+        if key == "model" and not custom_search_path:
+            _check_models(override, catalog)
+        elif key not in GROUPS:
+            _check_key(key, override.input_line or key)
+
+
+def _values(override: Any) -> list[str]:
+    if override.is_sweep_override():
+        return [str(v) for v in override.sweep_string_iterator()]
+    return [str(override.value())]
+
+
+def _check_models(override: Any, catalog: Catalog) -> None:
+    choices = set(catalog.choices()) | _conf_options("model")
+    for value in _values(override):
+        if value not in choices:
+            raise UserError(
+                f"unknown model {value!r} (from the command line){suggest(value, choices)}; "
+                f"`python -m runner.models` lists every model with its modes and prices"
+            )
+
+
+def _conf_options(group: str) -> set[str]:
+    folder = files("runner_conf") / group
+    return {p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def _check_key(key: str, line: str) -> None:
+    """Walk the dotted key through the dataclass schema; free-form dicts accept any key."""
+    node: Any = RunConfig
+    path: list[str] = []
+    for part in key.split("."):
+        if dataclasses.is_dataclass(node):
+            fields = {f.name: f for f in dataclasses.fields(node)}
+            if part not in fields:
+                where = ".".join(path) or "the top level"
+                raise UserError(
+                    f"unknown setting {'.'.join([*path, part])!r} in {line!r}{suggest(part, fields)}; "
+                    f"settings at {where}: {', '.join(fields)}"
+                )
+            node = typing.get_type_hints(node)[part]
+        else:
+            node = _dict_value_type(node)
+            if node is None:
+                return
+        path.append(part)
+
+
+def _dict_value_type(node: Any) -> Any:
+    """The value type of a dict[str, X] annotation (X may be a dataclass), else None."""
+    if typing.get_origin(node) is dict:
+        value = typing.get_args(node)[1]
+        return value if dataclasses.is_dataclass(value) else None
+    return None

@@ -1,0 +1,36 @@
+"""What the runner shows a person: the plan table (and, as it grows, status and summaries)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from runner.plan import Plan
+
+#: Canonical parameters worth a column: what differs between the jobs of a sweep.
+_SHOWN = ("duration", "aspect_ratio", "resolution", "audio", "seed")
+
+
+def money(value: Decimal | None) -> str:
+    return "price unknown" if value is None else f"${value:.2f}"
+
+
+def format_plan(plan: Plan) -> str:
+    """A readable table of the jobs (job, model, mode, prompt, key params, est. $) and the total."""
+    rows = [("job", "model", "mode", "prompt", "params", "est. $")]
+    for job in plan.jobs:
+        shown = [f"{k}={job.params[k]}" for k in _SHOWN if k in job.params]
+        if job.replicate:
+            shown.append(f"replicate={job.replicate}")
+        rows.append((job.short_key, job.model, job.mode, job.prompt_id, " ".join(shown) or "-", money(job.cost)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) if i < 5 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    total = f"{len(plan.jobs)} job{'s' if len(plan.jobs) != 1 else ''}, estimated total {money(plan.total)}"
+    unpriced = plan.unpriced
+    if unpriced:
+        reasons = sorted({j.cost_note for j in unpriced})
+        total += f" + {len(unpriced)} job{'s' if len(unpriced) != 1 else ''} with price unknown ({'; '.join(reasons)})"
+    if plan.merged:
+        total += f"; {plan.merged} repeated point{'s' if plan.merged != 1 else ''} merged into the same job"
+    lines.append(total)
+    return "\n".join(lines)

@@ -1,0 +1,35 @@
+"""Shared fixtures: the real CLI in a subprocess, and prompt sets written to a temporary folder."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m runner <args>` as a user runs it; keys are removed unless a test gives them."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def prompt_sets(tmp_path: Path):
+    """Write prompt sets to a search path: returns a function (name, yaml text) -> overrides to use it."""
+    folder = tmp_path / "conf"
+    (folder / "prompt_set").mkdir(parents=True)
+
+    def write(name: str, text: str) -> list[str]:
+        (folder / "prompt_set" / f"{name}.yaml").write_text(textwrap.dedent(text))
+        return [f"prompt_set={name}", f"hydra.searchpath=[file://{folder}]"]
+
+    return write

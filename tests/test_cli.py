@@ -1,0 +1,55 @@
+"""The command line as a user meets it: plans, help, and one clear message for each mistake."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def test_dry_run_prints_the_plan_with_costs(tmp_path):
+    result = run_cli("model=gen4_turbo", "prompt_set=animate", "duration=5", "dry_run=true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["job", "model", "mode", "prompt", "params", "est.", "$"]
+    assert sum("gen4_turbo" in line and "$0.25" in line for line in lines) == 2
+    assert "2 jobs, estimated total $0.50" in result.stdout
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / ".runner" / "ledger.db").exists()
+
+
+def test_help_lists_config_groups(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for expected in ("model: ", "kling", "gen45", "prompt_set: ads, animate, nature", "provider: fal, runway"):
+        assert expected in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["durration=5"], "unknown setting 'durration' in 'durration=5' (did you mean 'duration'?)"),
+        (["model=klingg"], "unknown model 'klingg' (from the command line) (did you mean 'kling'?)"),
+        (["providers.fal.concurency=3"], "did you mean 'concurrency'?"),
+        (["model=kling", "duration=7"], "duration=7 is not allowed for model fal-kling-v2.1-standard (image-to-video) (from the config or command line); allowed: 5, 10"),
+        (["model=kling", "prompt_set=nature"], "is image-to-video only and needs image"),
+        (["model=pika", "prompt_set=nature", "budget_usd=0.5"], "the estimated total $0.60 is over budget_usd=0.5"),
+    ],
+)
+def test_user_mistakes_get_one_message_and_exit_2(tmp_path, args, expected):
+    result = run_cli(*args, "dry_run=true", cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_unknown_prompt_set_lists_the_available_ones(tmp_path):
+    result = run_cli("prompt_set=adz", "dry_run=true", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'prompt_set/adz'" in result.stderr and "ads" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_multirun_plans_every_point(tmp_path):
+    result = run_cli("-m", "model=gen4_turbo,hailuo", "prompt_set=animate", "dry_run=true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "gen4_turbo" in result.stdout and "fal-hailuo-02-standard" in result.stdout

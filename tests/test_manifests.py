@@ -1,0 +1,144 @@
+"""The catalogue: every model the provider documents describe loads, with a source and sane specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner import plugins
+from runner.catalog import build_catalog, check_payload
+from runner.errors import UserError
+from runner.manifest import load_manifest
+
+RUNWAY_MODELS = [
+    "gen4.5", "gen4_turbo", "gen3a_turbo", "veo3", "veo3.1", "veo3.1_fast", "gen4_aleph", "act_two",
+    "gen4_image", "gen4_image_turbo", "gemini_2.5_flash", "eleven_multilingual_v2",
+    "eleven_text_to_sound_v2", "eleven_voice_isolation", "eleven_voice_dubbing", "eleven_multilingual_sts_v2",
+]
+
+FAL_ENDPOINTS = [
+    "fal-ai/kling-video/v2.1/standard/image-to-video",
+    "fal-ai/kling-video/v1/standard/image-to-video",
+    "fal-ai/veo3/fast",
+    "fal-ai/veo3.1/fast/image-to-video",
+    "fal-ai/veo3.1/reference-to-video",
+    "fal-ai/sora-2/text-to-video",
+    "fal-ai/sora-2/image-to-video",
+    "fal-ai/sora-2/text-to-video/pro",
+    "fal-ai/sora-2/image-to-video/pro",
+    "fal-ai/pika/v2.2/text-to-video",
+    "fal-ai/pika/v2.2/image-to-video",
+    "fal-ai/minimax/hailuo-02/standard/text-to-video",
+    "fal-ai/minimax/hailuo-02/standard/image-to-video",
+    "fal-ai/minimax/hailuo-02/pro/image-to-video",
+    "fal-ai/wan-pro/image-to-video",
+    "fal-ai/wan-i2v",
+    "fal-ai/bytedance/seedance/v1/lite/image-to-video",
+    "fal-ai/pixverse/v4.5/image-to-video",
+    "fal-ai/luma-dream-machine/image-to-video",
+    "fal-ai/luma-dream-machine/ray-2-flash/image-to-video",
+    "fal-ai/magi-distilled/image-to-video",
+    "fal-ai/veo2/image-to-video",
+    "fal-ai/minimax-video/image-to-video",
+]
+
+ALIASES = ["kling", "veo3_fast", "gen4_turbo", "gen45", "sora2", "pika", "hailuo", "wan"]
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return plugins.registry().catalog
+
+
+def test_every_runway_seed_model_is_catalogued(catalog):
+    runway = {m.model_id for m in catalog.models.values() if m.provider == "runway"}
+    assert set(RUNWAY_MODELS) <= runway
+
+
+def test_every_fal_seed_model_id_is_an_endpoint(catalog):
+    endpoints = {mode.endpoint for m in catalog.models.values() if m.provider == "fal" for mode in m.spec.modes.values()}
+    assert set(FAL_ENDPOINTS) <= endpoints
+
+
+def test_short_aliases_a_person_would_type(catalog):
+    for alias in ALIASES:
+        assert catalog.resolve(alias).name
+
+
+def test_every_entry_names_its_seed_and_its_defaults_are_valid_payloads(catalog):
+    for model in catalog.models.values():
+        assert model.spec.seeds, model.name
+        assert all(seed[:3].isdigit() for seed in model.spec.seeds), model.name
+        for mode_name, mode in model.spec.modes.items():
+            defaults = {name: spec.default for name, spec in mode.params.items() if spec.default is not None}
+            problems = [p for p in check_payload(mode, defaults) if not p.endswith("required")]
+            assert not problems, (model.name, mode_name, problems)
+
+
+def test_seed_file_is_named_in_a_comment_for_each_entry():
+    for name in ("runway.yaml", "fal.yaml"):
+        text = (Path(__file__).parent.parent / "manifests" / name).read_text()
+        for model in load_manifest(Path(name), text).models:
+            before = text[: text.index(f"- name: {model.name}\n")].rsplit("\n\n", 1)[-1]
+            assert any(seed in before for seed in model.seeds), model.name
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_malformed_manifest_names_file_entry_and_field(tmp_path):
+    path = _write(tmp_path, """
+provider: acme
+models:
+  - name: good-model
+    seeds: [x.txt]
+    output: {url: [video.url]}
+    pricing: {unit: clip, rates: [{usd: 1}]}
+    modes:
+      text-to-video:
+        endpoint: acme/t2v
+        params:
+          prompt: {type: string, canonical: prompt}
+          duration: {type: integr, canonical: duration}
+""")
+    with pytest.raises(UserError) as err:
+        load_manifest(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert "'good-model'" in message
+    assert "modes.text-to-video.params.duration.type" in message
+
+
+def test_manifest_without_price_or_reason_is_rejected(tmp_path):
+    path = _write(tmp_path, """
+provider: acme
+models:
+  - name: m
+    seeds: [x.txt]
+    output: {url: [video.url]}
+    pricing: {unit: clip}
+    modes: {t: {endpoint: e, params: {prompt: {type: string, canonical: prompt}}}}
+""")
+    with pytest.raises(UserError, match="rates, or `unknown`"):
+        load_manifest(path)
+
+
+def test_duplicate_alias_across_manifests_names_both(tmp_path):
+    a = _write(tmp_path, """
+provider: acme
+models:
+  - name: m1
+    aliases: [kling]
+    seeds: [x.txt]
+    output: {url: [video.url]}
+    pricing: {unit: clip, rates: [{usd: 1}]}
+    modes: {t: {endpoint: e, params: {prompt: {type: string, canonical: prompt}}}}
+""")
+    fal = Path(__file__).parent.parent / "manifests" / "fal.yaml"
+    with pytest.raises(UserError) as err:
+        build_catalog([("fal", fal), ("acme", a)])
+    assert "'kling'" in str(err.value) and "fal.yaml" in str(err.value) and "acme" in str(err.value)
