@@ -1,7 +1,105 @@
-"""fal.ai's queue API (queue.fal.run): models from manifests/fal.yaml."""
+"""fal.ai's queue API (queue.fal.run): submit the raw input, follow the URLs the queue returns.
+
+Models come from manifests/fal.yaml. The status, result and cancel URLs are taken from the submit
+answer and kept in the ledger, never rebuilt. fal keeps a result only minutes after completion, so
+the engine fetches it as soon as COMPLETED is seen. Fallback to another model is switched off, so a
+comparison measures the model that was asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
 
 from runner.hookspecs import hookimpl
+from runner.inputs import replace_inputs
+from runner.providers import Handle, Job, Provider, ProviderError, Status, json_body, output_urls
 from runner_manifests import path
+
+#: Errors in a COMPLETED status that are the caller's fault; the rest are the platform's.
+PERMANENT_ERROR_TYPES = {"bad_request"}
+CANCELED_ERROR_TYPES = {"client_cancelled"}
+
+
+class Fal(Provider):
+    name = "fal"
+    key_env = ("FAL_KEY",)
+
+    @classmethod
+    def key_from_env(cls, environ: Mapping[str, str], configured: str | None = None) -> str | None:
+        key = super().key_from_env(environ, configured)
+        if key is None and environ.get("FAL_KEY_ID") and environ.get("FAL_KEY_SECRET"):
+            key = f"{environ['FAL_KEY_ID']}:{environ['FAL_KEY_SECRET']}"
+        return key
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Key {self.settings.key}", "x-app-fal-disable-fallback": "true"}
+
+    def error_message(self, response: httpx.Response) -> str:
+        """fal's `detail`: a message, or a list of per-field validation errors."""
+        try:
+            body = response.json()
+        except ValueError:
+            return f"HTTP {response.status_code}: {response.text[:200]}"
+        detail = body.get("detail", body) if isinstance(body, dict) else body
+        if isinstance(detail, list):
+            parts = []
+            for item in detail:
+                if isinstance(item, dict):
+                    loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                    parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+            detail = "; ".join(parts) or detail
+        error_type = body.get("error_type") if isinstance(body, dict) else None
+        return f"HTTP {response.status_code}: {detail}" + (f" ({error_type})" if error_type else "")
+
+    async def submit(self, job: Job) -> Handle:
+        uris = {file.sha256: file.data_uri() for file in job.inputs}
+        body = replace_inputs(job.payload, uris)
+        url = f"{self.settings.base_url.rstrip('/')}/{job.endpoint}"
+        data = json_body(await self.http("POST", url, json=body, submitting=True))
+        try:
+            urls = {name: data[f"{name}_url"] for name in ("status", "response", "cancel")}
+            return Handle(task_id=str(data["request_id"]), urls=urls)
+        except (KeyError, TypeError):
+            raise ProviderError(f"fal accepted the request but the answer lacks its URLs: {data!r}", kind="retryable", maybe_accepted=True) from None
+
+    async def poll(self, handle: Handle) -> Status:
+        return request_status(json_body(await self.http("GET", handle.urls["status"], params={"logs": "0"})))
+
+    async def result(self, handle: Handle, job: Job) -> list[str]:
+        data = json_body(await self.http("GET", handle.urls["response"]))
+        urls = output_urls(data, job.output_paths)
+        if not urls:
+            raise ProviderError(f"fal result has no output URL at {', '.join(job.output_paths)}: {str(data)[:300]}", kind="permanent")
+        return urls
+
+    async def cancel(self, handle: Handle) -> None:
+        await self.http("PUT", handle.urls["cancel"], ok=(400, 404))  # already completed, or gone
+
+
+def request_status(data: dict[str, Any]) -> Status:
+    """A queue status in the runner's words; failed and cancelled requests also say COMPLETED."""
+    status = data.get("status")
+    if status == "IN_QUEUE":
+        return Status("queued", detail=status, queue_position=data.get("queue_position"))
+    if status == "IN_PROGRESS":
+        return Status("running", detail=status)
+    if status == "COMPLETED":
+        error, error_type = data.get("error"), data.get("error_type")
+        if not error:
+            return Status("succeeded", detail=status)
+        if error_type in CANCELED_ERROR_TYPES:
+            return Status("canceled", detail=status, error=str(error))
+        kind = "permanent" if error_type in PERMANENT_ERROR_TYPES else "retryable"
+        return Status("failed", detail=status, error=f"{error}" + (f" ({error_type})" if error_type else ""), error_kind=kind)
+    return Status("failed", detail=str(status), error=f"unknown queue status {status!r}", error_kind="retryable")
+
+
+@hookimpl
+def register_providers(register):
+    register(Fal)
 
 
 @hookimpl

@@ -1,7 +1,137 @@
-"""Runway's developer API (api.dev.runwayml.com): models from manifests/runway.yaml."""
+"""Runway's developer API (api.dev.runwayml.com): tasks created per endpoint, polled at GET /v1/tasks.
+
+Models come from manifests/runway.yaml. Runway keeps no idempotency key, so a create request whose
+answer was lost may have started a task: the engine, not this plugin, decides about resubmitting.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import httpx
 
 from runner.hookspecs import hookimpl
+from runner.inputs import replace_inputs
+from runner.providers import Handle, Job, Provider, ProviderError, Status, classify_status, classify_transport, json_body, output_urls
 from runner_manifests import path
+
+API_VERSION = "2024-11-06"
+CREDIT_USD = Decimal("0.01")
+
+
+def failure_kind(code: str | None) -> str:
+    """Moderation and bad assets fail the same way again; internal and partner faults may not."""
+    if code and code.startswith(("SAFETY.", "INPUT_PREPROCESSING.SAFETY", "ASSET.")):
+        return "permanent"
+    return "retryable"
+
+
+class Runway(Provider):
+    name = "runway"
+    key_env = ("RUNWAYML_API_SECRET",)
+
+    def _url(self, endpoint: str) -> str:
+        return f"{self.settings.base_url.rstrip('/')}/v1/{endpoint}"
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.key}", "X-Runway-Version": API_VERSION}
+
+    def error_message(self, response: httpx.Response) -> str:
+        """Runway's own words: the `error` member and any per-field issues."""
+        try:
+            body = response.json()
+        except ValueError:
+            return f"HTTP {response.status_code}: {response.text[:200]}"
+        if not isinstance(body, dict):
+            return f"HTTP {response.status_code}: {body!r}"
+        issues = [i for i in body.get("issues") or [] if isinstance(i, dict)]
+        details = "; ".join(f"{'.'.join(str(p) for p in i.get('path', []))}: {i.get('message')}" for i in issues)
+        return f"HTTP {response.status_code}: {body.get('error') or body}" + (f" ({details})" if details else "")
+
+    async def _call(self, method: str, endpoint: str, *, submitting: bool = False, **kwargs: Any) -> httpx.Response:
+        return await self.http(method, self._url(endpoint), submitting=submitting, **kwargs)
+
+    async def _prepare(self, job: Job) -> dict[str, Any]:
+        """Local inputs inline as data URIs where they fit, else through Runway's upload flow."""
+        uris: dict[str, str] = {}
+        for file in job.inputs:
+            limit = job.data_uri_max_bytes.get(file.mime.split("/")[0])
+            uri = file.data_uri()
+            uris[file.sha256] = uri if limit is None or len(uri) <= limit else await self._upload(file)
+        return replace_inputs(job.payload, uris)
+
+    async def _upload(self, file: Any) -> str:
+        name = f"{file.sha256[:16]}.{file.mime.split('/')[1]}"
+        ticket = json_body(await self._call("POST", "uploads", json={"filename": name, "type": "ephemeral"}))
+        try:  # the upload URL is presigned: no Runway headers, as the official SDK does
+            response = await self.client.post(
+                ticket["uploadUrl"], data=ticket.get("fields", {}), files={"file": (name, file.read(), file.mime)}
+            )
+        except httpx.TransportError as exc:
+            raise classify_transport(exc) from None
+        if response.status_code >= 300:
+            raise classify_status(response, f"upload failed with HTTP {response.status_code}")
+        return ticket["runwayUri"]
+
+    async def submit(self, job: Job) -> Handle:
+        body = {"model": job.model_id, **await self._prepare(job)}
+        data = json_body(await self._call("POST", job.endpoint, json=body, submitting=True))
+        if not isinstance(data, dict) or not data.get("id"):
+            raise ProviderError(f"Runway accepted the task but sent no id: {data!r}", kind="retryable", maybe_accepted=True)
+        return Handle(task_id=str(data["id"]))
+
+    async def poll(self, handle: Handle) -> Status:
+        return task_status(json_body(await self._call("GET", f"tasks/{handle.task_id}")))
+
+    async def result(self, handle: Handle, job: Job) -> list[str]:
+        """Runway signs output URLs afresh on every GET, so this also renews an expired one."""
+        task = json_body(await self._call("GET", f"tasks/{handle.task_id}"))
+        urls = output_urls(task, job.output_paths)
+        if task.get("status") != "SUCCEEDED" or not urls:
+            raise ProviderError(f"task {handle.task_id} has no output (status {task.get('status')})", kind="permanent")
+        return urls
+
+    async def cancel(self, handle: Handle) -> None:
+        try:
+            await self._call("DELETE", f"tasks/{handle.task_id}")
+        except ProviderError as exc:
+            if exc.status != 404:
+                raise
+
+    async def concurrency_limits(self) -> dict[str, int]:
+        org = json_body(await self._call("GET", "organization"))
+        models = (org.get("tier") or {}).get("models") or {}
+        return {
+            model: int(limits["maxConcurrentGenerations"])
+            for model, limits in models.items()
+            if isinstance(limits, dict) and limits.get("maxConcurrentGenerations") is not None
+        }
+
+
+def task_status(task: dict[str, Any]) -> Status:
+    """A Runway task object in the runner's words (THROTTLED is queued, not an error)."""
+    status = task.get("status")
+    cost = task.get("cost")
+    cost_usd = Decimal(str(cost["credits"])) * CREDIT_USD if isinstance(cost, dict) and "credits" in cost else None
+    if status in ("PENDING", "THROTTLED"):
+        return Status("queued", detail=status)
+    if status == "RUNNING":
+        return Status("running", detail=status, progress=task.get("progress"))
+    if status == "SUCCEEDED":
+        return Status("succeeded", detail=status, cost_usd=cost_usd, outputs=tuple(task.get("output") or ()))
+    if status == "FAILED":
+        code = task.get("failureCode")
+        message = f"{task.get('failure') or 'task failed'}" + (f" ({code})" if code else "")
+        return Status("failed", detail=status, error=message, error_kind=failure_kind(code), cost_usd=cost_usd)  # type: ignore[arg-type]
+    if status == "CANCELLED":
+        return Status("canceled", detail=status, cost_usd=cost_usd)
+    return Status("failed", detail=str(status), error=f"unknown task status {status!r}", error_kind="retryable")
+
+
+@hookimpl
+def register_providers(register):
+    register(Runway)
 
 
 @hookimpl

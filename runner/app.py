@@ -23,6 +23,7 @@ from runner.errors import UserError
 from runner.plan import Plan, build_plan
 from runner.preflight import check_overrides
 from runner.report import format_plan
+from runner.run import execute
 
 EXIT_USAGE = 2
 
@@ -42,9 +43,20 @@ def register_model_options() -> None:
         store.store(group="model", name=alias, node={"name": name}, provider=catalog.models[name].source)
 
 
+def register_launcher() -> None:
+    """`hydra/launcher=runner`. Hydra finds launchers by walking the hydra_plugins namespace, which
+    an editable install hides from it, so the runner registers its own explicitly."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.runner_launcher.launcher import RunnerLauncher
+
+    Plugins.instance().register(RunnerLauncher)
+
+
 def setup() -> None:
-    """Everything Hydra must know before composing: schema, resolvers, the catalogue's models."""
+    """Everything Hydra must know before composing: schema, resolvers, launcher, the catalogue's models."""
     register_schemas()
+    register_launcher()
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset_path)
     register_model_options()
@@ -85,9 +97,12 @@ def run(cfg: DictConfig) -> None:
             )
         if cfg.dry_run:
             return
-        raise UserError("running jobs is not available yet: use dry_run=true to see the plan")
+        config = OmegaConf.to_container(cfg, resolve=True)
+        status = execute(cfg, plan, config, sys.argv[1:])
     except UserError as exc:
         fail(str(exc))
+    if status:
+        sys.exit(status)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://runner_conf", config_name="config")

@@ -57,6 +57,8 @@ class ProviderConf:
     base_url: str = MISSING
     key_env: str = MISSING  # the environment variable holding the API key
     concurrency: int = 2  # generations in flight at once, across every process sharing the ledger
+    model_concurrency: dict[str, int] = field(default_factory=dict)  # tighter limits for some models
+    limits_from_provider: bool = False  # ask the provider for the account's per-model limits (Runway)
     min_poll_interval_s: float = 5.0
     request_timeout_s: float = 60.0
     retry: RetryConf = field(default_factory=RetryConf)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from runner.manifest import Pricing
 from runner.plan import Plan
 
 #: Canonical parameters worth a column: what differs between the jobs of a sweep.
@@ -34,3 +35,32 @@ def format_plan(plan: Plan) -> str:
         total += f"; {plan.merged} repeated point{'s' if plan.merged != 1 else ''} merged into the same job"
     lines.append(total)
     return "\n".join(lines)
+
+
+_UNITS = {"second": "/s", "clip": "/clip", "image": "/image", "character": "/char", "request": "/request"}
+
+
+def describe_pricing(pricing: Pricing) -> str:
+    """A price rule in a line: '$0.40/s if audio=true, else $0.20/s', or 'price unknown'."""
+    if pricing.unknown:
+        return "price unknown"
+    unit = _UNITS[pricing.unit] if pricing.unit_size == 1 else f"/{pricing.unit_size} {pricing.unit}s"
+    parts = []
+    for rate in pricing.rates:
+        price = f"${_usd(rate.usd)}{unit}"
+        parts.append(f"{price} if {_when(rate.when)}" if rate.when else price)
+    text = ", else ".join(parts)
+    for multiplier in pricing.multipliers:
+        text += f"; x{multiplier.factor} if {_when(multiplier.when)}"
+    return text
+
+
+def _usd(value: Decimal) -> str:
+    """At least cents, more digits only where the price has them ($0.20, $0.045)."""
+    text = f"{value.normalize():f}"
+    whole, _, cents = text.partition(".")
+    return f"{whole}.{cents.ljust(2, '0')}"
+
+
+def _when(conditions: dict) -> str:
+    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in conditions.items())

@@ -1,0 +1,89 @@
+"""The ledger's schema, as named migrations applied in order (the simonw/llm pattern).
+
+Each migration runs once per database and is recorded in `_migrations`; a new column or table is a
+new migration appended here, never an edit of an old one, so every existing ledger upgrades in place.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+
+import sqlite_utils
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+migration = MIGRATIONS.append
+
+
+def migrate(db: sqlite_utils.Database) -> None:
+    """Apply every migration this database has not seen yet, each in its own transaction."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        if "_migrations" not in db.table_names():
+            db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+        applied = {row["name"] for row in db["_migrations"].rows}
+        for fn in MIGRATIONS:
+            if fn.__name__ not in applied:
+                fn(db)
+                db["_migrations"].insert(
+                    {"name": fn.__name__, "applied_at": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+                )
+        db.conn.execute("COMMIT")
+    except BaseException:
+        db.conn.execute("ROLLBACK")
+        raise
+
+
+@migration
+def m001_initial(db: sqlite_utils.Database) -> None:
+    db["jobs"].create(
+        {
+            "key": str,  # sha256 of what changes the output (DESIGN.md "Job identity")
+            "sweep": str,  # the sweep that first planned it (names its output folder)
+            "provider": str,
+            "model": str,
+            "model_id": str,
+            "mode": str,
+            "endpoint": str,
+            "prompt_id": str,
+            "replicate": int,
+            "params": str,  # JSON: canonical values
+            "payload": str,  # JSON: native request body, input files as {"$input": sha256}
+            "inputs": str,  # JSON: [{source, sha256, mime, size}]
+            "media": str,
+            "extension": str,
+            "state": str,  # planned, submitting, submitted, succeeded, downloaded, failed, canceled
+            "provider_status": str,  # the provider's own word for it (THROTTLED, IN_QUEUE, ...)
+            "progress": float,
+            "task_id": str,
+            "task_urls": str,  # JSON: the provider's URLs for the task (fal status/response/cancel)
+            "attempts": int,  # generations submitted for this job
+            "possible_duplicates": int,  # resubmissions after a submit whose outcome was unknown
+            "est_cost": float,  # per generation; NULL when the price is unknown
+            "reserved_usd": float,  # estimated cost of the generation in flight
+            "spent_usd": float,  # settled cost of every generation so far
+            "output_url": str,
+            "output_path": str,
+            "output_bytes": int,
+            "output_sha256": str,
+            "error_class": str,  # retryable, rate_limited, permanent, deadline
+            "error": str,
+            "owner": str,  # host:pid of the process driving it while in flight
+            "heartbeat_at": float,
+            "created_at": str,
+            "submitted_at": float,  # epoch seconds of the current generation's submission
+            "finished_at": float,
+            "updated_at": str,
+        },
+        pk="key",
+        defaults={"attempts": 0, "possible_duplicates": 0, "reserved_usd": 0.0, "spent_usd": 0.0},
+    )
+    db["jobs"].create_index(["state", "provider"])
+    db["jobs"].create_index(["model", "state"])
+    db["sweeps"].create({"id": str, "name": str, "created_at": str, "config": str, "jobs": int}, pk="id")
+    db["sweep_jobs"].create({"sweep_id": str, "job_key": str}, pk=("sweep_id", "job_key"))
+    db["sweep_jobs"].create_index(["job_key"])
+    db["events"].create(
+        {"id": int, "job_key": str, "at": str, "from_state": str, "to_state": str, "detail": str}, pk="id"
+    )
+    db["events"].create_index(["job_key"])

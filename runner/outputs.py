@@ -1,0 +1,80 @@
+"""Outputs on disk: where a job's file goes, and how it gets there intact.
+
+A file is streamed to a temporary name beside its final one, its length checked against what the
+server announced, its sha256 computed on the way, and only then renamed into place, so a crash or
+a cut connection never leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from runner.providers import ProviderError, classify_status, classify_transport
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
+
+
+def safe_name(text: str, limit: int = 80) -> str:
+    """A file name that means the same on every OS, whatever the prompt id or model holds."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    name = _UNSAFE.sub("-", ascii_text).strip(".-")[:limit] or "x"
+    return f"_{name}" if name.lower().split(".")[0] in _RESERVED else name
+
+
+def output_path(root: Path, sweep: str, model: str, prompt_id: str, key: str, extension: str) -> Path:
+    """outputs/<sweep>/<model>/<prompt-id>-<short-key>.<ext>"""
+    return root / safe_name(sweep) / safe_name(model) / f"{safe_name(prompt_id)}-{key[:12]}.{safe_name(extension)}"
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    path: Path
+    size: int
+    sha256: str
+
+
+async def download(client: httpx.AsyncClient, url: str, path: Path) -> Downloaded:
+    """Stream `url` to `path` via a temporary file; a short or failed transfer raises ProviderError.
+
+    An expired or refused URL (401/403/404/410) is a permanent error for this URL: the caller may
+    ask the provider for a fresh one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(path.name + ".part")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        async with client.stream("GET", url) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise classify_status(response, f"download refused: HTTP {response.status_code}")
+            expected = response.headers.get("content-length")
+            with open(part, "wb") as out:
+                async for chunk in response.aiter_bytes(1 << 16):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+    except httpx.TransportError as exc:
+        part.unlink(missing_ok=True)
+        raise classify_transport(exc) from None
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    if expected is not None and int(expected) != size:
+        part.unlink(missing_ok=True)
+        raise ProviderError(f"download cut short: {size} of {expected} bytes", kind="retryable")
+    if size == 0:
+        part.unlink(missing_ok=True)
+        raise ProviderError("download is empty", kind="retryable")
+    os.replace(part, path)
+    return Downloaded(path=path, size=size, sha256=digest.hexdigest())
