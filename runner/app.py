@@ -21,6 +21,7 @@ from runner import plugins
 from runner.config import register_schemas
 from runner.errors import UserError
 from runner.plan import Plan, build_plan
+from runner import preflight
 from runner.preflight import check_overrides
 from runner.report import format_plan
 from runner.run import execute
@@ -33,14 +34,24 @@ def asset_path(name: str) -> str:
     return str(files("runner") / "assets" / name)
 
 
-def register_model_options() -> None:
-    """Every catalogue model and alias becomes a `model=<name>` option."""
+def register_catalog_options() -> None:
+    """Plugins' contributions as config options: every model and alias becomes `model=<name>`, and
+    every registered provider an entry of `providers` (from conf/provider/ or the plugin's defaults)."""
     store = ConfigStore.instance()
-    catalog = plugins.registry().catalog
+    registry = plugins.registry()
+    catalog = registry.catalog
     for name, model in catalog.models.items():
         store.store(group="model", name=name, node={"name": name}, provider=model.source)
     for alias, name in catalog.aliases.items():
         store.store(group="model", name=alias, node={"name": name}, provider=catalog.models[name].source)
+    files = preflight.conf_options("provider")
+    defaults = []
+    for name, cls in sorted(registry.providers.items()):
+        if name not in files and cls.default_conf is not None:
+            store.store(group="provider", name=name, node=cls.default_conf, provider=registry.provider_plugin[name])
+        if name in files or cls.default_conf is not None:
+            defaults.append({f"/provider@providers.{name}": name})
+    store.store(name="provider_defaults", node={"defaults": defaults})
 
 
 def register_launcher() -> None:
@@ -59,7 +70,7 @@ def setup() -> None:
     register_launcher()
     if not OmegaConf.has_resolver("asset"):
         OmegaConf.register_new_resolver("asset", asset_path)
-    register_model_options()
+    register_catalog_options()
 
 
 def compose_config(overrides: Sequence[str] = ()) -> tuple[DictConfig, dict[str, str]]:

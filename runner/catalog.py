@@ -49,6 +49,7 @@ class Catalog:
     models: dict[str, CatalogModel] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> model name
     owners: dict[str, str] = field(default_factory=dict)  # name or alias -> where it was declared
+    note: str = ""  # why some models may be missing (plugins left out), for "unknown model" messages
 
     def extended(self, manifests: Iterable[tuple[str, Path | str]]) -> "Catalog":
         """A new catalogue with these manifests added; a duplicate name or alias names both sources."""
@@ -83,7 +84,7 @@ class Catalog:
             return self.models[key]
         raise UserError(
             f"unknown model {name!r} (from {source}){suggest(name, self.choices())}. "
-            f"`python -m runner --help` lists the models; `python -m runner.models` shows them with prices."
+            f"`python -m runner.models` lists every model with its modes and prices.{self.note}"
         )
 
     def by_endpoint(self, provider: str, endpoint: str, model_id: str | None = None) -> tuple[CatalogModel, str]:

@@ -106,7 +106,8 @@ class RunConfig:
     outputs_dir: str = "outputs"
     dry_run: bool = False
     budget_usd: Optional[float] = None
-    simulate: bool = False
+    simulate: bool = False  # run against the bundled provider simulator on loopback (no keys, no cost)
+    sim_config: Optional[str] = None  # a simulator config file (latencies, limits, faults) for simulate=true
     max_attempts: int = 3  # generations per job before a retryable failure becomes final
     retry_failed: bool = False  # also retry jobs that failed permanently in an earlier run
     job_timeout_s: float = 3600.0

@@ -100,6 +100,11 @@ def _load() -> Registry:
             reg.broken[name] = str(exc)
     for name, problem in reg.broken.items():
         print(f"warning: plugin {name!r} left out: {problem}", file=sys.stderr)
+    skipped = sorted(ep.name for ep in entry_points(group=GROUP) if allowed is not None and ep.name not in allowed)
+    if skipped:
+        reg.catalog.note += f" Plugins not loaded because RUNNER_LOAD_PLUGINS={os.environ['RUNNER_LOAD_PLUGINS']!r}: {', '.join(skipped)}."
+    if reg.broken:
+        reg.catalog.note += f" Plugins that failed to load: {', '.join(reg.broken)}."
     return reg
 
 

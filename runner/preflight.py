@@ -50,16 +50,16 @@ def _values(override: Any) -> list[str]:
 
 
 def _check_models(override: Any, catalog: Catalog) -> None:
-    choices = set(catalog.choices()) | _conf_options("model")
+    choices = set(catalog.choices()) | conf_options("model")
     for value in _values(override):
         if value not in choices:
             raise UserError(
-                f"unknown model {value!r} (from the command line){suggest(value, choices)}; "
-                f"`python -m runner.models` lists every model with its modes and prices"
+                f"unknown model {value!r} (from the command line){suggest(value, choices)}. "
+                f"`python -m runner.models` lists every model with its modes and prices.{catalog.note}"
             )
 
 
-def _conf_options(group: str) -> set[str]:
+def conf_options(group: str) -> set[str]:
     folder = files("runner_conf") / group
     return {p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")}
 

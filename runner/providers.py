@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 import httpx
 
 from runner.catalog import CatalogModel
+from runner.config import ProviderConf
 from runner.inputs import InputFile
 
 State = Literal["queued", "running", "succeeded", "failed", "canceled"]
@@ -113,6 +114,9 @@ class Provider:
     name: ClassVar[str]
     #: The environment variables the official SDK reads for the key, most specific first.
     key_env: ClassVar[tuple[str, ...]] = ()
+    #: The provider's settings (base URL, key variable, limits) when conf/provider/ has no file for
+    #: it: a third-party plugin ships its defaults here, and they become `provider=<name>`.
+    default_conf: ClassVar[ProviderConf | None] = None
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient):
         self.settings = settings

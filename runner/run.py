@@ -7,6 +7,7 @@ is checked here before the first job is claimed, with a message saying what to s
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shlex
 import signal
@@ -72,19 +73,26 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
 
 
 @contextmanager
-def simulator() -> Iterator[dict[str, Account]]:
-    """The bundled simulator on loopback, for `simulate=true` (demo latencies of a few seconds)."""
-    from runner.sim import SimConfig, Simulator
+def simulator(config_path: str | None) -> Iterator[dict[str, Account]]:
+    """The bundled simulator on loopback, for `simulate=true`: demo latencies of a few seconds, or
+    the behaviour a simulator config file describes (`sim_config=path.yaml`)."""
+    from runner.sim import Latency, SimConfig, Simulator
 
-    with Simulator(SimConfig.demo()) as sim:
+    try:
+        config = SimConfig.load(config_path) if config_path else SimConfig(latency={"default": Latency(2.0, 4.0)})
+    except ValueError as exc:
+        raise UserError(f"sim_config={config_path}: {exc}") from None
+    with Simulator(config) as sim:
         yield {"runway": Account(sim.runway_url, sim.keys["runway"]), "fal": Account(sim.fal_url, sim.keys["fal"])}
 
 
 def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]) -> int:
     """Run a validated plan to the end (or to an interrupt); returns the exit status."""
+    for noisy in ("httpx", "httpcore"):  # a line per request drowns the progress display
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
     if cfg.simulate:
-        with simulator() as simulated:
+        with simulator(cfg.sim_config) as simulated:
             return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, simulated))
     return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, None))
 

@@ -33,3 +33,21 @@ def prompt_sets(tmp_path: Path):
         return [f"prompt_set={name}", f"hydra.searchpath=[file://{folder}]"]
 
     return write
+
+
+@pytest.fixture
+def sim():
+    """A started provider simulator (Runway and fal on one loopback port) with fast tasks; stopped after.
+
+    Point clients at `sim.runway_url` / `sim.fal_url` with `sim.keys`; read `sim.ledger()` and
+    `sim.stats()`; script failures with `sim.inject(kind, on=...)`.
+    """
+    from runner.sim import SimConfig, Simulator
+
+    config = SimConfig(latency={"default": {"min": 0.03, "max": 0.08}}, pending_s=0.01)
+    with Simulator(config) as simulator:
+        yield simulator
+
+
+# The example third-party plugin has its own tests, run by test_third_party_plugin.py once it is installed.
+collect_ignore_glob = ["example_plugin/*"]

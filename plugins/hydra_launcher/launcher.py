@@ -20,7 +20,7 @@ from runner.run import execute
 
 #: Settings that belong to the run, not to a sweep point: they cannot differ between points.
 RUN_SETTINGS = (
-    "providers", "state_dir", "db", "outputs_dir", "dry_run", "budget_usd", "simulate", "max_attempts",
+    "providers", "state_dir", "db", "outputs_dir", "dry_run", "budget_usd", "simulate", "sim_config", "max_attempts",
     "retry_failed", "job_timeout_s", "cancel_on_interrupt", "quiet",
 )
 

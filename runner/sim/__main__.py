@@ -1,0 +1,119 @@
+"""`python -m runner.sim` / `runner-sim`: serve the provider simulator on 127.0.0.1 until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from dataclasses import asdict
+from typing import Any
+
+from runner.sim.config import SimConfig
+from runner.sim.simulator import Simulator
+
+DEFAULT_PORT = 8765
+
+
+def _pairs(values: list[str], flag: str, default_key: str | None = None) -> dict[str, str]:
+    """`NAME=VALUE` items (a bare VALUE means `default_key=VALUE`, where one is given)."""
+    out = {}
+    for item in values:
+        name, sep, value = item.rpartition("=")
+        if not sep:
+            if default_key is None:
+                raise ValueError(f"{flag} {item!r}: expected NAME=VALUE")
+            name, value = default_key, item
+        out[name] = value
+    return out
+
+
+def build_config(args: argparse.Namespace) -> SimConfig:
+    """The config file (if any), then each flag on top of it; ValueError names a bad one."""
+    base = SimConfig.load(args.config) if args.config else SimConfig()
+    data: dict[str, Any] = asdict(base)
+    data["latency"] = {**base.latency, **_pairs(args.latency, "--latency", "default")}
+    data["concurrency"] = {**base.concurrency, **{k: int(v) for k, v in _pairs(args.concurrency, "--concurrency").items()}}
+    data["daily_limit"] = {**base.daily_limit, **{k: int(v) for k, v in _pairs(args.daily_limit, "--daily-limit").items()}}
+    for item, rate in _pairs(args.fault, "--fault").items():
+        point, sep, kind = item.rpartition(":")
+        if not sep:
+            raise ValueError(f"--fault {item}={rate}: expected POINT:KIND=RATE (POINT may be *)")
+        data["faults"].setdefault(point, {})[kind] = float(rate)
+    for flag, key in (("seed", "seed"), ("speed", "speed"), ("pending", "pending_s"), ("url_ttl", "url_ttl_s"),
+                      ("ledger", "ledger_path")):
+        if getattr(args, flag) is not None:
+            data[key] = getattr(args, flag)
+    for provider in ("runway", "fal"):
+        if getattr(args, f"{provider}_key"):
+            data["keys"][provider] = getattr(args, f"{provider}_key")
+    return SimConfig(**data)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runner.sim", description=(
+        "Serve simulated Runway and fal.ai APIs on 127.0.0.1 (one port: /runway, /fal, /files, /_sim)."))
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (0: any free one; default {DEFAULT_PORT})")
+    p.add_argument("--config", help="YAML or JSON file with SimConfig settings")
+    p.add_argument("--latency", action="append", default=[], metavar="[NAME=]MIN:MAX",
+                   help="task run time in seconds, for a model, a provider or (bare) every model")
+    p.add_argument("--concurrency", action="append", default=[], metavar="NAME=N",
+                   help="tasks running at once for a provider (runway, fal) or a model")
+    p.add_argument("--daily-limit", action="append", default=[], metavar="NAME=N",
+                   help="accepted submissions per UTC day for a provider or a model (then 429)")
+    p.add_argument("--fault", action="append", default=[], metavar="POINT:KIND=RATE",
+                   help="fault rate, e.g. runway.poll:http_503=0.05 or '*:reset=0.01'")
+    p.add_argument("--speed", type=float, help="clock speed factor (2: everything takes half as long)")
+    p.add_argument("--pending", type=float, help="seconds a task is PENDING / IN_QUEUE before it runs")
+    p.add_argument("--seed", type=int, help="seed for latencies and fault draws")
+    p.add_argument("--url-ttl", type=float, help="seconds an output URL stays valid")
+    p.add_argument("--ledger", help="append the billing ledger to this JSONL file")
+    p.add_argument("--runway-key", help="the Runway API key to accept")
+    p.add_argument("--fal-key", help="the fal key to accept")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        sim = Simulator(build_config(args), port=args.port)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sim.start()
+    except OSError as exc:
+        print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    keys = sim.keys
+    print(f"""video-runner provider simulator on {sim.base_url}
+  Runway  {sim.runway_url}   key {keys['runway']}
+  fal     {sim.fal_url}   key {keys['fal']}
+
+Point the runner at it:
+  export RUNWAYML_API_SECRET={keys['runway']}
+  export FAL_KEY={keys['fal']}
+  python -m runner ... providers.runway.base_url={sim.runway_url} providers.fal.base_url={sim.fal_url}
+Official clients: RunwayML(base_url="{sim.runway_url}", api_key=...);
+  fal_client: import fal_client.client as fc; fc.QUEUE_URL_FORMAT = "{sim.fal_url}/"
+Control: GET {sim.base_url}/_sim/ledger | /_sim/stats ; POST {sim.base_url}/_sim/faults
+Ctrl-C to stop.""", flush=True)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sim.stop()
+        server = sim.stats()["server"]
+        try:
+            print(f"stopped after {server['requests']} requests "
+                  f"(server time per request: {server['mean_ms']:.3f} ms wall, {server['cpu_mean_ms']:.3f} ms CPU)", flush=True)
+        except OSError:  # whoever read our output has gone
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""fal.ai's queue API, as providers.md section 2 describes it.
+
+Submit goes to the full model id; status, result and cancel live under the app's `owner/app` only,
+and clients must follow the absolute URLs the submit answer gives. Invalid input is accepted at
+submit and fails the request afterwards (COMPLETED with an error; the result answers 422), as the
+real queue does, because the queue does not validate: the model does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from runner.catalog import CatalogModel, check_payload
+from runner.sim.faults import RESPONSE_KINDS, Fault, failure_message
+from runner.sim.server import Request, Response, fault_response, json_response
+from runner.sim.tasks import DailyLimitExceeded, Task, iso_time, model_names
+
+if TYPE_CHECKING:
+    from runner.sim.app import SimApp
+
+NAMESPACES = ("workflows", "comfy")
+ERRORS_URL = "https://docs.fal.ai/errors/#"
+_LOGS = {"1": True, "true": True, "0": False, "false": False}
+#: A failed generation as fal reports it, by failure-code family (the part before the first dot):
+#: (error_type, HTTP status of the result, X-Fal-Retryable). Content-policy and downstream errors
+#: are model errors (a `detail` list); an internal one is a platform error (flat `detail`).
+_FAILURES = {
+    "SAFETY": ("content_policy_violation", 422, "false"),
+    "THIRD_PARTY": ("downstream_service_unavailable", 503, "true"),
+    "INTERNAL": ("runner_server_error", 500, "true"),
+}
+
+
+def app_id(model_id: str) -> str:
+    """`owner/app` of a model id (namespaced apps keep their namespace): the per-request URL prefix."""
+    parts = model_id.split("/")
+    return "/".join(parts[: 3 if parts[0] in NAMESPACES else 2])
+
+
+def detail_error(status: int, detail: Any, route: str = "other", model: str | None = None,
+                 headers: dict[str, str] | None = None) -> Response:
+    return json_response(status, {"detail": detail}, headers, route, model)
+
+
+def request_error(status: int, message: str, error_type: str, route: str = "other", model: str | None = None) -> Response:
+    """fal's infrastructure error: a flat detail plus error_type (also in X-Fal-Error-Type)."""
+    return json_response(status, {"detail": message, "error_type": error_type}, {"X-Fal-Error-Type": error_type}, route, model)
+
+
+def model_error(loc: list[str], message: str, error_type: str) -> dict[str, Any]:
+    """One entry of a model error's `detail` list."""
+    return {"loc": loc, "msg": message, "type": error_type, "url": ERRORS_URL + error_type}
+
+
+class FalAPI:
+    """Handlers for everything under `/fal`."""
+
+    def __init__(self, app: "SimApp"):
+        self.app = app
+
+    def handle(self, request: Request, path: str) -> Response:
+        if request.header("Authorization") != f"Key {self.app.config.keys['fal']}":
+            return detail_error(401, "Unauthorized")
+        target = path.strip("/")
+        if request.method == "POST":
+            return self.submit(request, target)
+        parts = target.split("/")
+        if "requests" not in parts[:-1]:
+            return detail_error(404, "Not Found") if request.method in ("GET", "PUT") else detail_error(405, "Method Not Allowed")
+        at = parts.index("requests")
+        app, request_id, rest = "/".join(parts[:at]), parts[at + 1], parts[at + 2:]
+        handlers = {
+            ("GET", ()): ("fal.result", self.result),
+            ("GET", ("status",)): ("fal.status", self.status),
+            ("GET", ("status", "stream")): ("fal.stream", self.stream),
+            ("PUT", ("cancel",)): ("fal.cancel", self.cancel),
+        }
+        if (request.method, tuple(rest)) not in handlers:
+            return detail_error(404, "Not Found")
+        route, handler = handlers[(request.method, tuple(rest))]
+        task = self.app.board.get(request_id)
+        if task is None or task.provider != "fal" or app_id(task.endpoint) != app:
+            if route == "fal.cancel":
+                return json_response(404, {"status": "NOT_FOUND"}, route=route)
+            return detail_error(404, "Request not found", route)
+        return handler(request, task)
+
+    # -- submit -----------------------------------------------------------------------------------
+
+    def submit(self, request: Request, endpoint: str) -> Response:
+        route = "fal.submit"
+        try:
+            model, mode = self.app.catalog.by_endpoint("fal", endpoint)
+        except KeyError:
+            return detail_error(404, f"Application '{endpoint}' not found", route)
+        try:
+            body = request.json()
+        except ValueError:
+            return detail_error(422, [model_error(["body"], "Invalid JSON", "json_invalid")], route, model.name)
+        if not isinstance(body, dict):
+            return detail_error(422, [model_error(["body"], "Input should be a valid dictionary", "dict_type")], route, model.name)
+        problems = check_payload(model.mode(mode), body) + self._check_inputs(model, mode, body)
+        fault = self.app.faults.draw(route, model_names(model, endpoint), RESPONSE_KINDS | {"task_failed"})
+        if fault is not None and fault.kind in RESPONSE_KINDS and not fault.after_accept:
+            return self._fault(fault, route, model.name)
+        failure_code, failure = fault.fate() if fault is not None else (None, None)
+        disable = (request.header("x-app-fal-disable-fallback") or "").strip().lower()
+        try:
+            task = self.app.new_task(
+                "fal", model, mode, endpoint, body, body, failure_code=failure_code, failure=failure,
+                problems=tuple(problems), fallback_disabled=disable not in ("", "0", "false", "no"),
+            )
+        except DailyLimitExceeded as exc:
+            return detail_error(429, f"Daily request limit ({exc.limit}) reached for {exc.scope}", route, model.name)
+        if fault is not None and fault.after_accept:
+            return self._fault(fault, route, model.name)
+        answer = {"status": "IN_QUEUE", "request_id": task.id, **self.urls(task),
+                  "queue_position": self.app.board.queue_position(task)}
+        return json_response(200, answer, {"X-Fal-Request-Id": task.id}, route, model.name)
+
+    def _check_inputs(self, model: CatalogModel, mode: str, body: dict[str, Any]) -> list[str]:
+        """fal fetches URLs and decodes data URIs; anything else cannot be an input file."""
+        problems = []
+        for field, spec in model.mode(mode).params.items():
+            if field not in body or spec.type not in ("image", "video", "audio", "image_list"):
+                continue
+            limits = model.media_limits("image" if spec.type == "image_list" else spec.type)
+            values = body[field] if isinstance(body[field], list) else [body[field]]
+            for value in values:
+                if not isinstance(value, str):
+                    continue
+                if value.startswith("data:"):
+                    size = len(value.partition(",")[2]) * 3 // 4
+                    if limits is not None and limits.max_bytes and size > limits.max_bytes:
+                        problems.append(f"{field}: file is {size} bytes; at most {limits.max_bytes} bytes are allowed")
+                elif not value.startswith(("https://", "http://")):
+                    problems.append(f"{field}: expected a URL or a data URI")
+        return problems
+
+    # -- per request ------------------------------------------------------------------------------
+
+    def urls(self, task: Task) -> dict[str, str]:
+        base = f"{self.app.base_url}/fal/{app_id(task.endpoint)}/requests/{task.id}"
+        return {"response_url": base, "status_url": base + "/status", "cancel_url": base + "/cancel"}
+
+    def status(self, request: Request, task: Task) -> Response:
+        route = "fal.status"
+        logs = _LOGS.get(request.query.get("logs", "0").lower())
+        if logs is None:
+            return detail_error(422, [model_error(["query", "logs"], "Input should be 1, 0, true or false", "bool_parsing")], route, task.model.name)
+        fault = self.app.faults.draw(route, task.names, RESPONSE_KINDS)
+        if fault is not None:
+            return self._fault(fault, route, task.model.name)
+        obj = self.status_object(task, logs)
+        code = 200 if obj["status"] == "COMPLETED" else 202
+        return json_response(code, obj, {"X-Fal-Request-Id": task.id}, route, task.model.name)
+
+    def status_object(self, task: Task, logs: bool) -> dict[str, Any]:
+        """The queue status: IN_QUEUE (queue_position), IN_PROGRESS, or COMPLETED (maybe with error)."""
+        now = self.app.board.now()
+        self.app.board.advance(now)
+        phase = task.phase(now)
+        obj: dict[str, Any] = {"request_id": task.id, **self.urls(task), "logs": self._logs(task, now) if logs else None}
+        if phase in ("waiting", "pending"):
+            return {"status": "IN_QUEUE", **obj, "queue_position": self.app.board.queue_position(task)}
+        if phase == "running":
+            return {"status": "IN_PROGRESS", **obj}
+        obj = {"status": "COMPLETED", **obj, "metrics": {"inference_time": round(task.latency, 3)} if phase == "succeeded" else {}}
+        if phase != "succeeded":
+            obj["error"], obj["error_type"] = self._error(task)
+        return obj
+
+    def stream(self, request: Request, task: Task) -> Response:
+        """Server-sent events: the status object on every change, closing after COMPLETED."""
+        logs = _LOGS.get(request.query.get("logs", "0").lower(), False)
+        headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Fal-Request-Id": task.id}
+        return Response(200, headers=headers, route="fal.stream", model=task.model.name, stream=self._events(task, logs))
+
+    def _events(self, task: Task, logs: bool) -> Iterator[bytes]:
+        board, stopping = self.app.board, self.app.stopping
+        deadline = board.now() + self.app.config.stream_max_s
+        last, last_sent = None, board.now()
+        while not stopping.is_set() and board.now() < deadline:
+            obj = self.status_object(task, logs)
+            text = json.dumps(obj, separators=(",", ":"))
+            if text != last:
+                yield f"data: {text}\n\n".encode()
+                last, last_sent = text, board.now()
+                if obj["status"] == "COMPLETED":
+                    return
+            elif board.now() - last_sent >= 15:
+                yield b": keep-alive\n\n"
+                last_sent = board.now()
+            stopping.wait(0.02)
+
+    def result(self, request: Request, task: Task) -> Response:
+        route, name = "fal.result", task.model.name
+        now = self.app.board.now()
+        phase = task.phase(now)
+        kinds = RESPONSE_KINDS | {"expired_url"} if phase == "succeeded" else RESPONSE_KINDS
+        fault = self.app.faults.draw(route, task.names, kinds)
+        if fault is not None and fault.kind != "expired_url":
+            return self._fault(fault, route, name)
+        if phase not in ("succeeded", "failed", "cancelled"):
+            return detail_error(400, "Request is still in progress", route, name)
+        if phase == "succeeded":
+            content_type, file_name = self.app.outputs.describe(task)
+            file = {"url": self.app.outputs.url(self.app.base_url, task, expired=fault is not None),
+                    "content_type": content_type, "file_name": file_name, "file_size": len(self.app.outputs.data(task))}
+            headers = {"X-Fal-Request-Id": task.id, "X-Fal-Billable-Units": str(self.app.billable_units(task))}
+            return json_response(200, {task.model.spec.output.media: file}, headers, route, name)
+        return self._result_error(task, route)
+
+    def cancel(self, request: Request, task: Task) -> Response:
+        """Cancel a queued or running request; it then ends COMPLETED with a client_cancelled error."""
+        route = "fal.cancel"
+        fault = self.app.faults.draw(route, task.names, RESPONSE_KINDS)
+        if fault is not None:
+            return self._fault(fault, route, task.model.name)
+        if self.app.board.cancel(task):
+            return json_response(202, {"status": "CANCELLATION_REQUESTED"}, route=route, model=task.model.name)
+        return json_response(400, {"status": "ALREADY_COMPLETED"}, route=route, model=task.model.name)
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    def _error(self, task: Task) -> tuple[str, str]:
+        """(error, error_type) of a failed or cancelled request, as its COMPLETED status shows."""
+        if task.final == "cancelled":
+            return "Request was cancelled", "client_cancelled"
+        if task.problems:
+            return "Unprocessable Entity: " + "; ".join(task.problems), "bad_request"
+        error_type, _, _ = _FAILURES.get((task.failure_code or "").split(".")[0], _FAILURES["INTERNAL"])
+        return task.failure_message or failure_message(task.failure_code or "INTERNAL"), error_type
+
+    def _result_error(self, task: Task, route: str) -> Response:
+        """The result of a request that did not succeed: the model's (or the platform's) error."""
+        name = task.model.name
+        message, error_type = self._error(task)
+        if task.final == "cancelled":
+            return request_error(499, message, error_type, route, name)
+        if task.problems:
+            detail = [model_error(["body", *([p.split(":", 1)[0]] if ":" in p else [])],
+                                  p.partition(": ")[2] or p, _problem_type(p)) for p in task.problems]
+            return detail_error(422, detail, route, name, {"X-Fal-Retryable": "false"})
+        _, status, retryable = _FAILURES.get((task.failure_code or "").split(".")[0], _FAILURES["INTERNAL"])
+        if error_type == "runner_server_error":
+            return request_error(status, message, error_type, route, name)
+        input_safety = (task.failure_code or "").startswith("SAFETY.INPUT")
+        loc = ["body", "prompt"] if input_safety else ["body"]
+        return detail_error(status, [model_error(loc, message, error_type)], route, name, {"X-Fal-Retryable": retryable})
+
+    def _logs(self, task: Task, now: float) -> list[dict[str, str]]:
+        """Log lines for the phases the request has passed (they change only at transitions)."""
+        lines = []
+        if task.run_at is not None and now >= task.run_at:
+            lines.append(("INFO", "Generation started", task.run_at))
+        if task.ended is not None and task.final != "cancelled":
+            lines.append(("INFO" if task.final == "succeeded" else "ERROR",
+                          "Generation finished" if task.final == "succeeded" else "Generation failed", task.ended))
+        return [{"message": message, "level": level, "source": "USER", "timestamp": iso_time(self.app.board.wall(at))}
+                for level, message, at in lines]
+
+    def _fault(self, fault: Fault, route: str, model: str | None) -> Response:
+        def error(status: int, message: str) -> Response:
+            if fault.detail.get("ingress"):  # the nginx ingress, not fal itself (fal_client retries these)
+                html = f"<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
+                return Response(status, html.encode(), {"Content-Type": "text/html"})
+            if status == 429:
+                return detail_error(429, message)
+            error_type = {500: "internal_error", 502: "runner_incomplete_response",
+                          503: "runner_scheduling_failure", 504: "request_timeout"}[status]
+            return request_error(status, message, error_type)
+
+        response = fault_response(fault, error, self.app.config.hang_max_s)
+        response.route, response.model = route, model
+        return response
+
+
+def _problem_type(problem: str) -> str:
+    """A pydantic-style error type for a manifest check problem."""
+    message = problem.partition(": ")[2]
+    if message == "required":
+        return "missing"
+    if message.startswith("not a field"):
+        return "extra_forbidden"
+    return "value_error"

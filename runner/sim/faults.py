@@ -1,0 +1,160 @@
+"""Fault injection: which request fails, and how, either scripted (`inject`) or drawn at a rate.
+
+A fault is looked up at a named point of the protocol (a create, a poll, a download ...) and,
+optionally, only for one model. Scripted faults fire first, in the order they were added, each
+`count` times; then each configured rate is rolled with the simulator's seeded generator. The
+protocol handlers decide what a fault does to their response (see `server.fault_response`).
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+POINTS = (
+    "runway.create",
+    "runway.poll",
+    "runway.cancel",
+    "runway.upload",
+    "fal.submit",
+    "fal.status",
+    "fal.result",
+    "fal.cancel",
+    "download",
+)
+CREATE_POINTS = frozenset({"runway.create", "fal.submit"})
+HTTP_KINDS = ("http_429", "http_500", "http_502", "http_503", "http_504")
+#: Kinds that spoil a response (as opposed to a task's outcome or an output URL).
+RESPONSE_KINDS = frozenset({*HTTP_KINDS, "reset", "hang", "malformed_json"})
+KINDS = (*HTTP_KINDS, "reset", "hang", "malformed_json", "task_failed", "expired_url", "truncated")
+
+_ALL = frozenset(POINTS)
+APPLIES: dict[str, frozenset[str]] = {
+    **{kind: _ALL for kind in (*HTTP_KINDS, "reset", "hang")},
+    "malformed_json": _ALL - {"download"},
+    "task_failed": CREATE_POINTS,
+    "expired_url": frozenset({"runway.poll", "fal.result", "download"}),
+    "truncated": frozenset({"download"}),
+}
+
+#: Runway's failure messages by code family (most specific prefix first).
+FAILURE_MESSAGES = (
+    ("SAFETY.INPUT", "Input did not pass moderation"),
+    ("SAFETY.OUTPUT", "Output did not pass moderation"),
+    ("INPUT_PREPROCESSING.SAFETY", "Prompt text did not pass moderation"),
+    ("INPUT_PREPROCESSING", "Input preprocessing failed"),
+    ("INTERNAL.BAD_OUTPUT", "The generated output did not meet quality standards"),
+    ("THIRD_PARTY.UNAVAILABLE", "The model provider is temporarily unavailable"),
+    ("ASSET.INVALID", "An input asset is invalid"),
+    ("INTERNAL", "An unexpected error occurred"),
+)
+
+
+def failure_message(code: str) -> str:
+    """The human message Runway pairs with a failure code."""
+    for prefix, message in FAILURE_MESSAGES:
+        if code == prefix or code.startswith(prefix + "."):
+            return message
+    return "An unexpected error occurred"
+
+
+@dataclass
+class Fault:
+    """One fault to apply; `detail` carries kind-specific settings (retry_after, seconds, ...)."""
+
+    kind: str
+    on: str
+    count: int = 1
+    model: str | None = None
+    after_accept: bool = False
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def fate(self) -> tuple[str | None, str | None]:
+        """(failure code, message) a `task_failed` fault gives its task; (None, None) for other kinds."""
+        if self.kind != "task_failed":
+            return None, None
+        return str(self.detail.get("failure_code", "INTERNAL")), self.detail.get("failure")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "on": self.on, "count": self.count, "model": self.model,
+                "after_accept": self.after_accept, **self.detail}
+
+
+def check_fault(kind: str, on: str, after_accept: bool = False) -> None:
+    """Raise ValueError when a kind cannot happen at a point (a typo must not silently do nothing)."""
+    if kind not in APPLIES:
+        raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
+    if on not in _ALL:
+        raise ValueError(f"unknown fault point {on!r}; known: {', '.join(POINTS)}")
+    if on not in APPLIES[kind]:
+        raise ValueError(f"fault {kind!r} cannot happen at {on!r}; it applies to {', '.join(sorted(APPLIES[kind]))}")
+    if after_accept and (on not in CREATE_POINTS or kind not in RESPONSE_KINDS):
+        raise ValueError("after_accept applies to response faults (http_*, reset, hang, malformed_json) on runway.create / fal.submit")
+
+
+def check_rates(rates: Mapping[str, Mapping[str, float]]) -> None:
+    """Validate a `faults` rate table: point (or "*") -> kind -> probability in [0, 1]."""
+    for point, kinds in rates.items():
+        for kind, rate in kinds.items():
+            if point == "*":
+                if kind not in APPLIES:
+                    raise ValueError(f"faults.*: unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
+            else:
+                check_fault(kind, point)
+            if not 0 <= float(rate) <= 1:
+                raise ValueError(f"faults.{point}.{kind}: a rate is a probability in [0, 1], got {rate!r}")
+
+
+class FaultPlan:
+    """Scripted faults waiting to fire, plus the configured rates."""
+
+    def __init__(self, rates: Mapping[str, Mapping[str, float]], failure_codes: Collection[str], rng: random.Random):
+        check_rates(rates)
+        self._rates = {point: dict(kinds) for point, kinds in rates.items()}
+        self._codes = list(failure_codes)
+        self._rng = rng
+        self._scripted: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, *, on: str, count: int = 1, model: str | None = None,
+            after_accept: bool = False, **detail: Any) -> Fault:
+        check_fault(kind, on, after_accept)
+        if count < 1:
+            raise ValueError(f"count must be >= 1, got {count}")
+        fault = Fault(kind, on, count, model, after_accept, detail)
+        with self._lock:
+            self._scripted.append(fault)
+        return fault
+
+    def pending(self) -> list[dict[str, Any]]:
+        """Scripted faults not yet fired (with the count still to go)."""
+        with self._lock:
+            return [fault.as_dict() for fault in self._scripted]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._scripted.clear()
+
+    def draw(self, point: str, model_names: Collection[str] = (), kinds: Collection[str] | None = None) -> Fault | None:
+        """The fault to apply to this request, if any; `kinds` limits it to those that make sense now."""
+        with self._lock:
+            for fault in self._scripted:
+                if fault.on != point or (kinds is not None and fault.kind not in kinds):
+                    continue
+                if fault.model is not None and fault.model not in model_names:
+                    continue
+                fault.count -= 1
+                if fault.count == 0:
+                    self._scripted.remove(fault)
+                return Fault(fault.kind, point, 1, fault.model, fault.after_accept, dict(fault.detail))
+            for table in (self._rates.get(point, {}), self._rates.get("*", {})):
+                for kind, rate in table.items():
+                    if point not in APPLIES[kind] or (kinds is not None and kind not in kinds):
+                        continue
+                    if rate and self._rng.random() < rate:
+                        detail = {"failure_code": self._rng.choice(self._codes)} if kind == "task_failed" else {}
+                        return Fault(kind, point, detail=detail)
+        return None

@@ -1,0 +1,282 @@
+"""Runway's developer API (`/v1/...`), as providers.md section 1 and the seeds describe it.
+
+Create endpoints come from the catalogue's Runway modes, and bodies are checked against the
+manifests, so the simulator rejects exactly what the runner's own preflight should have caught.
+Errors carry Runway's `{"error": ...}` body (validation adds zod-style `issues` naming the field).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from runner.catalog import CatalogModel, check_payload
+from runner.manifest import MediaLimits
+from runner.sim.faults import RESPONSE_KINDS, Fault, failure_message
+from runner.sim.server import Request, Response, fault_response, json_response
+from runner.sim.tasks import DailyLimitExceeded, Task, iso_time, model_names
+
+if TYPE_CHECKING:
+    from runner.sim.app import SimApp
+
+VERSION = "2024-11-06"
+DOC_URL = "https://docs.dev.runwayml.com/api"
+MAX_URL_CHARS = 2048
+_STATUS = {"waiting": "THROTTLED", "pending": "PENDING", "running": "RUNNING",
+           "succeeded": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED"}
+
+
+def error(status: int, message: str, route: str = "other", model: str | None = None, **extra: Any) -> Response:
+    return json_response(status, {"error": message, **extra}, route=route, model=model)
+
+
+def credits(usd: Decimal) -> int | float:
+    """Runway credits for a USD amount (1 credit = $0.01)."""
+    value = usd * 100
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def seconds_to_utc_midnight() -> int:
+    now = datetime.now(timezone.utc)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(1, int((midnight - now).total_seconds()))
+
+
+class RunwayAPI:
+    """Handlers for everything under `/runway`."""
+
+    def __init__(self, app: "SimApp"):
+        self.app = app
+        runway_models = [cm for cm in app.catalog.models.values() if cm.provider == "runway"]
+        self.endpoints = {mode.endpoint for cm in runway_models for mode in cm.spec.modes.values()}
+
+    def handle(self, request: Request, path: str) -> Response:
+        key = self.app.config.keys["runway"]
+        if request.header("Authorization") != f"Bearer {key}":
+            return error(401, "Invalid or missing API key: send Authorization: Bearer <key>")
+        if request.header("X-Runway-Version") != VERSION:
+            got = request.header("X-Runway-Version")
+            return error(400, f"Invalid X-Runway-Version header {got!r}: this API version is {VERSION}"
+                         if got else f"Missing X-Runway-Version header (use {VERSION})")
+        if not path.startswith("/v1/"):
+            return error(404, "Not found")
+        parts = tuple(path[len("/v1/"):].strip("/").split("/"))
+        handlers: dict[str, Callable[[Request], Response]]
+        if len(parts) == 1 and parts[0] in self.endpoints:
+            handlers = {"POST": lambda r: self.create(r, parts[0])}
+        elif len(parts) == 2 and parts[0] == "tasks":
+            handlers = {"GET": lambda r: self.retrieve(r, parts[1]), "DELETE": lambda r: self.delete(r, parts[1])}
+        elif parts == ("uploads",):
+            handlers = {"POST": self.upload}
+        elif parts == ("organization",):
+            handlers = {"GET": self.organization}
+        else:
+            return error(404, "Not found")
+        if request.method not in handlers:
+            return error(405, f"Method {request.method} not allowed")
+        return handlers[request.method](request)
+
+    # -- create -----------------------------------------------------------------------------------
+
+    def create(self, request: Request, endpoint: str) -> Response:
+        route = "runway.create"
+        try:
+            body = request.json()
+        except ValueError:
+            return error(400, "Invalid JSON body", route)
+        if not isinstance(body, dict):
+            return invalid([("(body)", "Expected an object")], route)
+        model_id = body.get("model")
+        try:
+            if not isinstance(model_id, str):
+                raise KeyError(model_id)
+            model, mode = self.app.catalog.by_endpoint("runway", endpoint, model_id)
+        except KeyError:
+            allowed = sorted(cm.model_id for cm in self.app.catalog.models.values()
+                             if cm.provider == "runway" and any(m.endpoint == endpoint for m in cm.spec.modes.values()))
+            return invalid([("model", f"Invalid model {model_id!r} for /v1/{endpoint}; expected one of: {', '.join(allowed)}")], route)
+        payload = {k: v for k, v in body.items() if k != "model"}
+        problems = [_split(p) for p in check_payload(model.mode(mode), payload)]
+        problems += self.check_inputs(model, mode, payload)
+        if problems:
+            return invalid(problems, route, model.name)
+        estimate = self.app.price(model, mode, payload)
+        if estimate is not None and credits(estimate) > self.app.credit_balance():
+            return error(400, "You do not have enough credits to run this task.", route)
+        fault = self.app.faults.draw(route, model_names(model, endpoint), RESPONSE_KINDS | {"task_failed"})
+        if fault is not None and fault.kind in RESPONSE_KINDS and not fault.after_accept:
+            return self._fault(fault, route, model.name)
+        failure_code, failure = fault.fate() if fault is not None else (None, None)
+        try:
+            task = self.app.new_task("runway", model, mode, endpoint, body, payload,
+                                     failure_code=failure_code, failure=failure)
+        except DailyLimitExceeded as exc:
+            response = error(429, f"You have reached your daily generation limit ({exc.limit}) for {exc.scope}.", route)
+            response.headers["Retry-After"] = str(seconds_to_utc_midnight())
+            return response
+        if fault is not None and fault.after_accept:
+            return self._fault(fault, route, model.name)
+        answer: dict[str, Any] = {"id": task.id}
+        if task.price is not None:
+            answer["estimatedCost"] = {"credits": credits(task.price)}
+        return json_response(200, answer, route=route, model=model.name)
+
+    def check_inputs(self, model: CatalogModel, mode: str, payload: dict[str, Any]) -> list[tuple[str, str]]:
+        """Problems with input file references: data URI size and type, runway:// validity, URL form."""
+        problems = []
+        for field, spec in model.mode(mode).params.items():
+            if field not in payload or spec.type not in ("image", "video", "audio", "image_list"):
+                continue
+            kind = "image" if spec.type == "image_list" else spec.type
+            limits = model.media_limits(kind)
+            for uri in _uris(payload[field]):
+                problem = self._check_uri(uri, limits)
+                if problem:
+                    problems.append((field, problem))
+        return problems
+
+    def _check_uri(self, uri: str, limits: MediaLimits | None) -> str | None:
+        if uri.startswith("data:"):
+            mime = uri[5:].split(";", 1)[0].split(",", 1)[0]
+            if "," not in uri:
+                return "Invalid data URI"
+            if limits is not None and limits.formats and mime not in limits.formats:
+                return f"Unsupported data URI type {mime!r}; expected one of: {', '.join(limits.formats)}"
+            if limits is not None and limits.data_uri_max_bytes and len(uri) > limits.data_uri_max_bytes:
+                return f"Data URI is {len(uri)} bytes; at most {limits.data_uri_max_bytes} bytes are allowed"
+            return None
+        if uri.startswith("runway://"):
+            return self.app.uploads.check_uri(uri)
+        if uri.startswith(("https://", "http://")):
+            return None if len(uri) <= MAX_URL_CHARS else f"URL is longer than {MAX_URL_CHARS} characters"
+        return "Expected an HTTPS URL, a runway:// upload URI or a data URI"
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    def retrieve(self, request: Request, task_id: str) -> Response:
+        route = "runway.poll"
+        task = self.app.board.get(task_id)
+        if task is None or task.provider != "runway":
+            return error(404, "Task not found", route)
+        now = self.app.board.now()
+        phase = task.phase(now)
+        kinds = RESPONSE_KINDS | {"expired_url"} if phase == "succeeded" else RESPONSE_KINDS
+        fault = self.app.faults.draw(route, task.names, kinds)
+        if fault is not None and fault.kind != "expired_url":
+            return self._fault(fault, route, task.model.name)
+        return json_response(200, self.task_object(task, now, expired=fault is not None), route=route, model=task.model.name)
+
+    def task_object(self, task: Task, now: float, expired: bool = False) -> dict[str, Any]:
+        """The task as GET /v1/tasks/{id} shows it; a SUCCEEDED task gets freshly signed URLs."""
+        phase = task.phase(now)
+        obj: dict[str, Any] = {"id": task.id, "status": _STATUS[phase], "createdAt": iso_time(self.app.board.wall(task.created))}
+        if phase == "running":
+            obj["progress"] = round(task.progress(now), 3)
+        if phase in ("waiting", "pending", "running"):
+            if task.price is not None:
+                obj["estimatedCost"] = {"credits": credits(task.price)}
+            return obj
+        if phase == "succeeded":
+            obj["output"] = [self.app.outputs.url(self.app.base_url, task, expired=expired)]
+            if task.price is not None:
+                obj["cost"] = {"credits": credits(task.price)}
+            return obj
+        if phase == "failed":
+            obj["failure"] = task.failure_message or failure_message(task.failure_code or "INTERNAL")
+            obj["failureCode"] = task.failure_code
+        obj["cost"] = {"credits": 0}
+        return obj
+
+    def delete(self, request: Request, task_id: str) -> Response:
+        """Cancel a task that has not ended; delete one that has (it then answers 404)."""
+        route = "runway.cancel"
+        task = self.app.board.get(task_id)
+        if task is None or task.provider != "runway":
+            return error(404, "Task not found", route)
+        fault = self.app.faults.draw(route, task.names, RESPONSE_KINDS)
+        if fault is not None:
+            return self._fault(fault, route, task.model.name)
+        if not self.app.board.cancel(task):
+            self.app.board.delete(task)
+        return Response(204, route=route, model=task.model.name)
+
+    # -- uploads and organization -----------------------------------------------------------------
+
+    def upload(self, request: Request) -> Response:
+        route = "runway.upload"
+        try:
+            body = request.json()
+        except ValueError:
+            return error(400, "Invalid JSON body", route)
+        body = body if isinstance(body, dict) else {}
+        problems = []
+        if not isinstance(body.get("filename"), str) or not body["filename"].strip() or "/" in body["filename"]:
+            problems.append(("filename", "Expected a file name"))
+        if body.get("type") != "ephemeral":
+            problems.append(("type", "Expected 'ephemeral'"))
+        if problems:
+            return invalid(problems, route)
+        fault = self.app.faults.draw(route, (), RESPONSE_KINDS)
+        if fault is not None:
+            return self._fault(fault, route, None)
+        return json_response(200, self.app.uploads.create(body["filename"], self.app.base_url), route=route)
+
+    def organization(self, request: Request) -> Response:
+        """Credit balance, the tier's per-model limits, and today's usage."""
+        config = self.app.config
+        usage = self.app.board.usage_today()
+        models = {}
+        for cm in self.app.catalog.models.values():
+            if cm.provider != "runway":
+                continue
+            limits = [config.model_limit(table, model_names(cm)) for table in (config.concurrency, config.daily_limit)]
+            concurrency, daily = [limit if limit is not None else table.get("runway")
+                                  for limit, table in zip(limits, (config.concurrency, config.daily_limit))]
+            models[cm.model_id] = {"maxConcurrentGenerations": concurrency, "maxDailyGenerations": daily}
+        return json_response(200, {
+            "creditBalance": self.app.credit_balance(),
+            "tier": {"maxMonthlyCreditSpend": config.credit_balance, "models": models},
+            "usage": {"models": {cm.model_id: {"dailyGenerations": usage[cm.name]}
+                                 for cm in self.app.catalog.models.values() if cm.provider == "runway" and cm.name in usage}},
+        }, route="runway.organization")
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _fault(self, fault: Fault, route: str, model: str | None) -> Response:
+        response = fault_response(fault, lambda status, message: error(status, message), self.app.config.hang_max_s)
+        response.route, response.model = route, model
+        return response
+
+
+def invalid(problems: list[tuple[str, str]], route: str, model: str | None = None) -> Response:
+    """Runway's 400 for a body that fails validation, one zod-style issue per field."""
+    issues = [{"code": _code(message), "message": message, "path": [] if field == "(body)" else [field]}
+              for field, message in problems]
+    return error(400, "Validation of body failed", route, model, issues=issues, docUrl=DOC_URL)
+
+
+def _split(problem: str) -> tuple[str, str]:
+    field, _, message = problem.partition(": ")
+    return field, message or problem
+
+
+def _code(message: str) -> str:
+    if message == "required":
+        return "invalid_type"
+    if message.startswith("not a field"):
+        return "unrecognized_keys"
+    return "custom"
+
+
+def _uris(value: Any) -> list[str]:
+    """The input URIs in a field: a string, {"uri": ...}, or a list of either."""
+    items = value if isinstance(value, list) else [value]
+    uris = []
+    for item in items:
+        if isinstance(item, dict):
+            item = item.get("uri")
+        if isinstance(item, str):
+            uris.append(item)
+    return uris

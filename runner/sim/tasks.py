@@ -1,0 +1,260 @@
+"""The task clock: when each task starts and ends, computed from timestamps on demand.
+
+There is no background loop. Every request first calls `advance(now)`, which replays, in time
+order, every finish that happened since the last call and admits waiting tasks into the slots those
+finishes freed (at the moment they freed). So a task's history is the same whether it is polled
+every millisecond or once at the end, and an idle simulator costs nothing.
+
+A task is *in flight* from submission until it ends; it *runs* (holds a concurrency slot) from
+admission until it ends. Admission happens in submission order whenever the provider's and the
+model's slots allow: over the limit a task waits (Runway THROTTLED, fal IN_QUEUE). The highest
+number of simultaneous in-flight and running tasks per provider and model is kept for tests that
+check a client's own concurrency limit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Literal
+
+from runner.catalog import CatalogModel
+
+Phase = Literal["waiting", "pending", "running", "succeeded", "failed", "cancelled"]
+
+
+def iso_time(unix: float) -> str:
+    """ISO-8601 UTC with milliseconds, as both providers write timestamps."""
+    return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(unix * 1000) % 1000:03d}Z"
+
+
+def model_names(model: CatalogModel, endpoint: str | None = None) -> tuple[str, ...]:
+    """Every name a config or a fault filter may use for a model, most specific first."""
+    return (model.name, model.model_id, *model.spec.aliases, *([endpoint] if endpoint else []))
+
+
+class DailyLimitExceeded(Exception):
+    """A create over the daily generation limit of `scope` (a provider or model name)."""
+
+    def __init__(self, scope: str, limit: int):
+        super().__init__(f"daily generation limit of {limit} reached for {scope}")
+        self.scope = scope
+        self.limit = limit
+
+
+@dataclass(eq=False)
+class Task:
+    """One accepted generation. Times are on the board's monotonic clock."""
+
+    id: str
+    provider: str
+    model: CatalogModel
+    mode: str
+    endpoint: str
+    payload: dict[str, Any]  # the native fields (Runway's body without `model`)
+    body: Any  # the request body as sent, for the ledger's payload hash
+    latency: float
+    pending: float
+    price: Decimal | None = None  # the manifest price of this job, None when unknown
+    failure_code: str | None = None  # set when the task is fated to fail
+    problems: tuple[str, ...] = ()  # invalid input (fal accepts it, then fails the request)
+    fallback_disabled: bool | None = None
+    created: float = 0.0
+    seq: int = 0
+    admitted: float | None = None
+    ended: float | None = None
+    final: str | None = None
+    failure_message: str | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return model_names(self.model, self.endpoint)
+
+    @property
+    def run_at(self) -> float | None:
+        return None if self.admitted is None else self.admitted + self.pending
+
+    def phase(self, now: float) -> Phase:
+        if self.final is not None:
+            return self.final  # type: ignore[return-value]
+        if self.admitted is None:
+            return "waiting"
+        return "pending" if now < self.admitted + self.pending else "running"
+
+    def progress(self, now: float) -> float:
+        """Fraction of the running time elapsed, 0..1."""
+        if self.admitted is None or self.latency <= 0:
+            return 0.0
+        return min(1.0, max(0.0, (now - self.admitted - self.pending) / self.latency))
+
+
+@dataclass
+class _Counter:
+    in_flight: int = 0
+    max_in_flight: int = 0
+    running: int = 0
+    max_running: int = 0
+    submitted: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class TaskBoard:
+    """Every task, the wait queues, the running set and the account limits; thread-safe."""
+
+    provider_limits: dict[str, int] = field(default_factory=dict)
+    model_limit: Callable[[Task], int | None] = lambda task: None
+    #: (scope, limit) pairs for a task, scope being its provider or its model name.
+    daily_limits: Callable[[Task], list[tuple[str, int]]] = lambda task: []
+    on_accept: Callable[[Task], None] = lambda task: None
+    on_final: Callable[[Task], None] = lambda task: None
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self.lock = threading.RLock()
+        self._tasks: dict[str, Task] = {}
+        self._waiting: dict[str, list[Task]] = defaultdict(list)
+        self._running: list[tuple[float, int, Task]] = []  # heap by done_at
+        self._counts: dict[tuple[str, str], _Counter] = defaultdict(_Counter)
+        self._daily: dict[tuple[str, str], int] = defaultdict(int)
+        self._seq = 0
+        self._mono0, self._wall0 = self.clock(), time.time()
+
+    def wall(self, t: float) -> float:
+        """Unix time of a board time."""
+        return self._wall0 + (t - self._mono0)
+
+    def now(self) -> float:
+        return self.clock()
+
+    # -- changes ----------------------------------------------------------------------------------
+
+    def submit(self, task: Task) -> None:
+        """Accept a task (DailyLimitExceeded when over a daily limit) and admit it if a slot is free."""
+        with self.lock:
+            now = self.clock()
+            self.advance(now)
+            day = datetime.now(timezone.utc).date().isoformat()
+            for scope, limit in self.daily_limits(task):
+                if self._daily[(day, scope)] >= limit:
+                    raise DailyLimitExceeded(scope, limit)
+            for scope in {task.provider, task.model.name}:
+                self._daily[(day, scope)] += 1
+            self._seq += 1
+            task.seq, task.created = self._seq, now
+            self._tasks[task.id] = task
+            self.on_accept(task)
+            for counter in self._counters(task):
+                counter.submitted += 1
+                counter.in_flight += 1
+                counter.max_in_flight = max(counter.max_in_flight, counter.in_flight)
+            self._waiting[task.provider].append(task)
+            self._admit(task.provider, now)
+
+    def cancel(self, task: Task) -> bool:
+        """End a task that has not ended as cancelled; False when it had already ended."""
+        with self.lock:
+            now = self.clock()
+            self.advance(now)
+            if task.final is not None:
+                return False
+            if task.admitted is None:
+                self._waiting[task.provider].remove(task)
+            self._finish(task, "cancelled", now)
+            self._admit(task.provider, now)
+            return True
+
+    def delete(self, task: Task) -> None:
+        """Forget an ended task (Runway's DELETE of a finished task)."""
+        with self.lock:
+            self._tasks.pop(task.id, None)
+
+    def advance(self, now: float) -> None:
+        """Replay every finish up to `now`, admitting waiting tasks as slots free."""
+        with self.lock:
+            while self._running and self._running[0][0] <= now:
+                done_at, _, task = heapq.heappop(self._running)
+                if task.final is not None:  # cancelled while running
+                    continue
+                failed = task.failure_code is not None or bool(task.problems)
+                self._finish(task, "failed" if failed else "succeeded", done_at)
+                self._admit(task.provider, done_at)
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def get(self, task_id: str) -> Task | None:
+        """The task, brought up to date, or None when unknown or deleted."""
+        with self.lock:
+            self.advance(self.clock())
+            return self._tasks.get(task_id)
+
+    def queue_position(self, task: Task) -> int:
+        """Tasks ahead of this one in its wait queue (0-based); 0 once admitted."""
+        with self.lock:
+            if task.admitted is not None or task.final is not None:
+                return 0
+            provider_wide = task.provider in self.provider_limits
+            ahead = 0
+            for other in self._waiting[task.provider]:
+                if other is task:
+                    break
+                if provider_wide or other.model is task.model:
+                    ahead += 1
+            return ahead
+
+    def counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """In-flight / running counts and their maxima, per provider and per model."""
+        with self.lock:
+            self.advance(self.clock())
+            out: dict[str, dict[str, dict[str, int]]] = {"providers": {}, "models": {}}
+            for (kind, name), counter in self._counts.items():
+                out["providers" if kind == "provider" else "models"][name] = counter.as_dict()
+            return out
+
+    def usage_today(self) -> dict[str, int]:
+        """Accepted submissions today per provider and model name."""
+        day = datetime.now(timezone.utc).date().isoformat()
+        with self.lock:
+            return {scope: n for (d, scope), n in self._daily.items() if d == day}
+
+    # -- internals (lock held) --------------------------------------------------------------------
+
+    def _counters(self, task: Task) -> tuple[_Counter, _Counter]:
+        return self._counts[("provider", task.provider)], self._counts[("model", task.model.name)]
+
+    def _finish(self, task: Task, final: str, at: float) -> None:
+        task.final, task.ended = final, at
+        for counter in self._counters(task):
+            counter.in_flight -= 1
+            if task.admitted is not None:
+                counter.running -= 1
+        self.on_final(task)
+
+    def _admit(self, provider: str, at: float) -> None:
+        """Start waiting tasks, in submission order, while the slots allow."""
+        queue = self._waiting[provider]
+        limit = self.provider_limits.get(provider)
+        index = 0
+        while index < len(queue):
+            provider_count, model_count = self._counters(queue[index])
+            if limit is not None and provider_count.running >= limit:
+                return
+            task = queue[index]
+            model_limit = self.model_limit(task)
+            if model_limit is not None and model_count.running >= model_limit:
+                index += 1
+                continue
+            queue.pop(index)
+            task.admitted = at
+            for counter in (provider_count, model_count):
+                counter.running += 1
+                counter.max_running = max(counter.max_running, counter.running)
+            heapq.heappush(self._running, (at + task.pending + task.latency, task.seq, task))

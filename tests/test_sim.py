@@ -1,0 +1,749 @@
+"""The provider simulator, driven over real HTTP with httpx as the provider plugins drive it.
+
+Every test talks to a server on an ephemeral 127.0.0.1 port; every wait is bounded by a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import subprocess
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from runner.sim import SimConfig, Simulator, payload_sha256, read_ledger
+from runner.sim.__main__ import build_config, parser
+from runner.sim.media import make_image, mp4_info
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNWAY_VERSION = "2024-11-06"
+KLING = "fal-ai/kling-video/v2.1/standard/image-to-video"
+PIKA = "fal-ai/pika/v2.2/text-to-video"
+TURBO_BODY = {"model": "gen4_turbo", "promptImage": "https://example.com/a.jpg", "ratio": "1280:720",
+              "duration": 5, "promptText": "a sneaker turning"}
+FAST = {"latency": {"default": {"min": 0.03, "max": 0.08}}, "pending_s": 0.01}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def make_sim():
+    """Start simulators with a custom config (fast by default); all are stopped after the test."""
+    started: list[Simulator] = []
+
+    def start(**settings) -> Simulator:
+        sim = Simulator(SimConfig(**{**FAST, **settings})).start()
+        started.append(sim)
+        return sim
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+@pytest.fixture
+def client():
+    with httpx.Client(timeout=5) as http:
+        yield http
+
+
+def rw(sim: Simulator) -> dict[str, str]:
+    return {"Authorization": f"Bearer {sim.keys['runway']}", "X-Runway-Version": RUNWAY_VERSION}
+
+
+def fk(sim: Simulator) -> dict[str, str]:
+    return {"Authorization": f"Key {sim.keys['fal']}"}
+
+
+def create(client: httpx.Client, sim: Simulator, body: dict | None = None, endpoint: str = "image_to_video") -> httpx.Response:
+    return client.post(f"{sim.runway_url}/v1/{endpoint}", headers=rw(sim), json=body or TURBO_BODY)
+
+
+def wait_runway(client: httpx.Client, sim: Simulator, task_id: str, timeout: float = 5.0) -> tuple[dict, list[dict]]:
+    """Poll a Runway task until it ends; (final task, every task object seen)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()
+        seen.append(task)
+        if task["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            return task, seen
+        time.sleep(0.01)
+    raise AssertionError(f"task {task_id} did not end within {timeout}s: {seen[-1]}")
+
+
+def submit(client: httpx.Client, sim: Simulator, body: dict, model: str = KLING, **headers: str) -> dict:
+    response = client.post(f"{sim.fal_url}/{model}", headers={**fk(sim), **headers}, json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def wait_fal(client: httpx.Client, sim: Simulator, queued: dict, timeout: float = 5.0) -> tuple[httpx.Response, list[httpx.Response]]:
+    """Poll a fal request's status URL until COMPLETED; (final response, every response seen)."""
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        response = client.get(queued["status_url"], headers=fk(sim), params={"logs": "1"})
+        seen.append(response)
+        if response.json()["status"] == "COMPLETED":
+            return response, seen
+        time.sleep(0.01)
+    raise AssertionError(f"request did not complete within {timeout}s: {seen[-1].text}")
+
+
+def ledger_entry(sim: Simulator, task_id: str) -> dict:
+    return next(entry for entry in sim.ledger() if entry["task_id"] == task_id)
+
+
+def ok_kling(prompt: str = "a coffee cup") -> dict:
+    return {"prompt": prompt, "image_url": "https://example.com/cup.png"}
+
+
+# -- both protocols, submit to downloaded file -----------------------------------------------------
+
+
+def test_runway_task_runs_from_create_to_a_valid_mp4_and_bills_the_manifest_price(make_sim, client):
+    sim = make_sim(latency={"default": 0.2})
+    response = create(client, sim)
+    assert response.status_code == 200
+    created = response.json()
+    assert created["estimatedCost"] == {"credits": 25}
+
+    task, seen = wait_runway(client, sim, created["id"])
+    assert task["status"] == "SUCCEEDED", task
+    assert task["cost"] == {"credits": 25}
+    statuses = [t["status"] for t in seen]
+    assert statuses[0] in ("PENDING", "RUNNING") and "RUNNING" in statuses
+    progress = [t["progress"] for t in seen if t["status"] == "RUNNING"]
+    assert progress == sorted(progress) and all(0 <= p <= 1 for p in progress)
+    assert all("estimatedCost" in t for t in seen[:-1])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", task["createdAt"])
+
+    download = client.get(task["output"][0])
+    assert download.status_code == 200
+    assert download.headers["content-type"] == "video/mp4"
+    assert int(download.headers["content-length"]) == len(download.content)
+    info = mp4_info(download.content)
+    assert info["duration"] == 5.0 and (info["width"], info["height"]) == (128, 72)
+
+    entry = ledger_entry(sim, created["id"])
+    assert entry["provider"] == "runway" and entry["model"] == "gen4_turbo" and entry["endpoint"] == "image_to_video"
+    assert entry["status"] == "succeeded" and Decimal(entry["billed_usd"]) == Decimal("0.25")
+    assert entry["payload_sha256"] == payload_sha256(TURBO_BODY)
+
+
+def test_runway_text_to_video_duration_and_portrait_ratio_shape_the_file(sim, client):
+    body = {"model": "gen4.5", "promptText": "fog over a forest", "ratio": "720:1280", "duration": 3}
+    task, _ = wait_runway(client, sim, create(client, sim, body, "text_to_video").json()["id"])
+    info = mp4_info(client.get(task["output"][0]).content)
+    assert info["duration"] == 3.0 and info["width"] < info["height"]
+    assert Decimal(ledger_entry(sim, task["id"])["billed_usd"]) == Decimal("0.36")
+
+
+def test_fal_request_runs_from_submit_to_a_valid_mp4(sim, client):
+    queued = submit(client, sim, {"prompt": "waves", "duration": 5}, PIKA, **{"x-app-fal-disable-fallback": "true"})
+    assert queued["status"] == "IN_QUEUE" and queued["queue_position"] == 0
+    request_id = queued["request_id"]
+    # status, result and cancel live under owner/app only, as absolute URLs
+    prefix = f"{sim.fal_url}/fal-ai/pika/requests/{request_id}"
+    assert (queued["response_url"], queued["status_url"], queued["cancel_url"]) == (prefix, prefix + "/status", prefix + "/cancel")
+
+    final, seen = wait_fal(client, sim, queued)
+    for response in seen[:-1]:
+        assert response.status_code == 202 and response.json()["status"] in ("IN_QUEUE", "IN_PROGRESS")
+        assert "logs" in response.json() and response.json()["request_id"] == request_id
+    body = final.json()
+    assert final.status_code == 200 and "error" not in body
+    assert body["metrics"]["inference_time"] > 0 and isinstance(body["logs"], list)
+    assert {body[k] for k in ("response_url", "status_url", "cancel_url")} == {prefix, prefix + "/status", prefix + "/cancel"}
+
+    result = client.get(queued["response_url"], headers=fk(sim))
+    assert result.status_code == 200
+    video = result.json()["video"]
+    assert video["content_type"] == "video/mp4" and video["file_name"] == "output.mp4"
+    data = client.get(video["url"]).content
+    assert len(data) == video["file_size"] and mp4_info(data)["duration"] == 5.0
+
+    entry = ledger_entry(sim, request_id)
+    assert entry["model"] == "fal-pika-v2.2" and entry["endpoint"] == PIKA
+    assert entry["fallback_disabled"] is True and Decimal(entry["billed_usd"]) == Decimal("0.20")
+
+
+def test_fal_string_durations_and_unknown_prices(sim, client):
+    queued = submit(client, sim, {"prompt": "a fast car", "duration": "4s"}, "fal-ai/veo3/fast")
+    wait_fal(client, sim, queued)
+    video = client.get(queued["response_url"], headers=fk(sim)).json()["video"]
+    assert mp4_info(client.get(video["url"]).content)["duration"] == 4.0
+    assert Decimal(ledger_entry(sim, queued["request_id"])["billed_usd"]) == Decimal("1.60")  # $0.40/s with audio
+    kling = submit(client, sim, ok_kling())  # no price in the seeds: billed as unknown
+    wait_fal(client, sim, kling)
+    entry = ledger_entry(sim, kling["request_id"])
+    assert entry["status"] == "succeeded" and entry["billed_usd"] is None and entry["fallback_disabled"] is False
+
+
+def test_image_and_audio_models_serve_png_and_wav(sim, client):
+    image = {"model": "gen4_image", "promptText": "a lighthouse", "ratio": "1920:1080"}
+    task, _ = wait_runway(client, sim, create(client, sim, image, "text_to_image").json()["id"])
+    png = client.get(task["output"][0])
+    assert png.headers["content-type"] == "image/png" and png.content.startswith(b"\x89PNG\r\n\x1a\n")
+    speech = {"model": "eleven_multilingual_v2", "promptText": "hello", "voice": {"type": "runway-preset", "presetId": "Maya"}}
+    task, _ = wait_runway(client, sim, create(client, sim, speech, "text_to_speech").json()["id"])
+    wav = client.get(task["output"][0])
+    assert wav.headers["content-type"] == "audio/wav" and wav.content[:4] == b"RIFF" and wav.content[8:12] == b"WAVE"
+
+
+def test_downloads_honour_range_requests(sim, client):
+    task, _ = wait_runway(client, sim, create(client, sim).json()["id"])
+    whole = client.get(task["output"][0]).content
+    part = client.get(task["output"][0], headers={"Range": "bytes=100-"})
+    assert part.status_code == 206 and part.content == whole[100:]
+    assert part.headers["content-range"] == f"bytes 100-{len(whole) - 1}/{len(whole)}"
+    assert client.get(task["output"][0], headers={"Range": f"bytes={len(whole)}-"}).status_code == 416
+    head = client.head(task["output"][0])
+    assert head.status_code == 200 and int(head.headers["content-length"]) == len(whole) and head.content == b""
+
+
+# -- concurrency, queues, streams ------------------------------------------------------------------
+
+
+def test_runway_throttles_over_the_concurrency_limit_and_starts_in_submission_order(make_sim, client):
+    sim = make_sim(concurrency={"runway": 2}, latency={"default": 0.25})
+    ids = [create(client, sim, {**TURBO_BODY, "seed": i}).json()["id"] for i in range(5)]
+    first = [client.get(f"{sim.runway_url}/v1/tasks/{i}", headers=rw(sim)).json()["status"] for i in ids]
+    assert first[2:] == ["THROTTLED"] * 3 and "THROTTLED" not in first[:2]
+    assert "estimatedCost" in client.get(f"{sim.runway_url}/v1/tasks/{ids[4]}", headers=rw(sim)).json()
+    for task_id in ids:
+        assert wait_runway(client, sim, task_id)[0]["status"] == "SUCCEEDED"
+    entries = {e["task_id"]: e for e in sim.ledger()}
+    started = [entries[i]["started"] for i in ids]
+    assert started == sorted(started)
+    ended = sorted(entries[i]["ended"] for i in ids)
+    assert started[2] >= ended[0] - 1e-6 and started[4] >= ended[2] - 1e-6  # a slot freed each time
+    counts = sim.stats()["providers"]["runway"]
+    assert counts["max_running"] == 2 and counts["max_in_flight"] == 5 and counts["in_flight"] == 0
+
+
+def test_per_model_concurrency_limits_only_that_model(make_sim, client):
+    sim = make_sim(concurrency={"gen4_turbo": 1}, latency={"default": 0.25})
+    turbo = [create(client, sim).json()["id"] for _ in range(2)]
+    other = create(client, sim, {"model": "gen4.5", "promptText": "x", "ratio": "1280:720", "duration": 2}, "text_to_video").json()["id"]
+    status = lambda i: client.get(f"{sim.runway_url}/v1/tasks/{i}", headers=rw(sim)).json()["status"]  # noqa: E731
+    assert status(turbo[1]) == "THROTTLED" and status(other) != "THROTTLED"
+    for task_id in (*turbo, other):
+        wait_runway(client, sim, task_id)
+    stats = sim.stats()
+    assert stats["models"]["gen4_turbo"]["max_running"] == 1 and stats["providers"]["runway"]["max_running"] == 2
+
+
+def test_fal_queue_position_falls_to_zero_then_runs(make_sim, client):
+    sim = make_sim(concurrency={"fal": 1}, latency={"default": 0.15})
+    queued = [submit(client, sim, ok_kling(f"cup {i}")) for i in range(4)]
+    assert [q["queue_position"] for q in queued] == [0, 0, 1, 2]
+    final, seen = wait_fal(client, sim, queued[3])
+    positions = [r.json()["queue_position"] for r in seen if r.json()["status"] == "IN_QUEUE"]
+    assert positions[0] == 2 and positions == sorted(positions, reverse=True) and 0 in positions
+    assert "IN_PROGRESS" in [r.json()["status"] for r in seen]
+    assert final.status_code == 200 and sim.stats()["providers"]["fal"]["max_running"] == 1
+
+
+def test_fal_status_stream_sends_each_change_and_closes_after_completed(make_sim, client):
+    sim = make_sim(latency={"default": 0.2})
+    queued = submit(client, sim, ok_kling())
+    events = []
+    with client.stream("GET", queued["status_url"] + "/stream", headers=fk(sim)) as stream:
+        assert stream.headers["content-type"] == "text/event-stream"
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[len("data: "):]))
+    statuses = [e["status"] for e in events]
+    assert statuses[-1] == "COMPLETED" and "IN_PROGRESS" in statuses
+    assert statuses == sorted(statuses, key=["IN_QUEUE", "IN_PROGRESS", "COMPLETED"].index)
+    assert all(e["request_id"] == queued["request_id"] for e in events)
+
+
+def test_fal_logs_parameter_accepts_1_0_true_false(sim, client):
+    queued = submit(client, sim, ok_kling())
+    wait_fal(client, sim, queued)
+    for value, has_logs in (("1", True), ("true", True), ("0", False), ("false", False)):
+        body = client.get(queued["status_url"], headers=fk(sim), params={"logs": value}).json()
+        assert (body["logs"] is not None) == has_logs
+    assert client.get(queued["status_url"], headers=fk(sim), params={"logs": "maybe"}).status_code == 422
+
+
+# -- URLs, auth, validation -------------------------------------------------------------------------
+
+
+def test_each_runway_poll_mints_fresh_urls_and_they_expire(make_sim, client):
+    sim = make_sim(url_ttl_s=0.5)
+    task_id = create(client, sim).json()["id"]
+    first, _ = wait_runway(client, sim, task_id)
+    second = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()
+    assert first["output"][0] != second["output"][0]
+    assert client.get(first["output"][0]).status_code == 200 and client.get(second["output"][0]).status_code == 200
+    tampered = re.sub(r"sig=\w+", "sig=" + "0" * 32, second["output"][0])
+    assert client.get(tampered).status_code == 403
+    time.sleep(0.6)
+    expired = client.get(second["output"][0])
+    assert expired.status_code == 403 and "expired" in expired.text
+    fresh = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()["output"][0]
+    assert client.get(fresh).status_code == 200
+
+
+def test_auth_failures(sim, client):
+    url = f"{sim.runway_url}/v1/image_to_video"
+    for headers in ({"X-Runway-Version": RUNWAY_VERSION}, {**rw(sim), "Authorization": "Bearer key_wrong"}):
+        response = client.post(url, headers=headers, json=TURBO_BODY)
+        assert response.status_code == 401 and "error" in response.json()
+    missing = client.post(url, headers={"Authorization": rw(sim)["Authorization"]}, json=TURBO_BODY)
+    assert missing.status_code == 400 and "X-Runway-Version" in missing.json()["error"]
+    wrong = client.post(url, headers={**rw(sim), "X-Runway-Version": "2023-01-01"}, json=TURBO_BODY)
+    assert wrong.status_code == 400
+    for headers in ({}, {"Authorization": f"Bearer {sim.keys['fal']}"}, {"Authorization": "Key nope"}):
+        response = client.post(f"{sim.fal_url}/{KLING}", headers=headers, json=ok_kling())
+        assert response.status_code == 401 and response.json() == {"detail": "Unauthorized"}
+    assert sim.ledger() == []
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"promptImage": None}, "promptImage"),
+    ({"duration": 11}, "duration"),
+    ({"ratio": "1:1"}, "ratio"),
+    ({"model": "gen4_nope"}, "model"),
+    ({"colour": "red"}, "colour"),
+    ({"promptImage": "data:image/png;base64," + "A" * 5_000_000}, "promptImage"),
+    ({"promptImage": "data:image/gif;base64,R0lGOD"}, "promptImage"),
+    ({"promptImage": "runway://not-issued"}, "promptImage"),
+    ({"promptImage": "ftp://example.com/a.jpg"}, "promptImage"),
+])
+def test_runway_validation_names_the_field(sim, client, change, field):
+    body = {k: v for k, v in {**TURBO_BODY, **change}.items() if v is not None}
+    response = create(client, sim, body)
+    assert response.status_code == 400
+    error = response.json()
+    assert error["error"] == "Validation of body failed"
+    assert [field] in [issue["path"] for issue in error["issues"]], error
+    assert sim.ledger() == []
+
+
+def test_runway_rejects_a_model_on_the_wrong_endpoint_and_unknown_paths(sim, client):
+    response = create(client, sim, {**TURBO_BODY, "promptText": "x"}, "text_to_video")
+    assert response.status_code == 400 and response.json()["issues"][0]["path"] == ["model"]
+    assert client.post(f"{sim.runway_url}/v1/make_magic", headers=rw(sim), json={}).status_code == 404
+    assert client.get(f"{sim.runway_url}/v1/tasks/nope", headers=rw(sim)).status_code == 404
+    assert client.put(f"{sim.runway_url}/v1/image_to_video", headers=rw(sim), json={}).status_code == 405
+
+
+def test_fal_accepts_invalid_input_then_fails_it_with_422_naming_the_field(sim, client):
+    assert client.post(f"{sim.fal_url}/fal-ai/no-such-model", headers=fk(sim), json={}).status_code == 404
+    queued = submit(client, sim, {"image_url": "https://example.com/a.png", "duration": "7"})
+    early = client.get(queued["response_url"], headers=fk(sim))
+    assert early.status_code == 400 and early.json() == {"detail": "Request is still in progress"}
+    final, _ = wait_fal(client, sim, queued)
+    assert final.status_code == 200 and final.json()["error"] and final.json()["error_type"] == "bad_request"
+    result = client.get(queued["response_url"], headers=fk(sim))
+    assert result.status_code == 422
+    locations = [item["loc"] for item in result.json()["detail"]]
+    assert ["body", "prompt"] in locations and ["body", "duration"] in locations
+    entry = ledger_entry(sim, queued["request_id"])
+    assert entry["status"] == "failed" and Decimal(entry["billed_usd"]) == Decimal("0")
+
+
+def test_fal_request_urls_need_the_right_owner_and_app(sim, client):
+    queued = submit(client, sim, ok_kling())
+    wrong = queued["status_url"].replace("/fal-ai/kling-video/", "/fal-ai/pika/")
+    assert client.get(wrong, headers=fk(sim)).status_code == 404
+    full_id = queued["status_url"].replace("/fal-ai/kling-video/", f"/{KLING}/")
+    assert client.get(full_id, headers=fk(sim)).status_code == 404
+
+
+def test_data_uri_inputs_within_the_limit_are_accepted(sim, client):
+    uri = "data:image/png;base64," + base64.b64encode(make_image("input")).decode()
+    task, _ = wait_runway(client, sim, create(client, sim, {**TURBO_BODY, "promptImage": uri}).json()["id"])
+    assert task["status"] == "SUCCEEDED"
+
+
+# -- cancel and delete ------------------------------------------------------------------------------
+
+
+def test_runway_delete_cancels_a_running_task_and_deletes_a_finished_one(make_sim, client):
+    sim = make_sim(latency={"default": 2.0})
+    task_id = create(client, sim).json()["id"]
+    assert client.delete(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 204
+    cancelled = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()
+    assert cancelled["status"] == "CANCELLED" and cancelled["cost"] == {"credits": 0}
+    assert ledger_entry(sim, task_id)["status"] == "cancelled" and Decimal(ledger_entry(sim, task_id)["billed_usd"]) == Decimal("0")
+    assert client.delete(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 204
+    assert client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 404
+    assert client.delete(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 404
+
+
+def test_runway_delete_of_a_succeeded_task_removes_it(sim, client):
+    task_id = create(client, sim).json()["id"]
+    wait_runway(client, sim, task_id)
+    assert client.delete(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 204
+    assert client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 404
+    assert ledger_entry(sim, task_id)["status"] == "succeeded"  # deleting does not refund
+
+
+def test_fal_cancel_ends_completed_with_an_error(make_sim, client):
+    sim = make_sim(latency={"default": 2.0})
+    queued = submit(client, sim, ok_kling())
+    cancel = client.put(queued["cancel_url"], headers=fk(sim))
+    assert cancel.status_code == 202 and cancel.json() == {"status": "CANCELLATION_REQUESTED"}
+    status = client.get(queued["status_url"], headers=fk(sim))
+    assert status.status_code == 200 and status.json()["status"] == "COMPLETED"
+    assert status.json()["error_type"] == "client_cancelled"
+    assert client.get(queued["response_url"], headers=fk(sim)).status_code == 499
+    again = client.put(queued["cancel_url"], headers=fk(sim))
+    assert again.status_code == 400 and again.json() == {"status": "ALREADY_COMPLETED"}
+    unknown = client.put(queued["cancel_url"].replace(queued["request_id"], "nope"), headers=fk(sim))
+    assert unknown.status_code == 404 and unknown.json() == {"status": "NOT_FOUND"}
+    assert ledger_entry(sim, queued["request_id"])["status"] == "cancelled"
+
+
+# -- uploads, organization, daily limits ------------------------------------------------------------
+
+
+def test_runway_upload_flow_gives_a_usable_runway_uri(sim, client):
+    ticket = client.post(f"{sim.runway_url}/v1/uploads", headers=rw(sim), json={"filename": "shoe.png", "type": "ephemeral"}).json()
+    assert ticket["uploadUrl"].startswith(sim.base_url) and ticket["runwayUri"].startswith("runway://")
+    body = {**TURBO_BODY, "promptImage": ticket["runwayUri"]}
+    assert create(client, sim, body).status_code == 400  # not usable before the file arrives
+    picture = (ROOT / "runner" / "assets" / "sneaker.png").read_bytes()
+    forged = client.post(ticket["uploadUrl"], data={**ticket["fields"], "x-sim-signature": "0"}, files={"file": ("shoe.png", picture, "image/png")})
+    assert forged.status_code == 400
+    tiny = client.post(ticket["uploadUrl"], data=ticket["fields"], files={"file": ("shoe.png", b"x" * 10, "image/png")})
+    assert tiny.status_code == 400 and b"EntityTooSmall" in tiny.content
+    posted = client.post(ticket["uploadUrl"], data=ticket["fields"], files={"file": ("shoe.png", picture, "image/png")})
+    assert posted.status_code == 204
+    task, _ = wait_runway(client, sim, create(client, sim, body).json()["id"])
+    assert task["status"] == "SUCCEEDED"
+    bad = client.post(f"{sim.runway_url}/v1/uploads", headers=rw(sim), json={"filename": "a.png", "type": "forever"})
+    assert bad.status_code == 400 and bad.json()["issues"][0]["path"] == ["type"]
+
+
+def test_daily_limit_answers_429_on_create(make_sim, client):
+    sim = make_sim(daily_limit={"gen4_turbo": 2, "fal": 1})
+    assert [create(client, sim).status_code for _ in range(2)] == [200, 200]
+    refused = create(client, sim)
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0 and "error" in refused.json()
+    org = client.get(f"{sim.runway_url}/v1/organization", headers=rw(sim)).json()
+    assert org["tier"]["models"]["gen4_turbo"]["maxDailyGenerations"] == 2
+    assert org["usage"]["models"]["gen4_turbo"]["dailyGenerations"] == 2
+    submit(client, sim, ok_kling())
+    assert client.post(f"{sim.fal_url}/{KLING}", headers=fk(sim), json=ok_kling()).status_code == 429
+    assert len(sim.ledger()) == 3
+
+
+def test_organization_reports_credits_and_limits(make_sim, client):
+    sim = make_sim(concurrency={"gen4.5": 2, "runway": 3}, credit_balance=1000)
+    task_id = create(client, sim).json()["id"]
+    wait_runway(client, sim, task_id)
+    org = client.get(f"{sim.runway_url}/v1/organization", headers=rw(sim)).json()
+    assert org["creditBalance"] == 1000 - 25
+    assert org["tier"]["models"]["gen4.5"]["maxConcurrentGenerations"] == 2
+    assert org["tier"]["models"]["gen4_turbo"]["maxConcurrentGenerations"] == 3
+
+
+# -- faults -----------------------------------------------------------------------------------------
+
+
+def test_http_429_carries_retry_after_and_creates_nothing(sim, client):
+    sim.inject("http_429", on="runway.create", retry_after=2)
+    refused = create(client, sim)
+    assert refused.status_code == 429 and refused.headers["retry-after"] == "2" and "error" in refused.json()
+    assert sim.ledger() == []
+    assert create(client, sim).status_code == 200  # count=1: the next one goes through
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 504])
+def test_5xx_faults_on_both_providers(sim, client, status):
+    task_id = create(client, sim).json()["id"]
+    sim.inject(f"http_{status}", on="runway.poll")
+    response = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim))
+    assert response.status_code == status and "error" in response.json()
+    queued = submit(client, sim, ok_kling())
+    sim.inject(f"http_{status}", on="fal.status")
+    response = client.get(queued["status_url"], headers=fk(sim))
+    assert response.status_code == status and "detail" in response.json()
+
+
+def test_fal_ingress_5xx_looks_like_nginx(sim, client):
+    queued = submit(client, sim, ok_kling())
+    sim.inject("http_502", on="fal.status", ingress=True)
+    response = client.get(queued["status_url"], headers=fk(sim))
+    assert response.status_code == 502 and "nginx" in response.text and "x-fal-request-id" not in response.headers
+
+
+def test_reset_drops_the_connection(sim, client):
+    task_id = create(client, sim).json()["id"]
+    sim.inject("reset", on="runway.poll")
+    with pytest.raises(httpx.TransportError):
+        client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim))
+    assert client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 200
+
+
+def test_hang_outlasts_the_client_timeout(sim, client):
+    queued = submit(client, sim, ok_kling())
+    sim.inject("hang", on="fal.status", seconds=3)
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        client.get(queued["status_url"], headers=fk(sim), timeout=0.3)
+    assert time.monotonic() - started < 2
+    assert client.get(queued["status_url"], headers=fk(sim)).status_code in (200, 202)
+
+
+def test_malformed_json(sim, client):
+    task_id = create(client, sim).json()["id"]
+    sim.inject("malformed_json", on="runway.poll")
+    response = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim))
+    assert response.status_code == 200
+    with pytest.raises(ValueError):
+        response.json()
+
+
+@pytest.mark.parametrize(("code", "fal_status", "fal_type"), [
+    ("SAFETY.INPUT.TEXT", 422, "content_policy_violation"),
+    ("SAFETY.OUTPUT.VIDEO", 422, "content_policy_violation"),
+    ("INTERNAL.BAD_OUTPUT.CODE01", 500, "runner_server_error"),
+    ("THIRD_PARTY.UNAVAILABLE", 503, "downstream_service_unavailable"),
+])
+def test_task_failed_per_failure_code_family(sim, client, code, fal_status, fal_type):
+    sim.inject("task_failed", on="runway.create", failure_code=code)
+    task, _ = wait_runway(client, sim, create(client, sim).json()["id"])
+    assert task["status"] == "FAILED" and task["failureCode"] == code and task["failure"]
+    assert task["cost"] == {"credits": 0} and "output" not in task
+    assert Decimal(ledger_entry(sim, task["id"])["billed_usd"]) == Decimal("0")
+
+    sim.inject("task_failed", on="fal.submit", failure_code=code)
+    queued = submit(client, sim, ok_kling())
+    final, _ = wait_fal(client, sim, queued)
+    assert final.status_code == 200 and final.json()["error"] and final.json()["error_type"] == fal_type
+    result = client.get(queued["response_url"], headers=fk(sim))
+    assert result.status_code == fal_status and "detail" in result.json()
+
+
+def test_expired_url_faults(sim, client):
+    task_id = create(client, sim).json()["id"]
+    wait_runway(client, sim, task_id)
+    sim.inject("expired_url", on="runway.poll")
+    stale = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()["output"][0]
+    assert client.get(stale).status_code == 403
+    fresh = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()["output"][0]
+    sim.inject("expired_url", on="download")
+    assert client.get(fresh).status_code == 403
+    assert client.get(fresh).status_code == 200
+    queued = submit(client, sim, ok_kling())
+    wait_fal(client, sim, queued)
+    sim.inject("expired_url", on="fal.result")
+    url = client.get(queued["response_url"], headers=fk(sim)).json()["video"]["url"]
+    assert client.get(url).status_code == 403
+
+
+def test_truncated_download_is_detected(sim, client):
+    task_id = create(client, sim).json()["id"]
+    url = wait_runway(client, sim, task_id)[0]["output"][0]
+    sim.inject("truncated", on="download", count=2)
+    with pytest.raises(httpx.RemoteProtocolError):
+        client.get(url)
+    received = b""
+    with pytest.raises(httpx.RemoteProtocolError):
+        with client.stream("GET", url) as response:
+            expected = int(response.headers["content-length"])
+            for chunk in response.iter_bytes():
+                received += chunk
+    assert 0 < len(received) < expected
+    with pytest.raises(ValueError):
+        mp4_info(received)
+    assert mp4_info(client.get(url).content)["duration"] == 5.0
+
+
+def test_after_accept_faults_record_the_task_though_the_client_saw_an_error(sim, client):
+    sim.inject("http_503", on="runway.create", after_accept=True)
+    assert create(client, sim).status_code == 503
+    (entry,) = sim.ledger()
+    assert entry["payload_sha256"] == payload_sha256(TURBO_BODY) and entry["provider"] == "runway"
+    sim.inject("reset", on="fal.submit", after_accept=True)
+    with pytest.raises(httpx.TransportError):
+        client.post(f"{sim.fal_url}/{KLING}", headers=fk(sim), json=ok_kling("lost answer"))
+    assert [e["payload_sha256"] for e in sim.ledger()][1] == payload_sha256(ok_kling("lost answer"))
+    sim.inject("hang", on="runway.create", after_accept=True, seconds=2)
+    with pytest.raises(httpx.ReadTimeout):
+        client.post(f"{sim.runway_url}/v1/image_to_video", headers=rw(sim), json=TURBO_BODY, timeout=0.3)
+    assert len(sim.ledger()) == 3
+    for entry in sim.ledger():  # the tasks really run, and bill, although nobody saw their ids
+        deadline = time.monotonic() + 5
+        while ledger_entry(sim, entry["task_id"])["status"] != "succeeded" and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert Decimal(ledger_entry(sim, sim.ledger()[0]["task_id"])["billed_usd"]) == Decimal("0.25")
+
+
+def test_faults_filter_by_model_and_fire_count_times(sim, client):
+    sim.inject("http_500", on="runway.create", model="gen4.5", count=2)
+    assert create(client, sim).status_code == 200  # gen4_turbo is not affected
+    body = {"model": "gen4.5", "promptText": "x", "ratio": "1280:720", "duration": 2}
+    assert [create(client, sim, body, "text_to_video").status_code for _ in range(3)] == [500, 500, 200]
+
+
+def test_fault_rates_from_config_and_scripted_faults_over_http(make_sim, client):
+    sim = make_sim(faults={"runway.poll": {"http_503": 1.0}})
+    task_id = create(client, sim).json()["id"]
+    assert {client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code for _ in range(5)} == {503}
+    added = client.post(f"{sim.base_url}/_sim/faults", json={"kind": "http_504", "on": "fal.submit", "count": 2})
+    assert added.status_code == 201 and added.json()[0]["count"] == 2
+    assert client.post(f"{sim.fal_url}/{KLING}", headers=fk(sim), json=ok_kling()).status_code == 504
+    assert client.post(f"{sim.base_url}/_sim/faults", json={"kind": "truncated", "on": "fal.submit"}).status_code == 400
+    assert client.delete(f"{sim.base_url}/_sim/faults").status_code == 204
+    assert client.post(f"{sim.fal_url}/{KLING}", headers=fk(sim), json=ok_kling()).status_code == 200
+    assert len(client.get(f"{sim.base_url}/_sim/ledger").json()) == 2
+    stats = client.get(f"{sim.base_url}/_sim/stats").json()
+    assert stats["providers"]["runway"]["requests"]["runway.poll"] == 5 and stats["server"]["requests"] > 0
+
+
+def test_inject_rejects_impossible_faults_and_clear_drops_pending_ones(sim, client):
+    sim.inject("http_500", on="runway.create", count=5)
+    sim.clear_faults()
+    assert create(client, sim).status_code == 200
+    for kind, on, extra in (("truncated", "runway.poll", {}), ("task_failed", "download", {}),
+                            ("melt", "download", {}), ("http_500", "nowhere", {}),
+                            ("http_500", "runway.poll", {"after_accept": True})):
+        with pytest.raises(ValueError):
+            sim.inject(kind, on=on, **extra)
+
+
+# -- ledger file, config, CLI -----------------------------------------------------------------------
+
+
+def test_ledger_file_survives_the_simulator(tmp_path, client):
+    path = tmp_path / "ledger.jsonl"
+    with Simulator(SimConfig(**FAST, ledger_path=str(path))) as sim:
+        task_id = create(client, sim).json()["id"]
+        wait_runway(client, sim, task_id)
+    (entry,) = read_ledger(path)
+    assert entry["task_id"] == task_id and entry["status"] == "succeeded" and Decimal(entry["billed_usd"]) == Decimal("0.25")
+
+
+def test_config_names_must_be_models_or_providers():
+    with pytest.raises(ValueError, match="did you mean 'gen4.5'"):
+        Simulator(SimConfig(latency={"gen4.6": 1.0}))
+    with pytest.raises(ValueError, match="concurrency"):
+        Simulator(SimConfig(concurrency={"default": 1}))
+
+
+def test_stop_closes_kept_alive_connections(make_sim, client):
+    sim = make_sim()
+    url = f"{sim.runway_url}/v1/organization"
+    assert client.get(url, headers=rw(sim)).status_code == 200
+    sim.stop()
+    with pytest.raises(httpx.TransportError):
+        client.get(url, headers=rw(sim), timeout=1)
+
+
+def test_config_from_file_and_flags(tmp_path):
+    path = tmp_path / "sim.yaml"
+    path.write_text("latency:\n  default: {min: 0.1, max: 0.2}\n  gen4.5: 1.5\nconcurrency: {runway: 2}\nurl_ttl_s: 60\n")
+    config = build_config(parser().parse_args([
+        "--config", str(path), "--latency", "veo3=2:3", "--concurrency", "gen4.5=1",
+        "--fault", "runway.poll:http_503=0.1", "--fault", "*:reset=0.01", "--daily-limit", "fal=100", "--speed", "2",
+    ]))
+    assert (config.latency["gen4.5"].min, config.latency["veo3"].max, config.latency["default"].max) == (1.5, 3.0, 0.2)
+    assert config.concurrency == {"runway": 2, "gen4.5": 1} and config.daily_limit == {"fal": 100}
+    assert config.faults == {"runway.poll": {"http_503": 0.1}, "*": {"reset": 0.01}}
+    assert config.url_ttl_s == 60 and config.speed == 2
+    with pytest.raises(ValueError, match="colour"):
+        SimConfig.from_dict({"colour": "red"})
+    with pytest.raises(ValueError):
+        SimConfig(faults={"download": {"malformed_json": 0.5}})
+
+
+# -- burst ------------------------------------------------------------------------------------------
+
+
+def test_burst_of_1000_tasks_over_both_providers(capsys):
+    """1,000 tasks created, polled and downloaded concurrently against `python -m runner.sim`.
+
+    The simulator runs in its own process (as a benchmark would use it), so its own time per
+    request is measured apart from the client's.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "runner.sim", "--port", "0", "--latency", "0.02:0.08", "--pending", "0.005"],
+        stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        base = re.search(r"http://127\.0\.0\.1:\d+", proc.stdout.readline()).group(0)
+        report = asyncio.run(_burst(base, tasks=1000, connections=16))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    server, elapsed = report["server"], report["elapsed"]
+    with capsys.disabled():
+        print(f"\nburst: 1000 tasks ({report['requests']} requests) in {elapsed:.2f} s = {1000 / elapsed:.0f} tasks/s; "
+              f"simulator time per request: mean {server['mean_ms']:.3f} ms wall, {server['cpu_mean_ms']:.3f} ms CPU, "
+              f"max {server['max_ms']:.1f} ms")
+    assert report["errors"] == [] and report["done"] == 1000
+    assert server["requests"] >= report["requests"]
+    assert elapsed < 30
+
+
+async def _burst(base: str, tasks: int, connections: int) -> dict:
+    from runner.sim.config import DEFAULT_KEYS
+
+    runway = {"Authorization": f"Bearer {DEFAULT_KEYS['runway']}", "X-Runway-Version": RUNWAY_VERSION}
+    fal = {"Authorization": f"Key {DEFAULT_KEYS['fal']}"}
+    gate = asyncio.Semaphore(connections)  # bounds requests in flight, not tasks
+    errors: list[str] = []
+    counts = {"requests": 0, "done": 0}
+
+    async def call(http: httpx.AsyncClient, method: str, url: str, **kwargs) -> httpx.Response:
+        async with gate:
+            counts["requests"] += 1
+            response = await http.request(method, url, **kwargs)
+        if response.status_code >= 400:
+            raise AssertionError(f"{method} {url} -> {response.status_code} {response.text[:200]}")
+        return response
+
+    async def runway_job(http: httpx.AsyncClient, i: int) -> str:
+        body = {**TURBO_BODY, "duration": 2, "promptText": f"burst {i}"}
+        task_id = (await call(http, "POST", f"{base}/runway/v1/image_to_video", headers=runway, json=body)).json()["id"]
+        for _ in range(200):
+            await asyncio.sleep(0.1)
+            task = (await call(http, "GET", f"{base}/runway/v1/tasks/{task_id}", headers=runway)).json()
+            if task["status"] == "SUCCEEDED":
+                return task["output"][0]
+        raise AssertionError(f"runway task {task_id} never finished")
+
+    async def fal_job(http: httpx.AsyncClient, i: int) -> str:
+        queued = (await call(http, "POST", f"{base}/fal/{KLING}", headers=fal, json=ok_kling(f"burst {i}"))).json()
+        for _ in range(200):
+            await asyncio.sleep(0.1)
+            status = (await call(http, "GET", queued["status_url"], headers=fal, params={"logs": "0"})).json()
+            if status["status"] == "COMPLETED":
+                result = await call(http, "GET", queued["response_url"], headers=fal)
+                return result.json()["video"]["url"]
+        raise AssertionError(f"fal request {queued['request_id']} never completed")
+
+    async def job(http: httpx.AsyncClient, i: int) -> None:
+        try:
+            url = await (runway_job if i % 2 else fal_job)(http, i)
+            data = (await call(http, "GET", url)).content
+            if len(data) < 1000 or data[4:8] != b"ftyp":
+                raise AssertionError(f"download of job {i} is not an MP4 ({len(data)} bytes)")
+            counts["done"] += 1
+        except Exception as exc:  # collected, so one failure reports every other one too
+            errors.append(f"job {i}: {type(exc).__name__}: {exc}")
+
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(job(http, i) for i in range(tasks)))
+        elapsed = time.perf_counter() - started
+        server = (await http.get(f"{base}/_sim/stats")).json()["server"]
+    return {"elapsed": elapsed, "errors": errors[:10], "server": server, **counts}
