@@ -19,7 +19,7 @@ from runner.providers import Handle, Job, Provider, ProviderError, Status, json_
 from runner_manifests import path
 
 #: Errors in a COMPLETED status that are the caller's fault; the rest are the platform's.
-PERMANENT_ERROR_TYPES = {"bad_request"}
+PERMANENT_ERROR_TYPES = {"bad_request", "content_policy_violation"}
 CANCELED_ERROR_TYPES = {"client_cancelled"}
 
 
@@ -58,7 +58,7 @@ class Fal(Provider):
         uris = {file.sha256: file.data_uri() for file in job.inputs}
         body = replace_inputs(job.payload, uris)
         url = f"{self.settings.base_url.rstrip('/')}/{job.endpoint}"
-        data = json_body(await self.http("POST", url, json=body, submitting=True))
+        data = json_body(await self.http("POST", url, json=body, submitting=True), submitting=True)
         try:
             urls = {name: data[f"{name}_url"] for name in ("status", "response", "cancel")}
             return Handle(task_id=str(data["request_id"]), urls=urls)
