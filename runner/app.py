@@ -34,6 +34,12 @@ def asset_path(name: str) -> str:
     return str(files("runner") / "assets" / name)
 
 
+# At import, not in setup(): Hydra's joblib launcher resolves configs in worker processes that
+# import this module but never run main().
+if not OmegaConf.has_resolver("asset"):
+    OmegaConf.register_new_resolver("asset", asset_path)
+
+
 def register_catalog_options() -> None:
     """Plugins' contributions as config options: every model and alias becomes `model=<name>`, and
     every registered provider an entry of `providers` (from conf/provider/ or the plugin's defaults)."""
@@ -68,8 +74,6 @@ def setup() -> None:
     """Everything Hydra must know before composing: schema, resolvers, launcher, the catalogue's models."""
     register_schemas()
     register_launcher()
-    if not OmegaConf.has_resolver("asset"):
-        OmegaConf.register_new_resolver("asset", asset_path)
     register_catalog_options()
 
 

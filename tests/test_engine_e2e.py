@@ -226,3 +226,15 @@ def test_failed_generations_retry_then_fail_permanently(tmp_path, sim):
     assert refused and all(r["error_class"] == "permanent" and r["attempts"] == 1 for r in refused)
     assert result.returncode == 1
     assert "failed" in result.stdout
+
+
+@pytest.mark.parametrize("launcher", ["hydra/launcher=joblib", "hydra/launcher=basic"])
+def test_hydra_launchers_share_one_ledger_and_its_limits(tmp_path, slow_sim, launcher):
+    sim = slow_sim
+    args = ["-m", launcher, "hydra.launcher.n_jobs=2" if "joblib" in launcher else "replicates=1"]
+    args += ["model=gen4_turbo,gen4.5", "prompt_set=animate", *sim_args(sim, runway=1)]
+    result = run_cli(*args, cwd=tmp_path, env=sim_env(sim), timeout=180)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = assert_complete(tmp_path, 4)
+    assert sim.stats()["providers"]["runway"]["max_in_flight"] == 1
+    assert_no_paid_twice(sim, rows)

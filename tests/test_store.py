@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from pathlib import Path
 import subprocess
 import sys
 
@@ -116,4 +117,13 @@ def test_concurrent_processes_never_exceed_the_limit(tmp_path):
     # Each claiming process has exited, so count what they claimed from the rows themselves.
     claimed = [row for row in s.jobs(keys) if row["state"] == S.SUBMITTING]
     assert len(granted) == len(claimed) == 3
+    s.close()
+
+
+def test_every_column_is_documented(tmp_path):
+    doc = (Path(__file__).parent.parent / "docs" / "ledger.md").read_text()
+    s = Store(tmp_path / "doc.db")
+    for table in s.db.table_names():
+        for column in s.db[table].columns_dict:
+            assert f"`{column}`" in doc or f"`{table}.{column}`" in doc, (table, column)
     s.close()
