@@ -61,6 +61,8 @@ def _check_models(override: Any, catalog: Catalog) -> None:
 
 def conf_options(group: str) -> set[str]:
     folder = files("runner_conf") / group
+    if not folder.is_dir():
+        return set()
     return {p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 

@@ -19,7 +19,7 @@ def format_plan(plan: Plan) -> str:
     """A readable table of the jobs (job, model, mode, prompt, key params, est. $) and the total."""
     rows = [("job", "model", "mode", "prompt", "params", "est. $")]
     for job in plan.jobs:
-        shown = [f"{k}={job.params[k]}" for k in _SHOWN if k in job.params]
+        shown = [f"{k}={_text(job.params[k])}" for k in _SHOWN if k in job.params]
         if job.replicate:
             shown.append(f"replicate={job.replicate}")
         rows.append((job.short_key, job.model, job.mode, job.prompt_id, " ".join(shown) or "-", money(job.cost)))
@@ -63,4 +63,9 @@ def _usd(value: Decimal) -> str:
 
 
 def _when(conditions: dict) -> str:
-    return " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in conditions.items())
+    return " ".join(f"{k}={_text(v)}" for k, v in conditions.items())
+
+
+def _text(value: object) -> str:
+    """A value as it is written on the command line (audio=false, not audio=False)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -217,3 +217,9 @@ def test_data_uri_input_is_identified_by_its_bytes(prompt_sets):
     """) + ["model=gen4_turbo"]
     job = plan(overrides).jobs[0]
     assert job.inputs[0].mime == "image/png" and job.inputs[0].read() == _png(5)
+
+
+def test_model_preset_sets_default_parameters():
+    p = plan(["model=veo31_fast_silent", "prompt_set=nature", "duration=8"])
+    assert {job.model for job in p.jobs} == {"veo3.1_fast"}
+    assert all(job.payload["audio"] is False and job.cost == Decimal("0.80") for job in p.jobs)
