@@ -114,6 +114,9 @@ class Engine:
             if row["state"] == S.FAILED and self.options.retry_failed:
                 self.store.transition(key, S.PLANNED, expect=[S.FAILED], detail="retry requested", attempts=0)
                 row["state"] = S.PLANNED
+            elif row["state"] == S.CANCELED:  # stopped by request, not finished: a rerun resumes it
+                self.store.transition(key, S.PLANNED, expect=[S.CANCELED], detail="canceled earlier: submitting again")
+                row["state"] = S.PLANNED
             if row["state"] == S.PLANNED:
                 pending.append(key)
             elif row["state"] in (*S.IN_FLIGHT, S.SUCCEEDED):

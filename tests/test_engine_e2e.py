@@ -238,3 +238,50 @@ def test_hydra_launchers_share_one_ledger_and_its_limits(tmp_path, slow_sim, lau
     rows = assert_complete(tmp_path, 4)
     assert sim.stats()["providers"]["runway"]["max_in_flight"] == 1
     assert_no_paid_twice(sim, rows)
+
+
+def test_expired_and_cut_downloads(tmp_path, sim):
+    # Runway signs a fresh URL on every GET of the task: an expired one is renewed. A cut transfer
+    # is retried. fal cannot renew its URL: the job is reported failed with the reason.
+    sim.inject("expired_url", on="download", model="gen4_turbo")
+    sim.inject("truncated", on="download", model="gen4_turbo", fraction=0.5)
+    sim.inject("expired_url", on="download", model="fal-hailuo-02-standard", count=5)
+    result = run_cli("-m", "model=gen4_turbo,hailuo", "prompt_set=animate", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
+    rows = ledger_rows(tmp_path)
+    runway = [r for r in rows if r["provider"] == "runway"]
+    assert all(r["state"] == "downloaded" for r in runway)
+    fal_failed = [r for r in rows if r["provider"] == "fal" and r["state"] == "failed"]
+    assert fal_failed and all("download failed" in r["error"] and "403" in r["error"] for r in fal_failed)
+    assert result.returncode == 1 and "download failed" in result.stdout
+
+
+def test_a_job_past_its_deadline_is_reported_and_collected_later(tmp_path, slow_sim):
+    sim = slow_sim
+    args = ["model=gen4_turbo", "prompt_set=animate", *sim_args(sim)]
+    result = run_cli(*args, "job_timeout_s=0.1", cwd=tmp_path, env=sim_env(sim))
+    assert result.returncode == 1
+    assert "passed job_timeout_s and still run at the provider" in result.stdout
+    assert {r["state"] for r in ledger_rows(tmp_path)} == {"submitted"}
+    again = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_complete(tmp_path, 2)
+    assert len(sim.ledger()) == 2
+
+
+def test_interrupt_can_cancel_in_flight_tasks(tmp_path, slow_sim):
+    sim = slow_sim
+    args = ["model=gen4_turbo", "prompt_set=animate", "sweep.duration=[4,6,8,10]", "cancel_on_interrupt=true", *sim_args(sim, runway=2)]
+    proc = _start(args, tmp_path, sim_env(sim))
+    _wait_until(lambda: _states(tmp_path)["submitted"] >= 2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "canceled 2 task(s) at the provider" in err
+    canceled = [r for r in ledger_rows(tmp_path) if r["state"] == "canceled"]
+    assert len(canceled) == 2
+    cancelled_at_sim = {e["task_id"] for e in sim.ledger() if e["status"] == "cancelled"}
+    assert {r["task_id"] for r in canceled} <= cancelled_at_sim
+    # Canceled is stopped, not finished: the same command generates them again.
+    again = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert_complete(tmp_path, 8)
