@@ -285,3 +285,17 @@ def test_interrupt_can_cancel_in_flight_tasks(tmp_path, slow_sim):
     again = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
     assert again.returncode == 0, again.stdout + again.stderr
     assert_complete(tmp_path, 8)
+
+
+def test_first_poll_waits_for_the_models_learned_latency(tmp_path, slow_sim):
+    sim = slow_sim
+
+    def polls_per_job(duration: int) -> float:
+        before = sim.stats()["providers"].get("runway", {}).get("requests", {}).get("runway.poll", 0)
+        result = run_cli("model=gen4_turbo", "prompt_set=animate", f"duration={duration}", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
+        assert result.returncode == 0, result.stdout + result.stderr
+        return (sim.stats()["providers"]["runway"]["requests"]["runway.poll"] - before) / 2
+
+    unknown = polls_per_job(4)  # no history: poll at the provider's minimum interval from the start
+    learned = polls_per_job(6)  # history of gen4_turbo in the ledger: the first poll comes later
+    assert learned < 0.6 * unknown, (unknown, learned)
