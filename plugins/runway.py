@@ -76,7 +76,7 @@ class Runway(Provider):
 
     async def submit(self, job: Job) -> Handle:
         body = {"model": job.model_id, **await self._prepare(job)}
-        data = json_body(await self._call("POST", job.endpoint, json=body, submitting=True))
+        data = json_body(await self._call("POST", job.endpoint, json=body, submitting=True), submitting=True)
         if not isinstance(data, dict) or not data.get("id"):
             raise ProviderError(f"Runway accepted the task but sent no id: {data!r}", kind="retryable", maybe_accepted=True)
         return Handle(task_id=str(data["id"]))

@@ -1,17 +1,20 @@
 """Plugin discovery: entry points in the `video_runner` group, loaded once, lazily.
 
 `RUNNER_LOAD_PLUGINS=a,b` loads only those plugins (empty: none); `RUNNER_TRACE_PLUGINS=1` prints
-every hook call. A plugin that fails to import or to contribute is reported by name and left out;
-the others still load.
+every hook call. The runner's own plugins load first, then the others by name, so a third-party
+plugin can never displace a built-in model. A plugin that fails to import or to contribute (a
+malformed manifest, a model name or alias already taken, a bad provider class) is reported by name
+and left out whole; the others still load.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +22,11 @@ import pluggy
 
 from runner import hookspecs
 from runner.catalog import Catalog
-from runner.errors import UserError
+from runner.errors import UserError, suggest
 
 GROUP = "video_runner"
+#: The distribution whose entry points are the built-in plugins.
+BUILTIN_DIST = "video-runner"
 
 pm = pluggy.PluginManager(GROUP)
 pm.add_hookspecs(hookspecs)
@@ -36,9 +41,11 @@ class Registry:
     provider_plugin: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # installed, but not in RUNNER_LOAD_PLUGINS
 
 
 _registry: Registry | None = None
+_untrace: Callable[[], None] | None = None
 
 
 def registry() -> Registry:
@@ -51,8 +58,11 @@ def registry() -> Registry:
 
 def reset() -> None:
     """Forget loaded plugins (tests that change the environment or the installed plugins)."""
-    global _registry
+    global _registry, _untrace
     _registry = None
+    if _untrace is not None:
+        _untrace()
+        _untrace = None
     for name, plugin in list(pm.list_name_plugin()):
         pm.unregister(plugin, name)
 
@@ -64,54 +74,138 @@ def _allowed() -> set[str] | None:
     return {name.strip() for name in value.split(",") if name.strip()}
 
 
+def _dist(ep: EntryPoint) -> str:
+    """`name version` of the distribution that declares an entry point."""
+    return f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
+
+
+def _builtin(ep: EntryPoint) -> bool:
+    return ep.dist is not None and re.sub(r"[-_.]+", "-", ep.dist.name).lower() == BUILTIN_DIST
+
+
 def _load() -> Registry:
+    global _untrace
     reg = Registry()
     allowed = _allowed()
-    for ep in entry_points(group=GROUP):
+    tracing = bool(os.environ.get("RUNNER_TRACE_PLUGINS"))
+    if tracing and _untrace is None:
+        _untrace = pm.add_hookcall_monitoring(_trace_call, _trace_result)
+    installed = sorted(entry_points(group=GROUP), key=lambda ep: (not _builtin(ep), ep.name))
+    origin: dict[str, str] = {}
+    for ep in installed:
         if allowed is not None and ep.name not in allowed:
+            reg.skipped.append(ep.name)
             continue
-        if pm.has_plugin(ep.name):
+        if ep.name in origin:
+            print(f"warning: plugin name {ep.name!r} is declared by both {origin[ep.name]} and {_dist(ep)}; "
+                  f"using the one from {origin[ep.name]}", file=sys.stderr)
             continue
+        origin[ep.name] = _dist(ep)
+        if tracing:
+            print(f"plugin {ep.name}: loading {ep.value} ({_dist(ep)})", file=sys.stderr)
         try:
-            pm.register(ep.load(), name=ep.name)
+            module = ep.load()
         except Exception as exc:  # a broken plugin must not hide the others
             reg.broken[ep.name] = f"cannot import {ep.value}: {type(exc).__name__}: {exc}"
             continue
+        try:
+            pm.register(module, name=ep.name)
+            _check_hook_names(ep.name)
+        except Exception as exc:  # a hook implementation that does not match runner/hookspecs.py
+            if pm.has_plugin(ep.name):
+                pm.unregister(name=ep.name)
+            reg.broken[ep.name] = f"{ep.value} does not fit the plugin contract (runner/hookspecs.py): {exc}"
+            continue
         reg.versions[ep.name] = ep.dist.version if ep.dist else "?"
-    if os.environ.get("RUNNER_TRACE_PLUGINS"):
-        pm.trace.root.setwriter(lambda msg: print(msg, end="", file=sys.stderr))
-        pm.enable_tracing()
-    for name, impl_call in _per_plugin("register_manifests"):
-        contributed: list[tuple[str, Path]] = []
+    for name in list(reg.versions):  # built-ins first: on a clash the later plugin is the one left out
         try:
-            impl_call(lambda path, _c=contributed, _n=name: _c.append((_n, Path(path))))
-            reg.catalog = reg.catalog.extended(contributed)
+            catalog, providers = _contributions(name, reg)
         except Exception as exc:
-            reg.broken[name] = str(exc)
-    for name, impl_call in _per_plugin("register_providers"):
-        def register(cls: type, _n: str = name) -> None:
-            if cls.name in reg.providers:
-                raise UserError(f"provider {cls.name!r} is registered by both {reg.provider_plugin[cls.name]} and {_n}")
+            reg.broken[name] = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            pm.unregister(name=name)
+            del reg.versions[name]
+            continue
+        reg.catalog = catalog
+        for cls in providers:
             reg.providers[cls.name] = cls
-            reg.provider_plugin[cls.name] = _n
-        try:
-            impl_call(register)
-        except Exception as exc:
-            reg.broken[name] = str(exc)
+            reg.provider_plugin[cls.name] = name
     for name, problem in reg.broken.items():
-        print(f"warning: plugin {name!r} left out: {problem}", file=sys.stderr)
-    skipped = sorted(ep.name for ep in entry_points(group=GROUP) if allowed is not None and ep.name not in allowed)
-    if skipped:
-        reg.catalog.note += f" Plugins not loaded because RUNNER_LOAD_PLUGINS={os.environ['RUNNER_LOAD_PLUGINS']!r}: {', '.join(skipped)}."
+        print(f"warning: plugin {name!r} ({origin.get(name, '?')}) left out: {problem}", file=sys.stderr)
+    if allowed is not None:
+        unknown = sorted(allowed - {ep.name for ep in installed})
+        if unknown:
+            print(f"warning: RUNNER_LOAD_PLUGINS names {', '.join(map(repr, unknown))}, which no installed plugin "
+                  f"provides; installed plugins: {', '.join(sorted({ep.name for ep in installed})) or 'none'}", file=sys.stderr)
+    if reg.skipped:
+        reg.catalog.note += (f" Plugins not loaded because RUNNER_LOAD_PLUGINS={os.environ['RUNNER_LOAD_PLUGINS']!r}: "
+                             f"{', '.join(sorted(set(reg.skipped)))}.")
     if reg.broken:
         reg.catalog.note += f" Plugins that failed to load: {', '.join(reg.broken)}."
     return reg
 
 
-def _per_plugin(hook: str) -> list[tuple[str, Callable[[Callable[..., Any]], Any]]]:
-    """Each plugin's implementation of a hook, callable on its own, so a failure is attributed."""
-    calls = []
-    for impl in getattr(pm.hook, hook).get_hookimpls():
-        caller = pm.subset_hook_caller(hook, remove_plugins=[p for p in pm.get_plugins() if p is not impl.plugin])
-        calls.append((impl.plugin_name, lambda register, _c=caller: _c(register=register)))
-    return calls
+def _contributions(name: str, reg: Registry) -> tuple[Catalog, list[type]]:
+    """One plugin's manifests (added to the catalogue so far) and provider classes, checked; a
+    problem raises, naming the file, entry and field, or the clash with another plugin."""
+    from runner.providers import Provider
+
+    manifests: list[tuple[str, Path]] = []
+    _call(name, "register_manifests", lambda path: manifests.append((name, Path(path))))
+    catalog = reg.catalog.extended(manifests)
+    providers: list[type] = []
+
+    def register(cls: Any) -> None:
+        if not (isinstance(cls, type) and issubclass(cls, Provider)):
+            raise UserError(f"register_providers: {cls!r} is not a subclass of runner.providers.Provider")
+        if not isinstance(getattr(cls, "name", None), str) or not cls.name:
+            raise UserError(f"register_providers: provider class {cls.__name__} has no `name`")
+        owner = reg.provider_plugin.get(cls.name) or (name if any(p.name == cls.name for p in providers) else None)
+        if owner is not None:
+            raise UserError(f"provider {cls.name!r} is registered by both plugin {owner} and plugin {name}; "
+                            f"leave one out with RUNNER_LOAD_PLUGINS")
+        providers.append(cls)
+
+    _call(name, "register_providers", register)
+    return catalog, providers
+
+
+def _check_hook_names(name: str) -> None:
+    """pluggy accepts an implementation of a hook nobody defines; here that is a typo to report."""
+    known = [hook for hook in dir(hookspecs) if hasattr(getattr(hookspecs, hook), "video_runner_spec")]
+    for caller in pm.get_hookcallers(pm.get_plugin(name)) or []:
+        if caller.spec is None:
+            raise UserError(f"it implements {caller.name!r}, which is not a hook{suggest(caller.name, known)}; "
+                            f"the hooks are {', '.join(sorted(known))}")
+
+
+def _call(name: str, hook: str, register: Callable[[Any], None]) -> None:
+    """Call one plugin's implementation of a registration hook (traced like any hook call)."""
+    plugin = pm.get_plugin(name)
+    if not any(impl.plugin is plugin for impl in getattr(pm.hook, hook).get_hookimpls()):
+        return
+    others = [p for p in pm.get_plugins() if p is not plugin]
+    pm.subset_hook_caller(hook, remove_plugins=others)(register=register)
+
+
+# -- RUNNER_TRACE_PLUGINS=1 ---------------------------------------------------------------------------
+
+
+def _trace_call(hook: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+    """`plugin hook job_submitted(job=<job 1a2b3c4d5e6f>, task_id='...') -> runway, my_plugin`."""
+    args = ", ".join(f"{key}={_brief(value)}" for key, value in kwargs.items())
+    names = ", ".join(impl.plugin_name for impl in impls) or "no plugin implements it"
+    print(f"plugin hook {hook}({args}) -> {names}", file=sys.stderr)
+
+
+def _trace_result(outcome: Any, hook: str, impls: list[Any], kwargs: dict[str, Any]) -> None:
+    if outcome.exception is not None:
+        print(f"plugin hook {hook} raised {type(outcome.exception).__name__}: {outcome.exception}", file=sys.stderr)
+
+
+def _brief(value: Any) -> str:
+    if isinstance(value, dict) and "key" in value:
+        return f"<job {str(value['key'])[:12]}>"
+    if callable(value):
+        return "<callback>"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -207,8 +207,9 @@ def classify_transport(exc: httpx.TransportError, *, submitting: bool = False) -
     )
 
 
-def json_body(response: httpx.Response) -> Any:
-    """The response's JSON; a malformed body is a retryable error (a proxy or a glitch)."""
+def json_body(response: httpx.Response, *, submitting: bool = False) -> Any:
+    """The response's JSON; a malformed body is a retryable error (a proxy or a glitch). On a submit
+    the provider answered with success, so it has probably started the task: `maybe_accepted`."""
     try:
         return response.json()
     except ValueError:
@@ -216,6 +217,7 @@ def json_body(response: httpx.Response) -> Any:
             f"malformed JSON from the provider (HTTP {response.status_code}): {response.text[:200]!r}",
             kind="retryable",
             status=response.status_code,
+            maybe_accepted=submitting,
         ) from None
 
 

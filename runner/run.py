@@ -129,13 +129,16 @@ async def _drive(cfg: Any, store: Store, sweep_id: str, keys: list[str], found: 
 
         def notify(event: str, row: dict[str, Any], detail: str) -> None:
             progress.event(event, row, detail)
-            hook = {"submitted": "job_submitted", "downloaded": "job_finished", "failed": "job_failed"}.get(event)
-            if hook == "job_submitted":
-                plugins.pm.hook.job_submitted(job=row, task_id=detail)
-            elif hook == "job_finished":
-                plugins.pm.hook.job_finished(job=row, path=detail)
-            elif hook == "job_failed":
-                plugins.pm.hook.job_failed(job=row, error=detail)
+            call = {
+                "submitted": lambda: plugins.pm.hook.job_submitted(job=row, task_id=detail),
+                "downloaded": lambda: plugins.pm.hook.job_finished(job=row, path=detail),
+                "failed": lambda: plugins.pm.hook.job_failed(job=row, error=detail),
+            }.get(event)
+            try:
+                if call:
+                    call()
+            except Exception as exc:  # an observer's bug must not stop the sweep or lose state
+                print(f"warning: a plugin's {event} hook failed: {type(exc).__name__}: {exc}", file=sys.stderr)
 
         options = Options(
             outputs_dir=Path(cfg.outputs_dir),

@@ -1,0 +1,291 @@
+"""The Runway and fal plugins against the provider conformance suite (runner/testing.py), over real
+HTTP to the bundled simulator, for every model and every mode their manifests declare; then the
+provider-specific parts the suite cannot know: Runway's upload flow, organization limits and
+THROTTLED status, fal's key pair, fallback header and queue position."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from runner import plugins
+from runner.app import plan
+from runner.catalog import CatalogModel
+from runner.manifest import MEDIA_PARAMS
+from runner.providers import Job, Provider, make_job
+from runner.sim import SimConfig, Simulator, payload_sha256
+from runner.sim.media import make_audio, make_image, make_video
+from runner.testing import ProviderConformance, settings
+from runner_plugins.fal import Fal
+from runner_plugins.runway import Runway
+from tests.conftest import run_cli
+
+ASSETS = Path(__file__).resolve().parent.parent / "runner" / "assets"
+
+#: The suite's generic fault points, as the simulator names them per provider.
+POINTS = {
+    "runway": {"submit": "runway.create", "poll": "runway.poll", "result": "runway.poll", "cancel": "runway.cancel", "download": "download"},
+    "fal": {"submit": "fal.submit", "poll": "fal.status", "result": "fal.result", "cancel": "fal.cancel", "download": "download"},
+}
+
+
+# -- jobs for every (model, mode) of a provider, planned as a user's prompt set would be -------------
+
+
+def media_files(folder: Path) -> dict[str, Any]:
+    """Local input files for each canonical media parameter: images, an MP4 and a WAV."""
+    video = folder / "performance.mp4"
+    video.write_bytes(make_video("conformance performance", 3.0))
+    audio = folder / "speech.wav"
+    audio.write_bytes(make_audio("conformance speech", 2.0))
+    return {
+        "image": str(ASSETS / "lighthouse.png"),
+        "end_image": str(ASSETS / "portrait.jpg"),
+        "reference_images": [str(ASSETS / "portrait.jpg"), str(ASSETS / "coffee.jpg")],
+        "video": str(video),
+        "audio_input": str(audio),
+    }
+
+
+def prompt_for(model: CatalogModel, mode_name: str, media: dict[str, Any]) -> dict[str, Any]:
+    """A prompt that needs exactly this mode: text if it takes a prompt, every media input it takes,
+    and the first allowed value of any required native field that has no default."""
+    mode = model.mode(mode_name)
+    by_canonical = {spec.canonical: spec for spec in mode.params.values() if spec.canonical}
+    prompt: dict[str, Any] = {"id": re.sub(r"[^a-z0-9]+", "-", mode_name)}
+    if "prompt" in by_canonical:
+        prompt["text"] = f"A lighthouse at dusk, waves rolling in ({mode_name})"
+    for name in MEDIA_PARAMS:
+        if name in by_canonical:
+            prompt[name] = media[name]
+    if "reference_images" in prompt and "at most one" in by_canonical["reference_images"].description:
+        prompt["reference_images"] = prompt["reference_images"][:1]  # gen4_aleph takes one reference
+    native = {field: spec.enum[0] for field, spec in mode.params.items()
+              if spec.required and spec.default is None and not spec.canonical and spec.enum}
+    if native:
+        prompt["native"] = native  # eleven_voice_dubbing's targetLang
+    return prompt
+
+
+def catalogue_jobs(provider: str, folder: Path) -> list[tuple[str, Job]]:
+    """One job per (model, mode) of a provider's manifests, each through `plan()` with a prompt set
+    written to a Hydra search path, so modes are inferred from the prompts as in a real sweep."""
+    catalog = plugins.registry().catalog
+    media = media_files(folder)
+    (folder / "prompt_set").mkdir(exist_ok=True)
+    found = []
+    for model in sorted((m for m in catalog.models.values() if m.provider == provider), key=lambda m: m.name):
+        set_name = "conformance_" + re.sub(r"[^A-Za-z0-9]+", "_", model.name)
+        prompts = [prompt_for(model, mode, media) for mode in model.spec.modes]
+        (folder / "prompt_set" / f"{set_name}.yaml").write_text(yaml.safe_dump({"name": set_name, "prompts": prompts}))
+        planned = plan([f"model={model.name}", f"prompt_set={set_name}", f"hydra.searchpath=[file://{folder}]"]).jobs
+        assert sorted(j.mode for j in planned) == sorted(model.spec.modes), (model.name, [j.mode for j in planned])
+        for job in planned:
+            found.append((f"{model.name} {job.mode}", make_job(job.key, model, job.endpoint, job.payload, job.inputs)))
+    return found
+
+
+# -- the suite, per provider --------------------------------------------------------------------------
+
+
+class SimulatorConformance(ProviderConformance):
+    """The suite against one class-scoped simulator; subclasses name the provider."""
+
+    provider_name: str
+    provider_class: type[Provider]
+    modes: set[str]  # modes the manifests must keep declaring
+    sim: Simulator
+    planned: list[tuple[str, Job]]
+
+    @pytest.fixture(scope="class", autouse=True)
+    @classmethod
+    def simulator(cls, tmp_path_factory):
+        with Simulator(SimConfig(latency={"default": {"min": 0.02, "max": 0.05}}, pending_s=0.01)) as sim:
+            cls.sim = sim
+            cls.planned = catalogue_jobs(cls.provider_name, tmp_path_factory.mktemp(cls.provider_name))
+            yield sim
+
+    @pytest.fixture(autouse=True)
+    def no_leftover_faults(self, simulator):
+        yield
+        simulator.clear_faults()
+
+    def base_url(self) -> str:
+        return self.sim.runway_url if self.provider_name == "runway" else self.sim.fal_url
+
+    def provider(self, client: httpx.AsyncClient, key: str | None = None) -> Provider:
+        return self.provider_class(settings(self.base_url(), key or self.sim.keys[self.provider_name]), client)
+
+    def jobs(self) -> list[tuple[str, Job]]:
+        return self.planned
+
+    def inject(self, kind: str, point: str, **detail: Any) -> bool:
+        self.sim.inject(kind, on=POINTS[self.provider_name][point], **detail)
+        return True
+
+    def received(self, handle) -> Any:
+        task = self.sim.app.board.get(handle.task_id)
+        entry = next(e for e in self.sim.ledger() if e["task_id"] == handle.task_id)
+        assert entry["payload_sha256"] == payload_sha256(task.body)  # the ledger saw this very body
+        return task.body
+
+    def test_every_model_and_every_mode_is_exercised(self) -> None:
+        catalog = plugins.registry().catalog
+        provided = [m for m in catalog.models.values() if m.provider == self.provider_name]
+        assert {name for name, _ in self.jobs()} == {f"{m.name} {mode}" for m in provided for mode in m.spec.modes}
+        assert self.modes <= {mode for m in provided for mode in m.spec.modes}
+
+
+class TestRunwayConformance(SimulatorConformance):
+    provider_name = "runway"
+    provider_class = Runway
+    modes = {"text-to-video", "image-to-video", "video-to-video", "character-performance", "text-to-image",
+             "text-to-speech", "sound-effect", "voice-isolation", "voice-dubbing", "speech-to-speech"}
+
+
+class TestFalConformance(SimulatorConformance):
+    provider_name = "fal"
+    provider_class = Fal
+    modes = {"text-to-video", "image-to-video", "reference-to-video"}
+
+
+# -- provider specifics -------------------------------------------------------------------------------
+
+
+def run(body):
+    async def main():
+        async with httpx.AsyncClient(timeout=10) as client:
+            return await body(client)
+
+    return asyncio.run(main())
+
+
+async def until_done(provider: Provider, handle, timeout: float = 10.0):
+    for _ in range(int(timeout / 0.02)):
+        status = await provider.poll(handle)
+        if status.state not in ("queued", "running"):
+            return status
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"task {handle.task_id} did not finish")
+
+
+def one_job(overrides: list[str]) -> Job:
+    catalog = plugins.registry().catalog
+    job = plan(overrides).jobs[0]
+    return make_job(job.key, catalog.models[job.model], job.endpoint, job.payload, job.inputs)
+
+
+def test_runway_sends_a_large_local_image_through_the_upload_flow(sim, tmp_path, prompt_sets):
+    """Over the 5 MB data-URI limit: POST /v1/uploads, the presigned form post, then the runway:// URI."""
+    big = tmp_path / "big.png"
+    big.write_bytes(make_image("big") + b"\0" * 4_000_000)  # PNG then padding: 4 MB, 5.3 MB as a data URI
+    small = tmp_path / "small.png"
+    small.write_bytes(make_image("small"))
+    overrides = prompt_sets("upload", f"""
+        name: upload
+        prompts:
+          - {{id: big, text: the beam turns, image: {big}}}
+          - {{id: small, text: the beam turns, image: {small}}}
+    """)
+    catalog = plugins.registry().catalog
+    jobs = [make_job(j.key, catalog.models[j.model], j.endpoint, j.payload, j.inputs) for j in plan(["model=gen4_turbo", *overrides]).jobs]
+
+    async def body(client):
+        provider = Runway(settings(sim.runway_url, sim.keys["runway"]), client)
+        handles = [await provider.submit(job) for job in jobs]
+        return handles, [await until_done(provider, h) for h in handles]
+
+    handles, statuses = run(body)
+    assert [s.state for s in statuses] == ["succeeded", "succeeded"]
+    sent = [sim.app.board.get(h.task_id).body for h in handles]
+    assert sent[0]["promptImage"].startswith("runway://") and sim.app.uploads.check_uri(sent[0]["promptImage"]) is None
+    assert sent[0]["model"] == "gen4_turbo"
+    assert sent[1]["promptImage"].startswith("data:image/png;base64,")
+    ledger = {e["task_id"]: e for e in sim.ledger()}
+    assert [ledger[h.task_id]["payload_sha256"] for h in handles] == [payload_sha256(b) for b in sent]
+    assert sim.stats()["server"]["routes"]["runway.upload"]["requests"] == 2  # the ticket, then the form post
+
+
+def test_fal_key_from_key_id_and_secret_and_the_no_fallback_header(sim):
+    key = Fal.key_from_env({"FAL_KEY_ID": "sim-key-id", "FAL_KEY_SECRET": "sim-key-secret"}, "FAL_KEY")
+    assert key == sim.keys["fal"] == "sim-key-id:sim-key-secret"
+    assert Fal.key_from_env({"FAL_KEY": "k", "FAL_KEY_ID": "a", "FAL_KEY_SECRET": "b"}, "FAL_KEY") == "k"
+    assert Fal.key_from_env({"FAL_KEY_ID": "a"}, "FAL_KEY") is None
+    job = one_job(["model=pika", "prompt_set=nature"])
+
+    async def body(client):
+        provider = Fal(settings(sim.fal_url, key), client)
+        handle = await provider.submit(job)
+        return handle, await until_done(provider, handle)
+
+    handle, status = run(body)
+    assert status.state == "succeeded"
+    entry = next(e for e in sim.ledger() if e["task_id"] == handle.task_id)
+    assert entry["fallback_disabled"] is True and entry["model"] == "fal-pika-v2.2"
+
+
+def test_runway_reads_concurrency_limits_from_the_organization():
+    config = SimConfig(concurrency={"runway": 3, "gen4_turbo": 1, "veo3.1": 2})
+    with Simulator(config) as sim:
+        limits = run(lambda client: Runway(settings(sim.runway_url, sim.keys["runway"]), client).concurrency_limits())
+    assert limits["gen4_turbo"] == 1 and limits["veo3.1"] == 2 and limits["gen4.5"] == 3
+    assert set(limits) == {m.model_id for m in plugins.registry().catalog.models.values() if m.provider == "runway"}
+
+
+def test_runway_throttled_is_queued_not_an_error():
+    config = SimConfig(latency={"default": 0.25}, pending_s=0.01, concurrency={"runway": 1})
+    job = one_job(["model=gen4_turbo", "prompt_set=animate"])
+    with Simulator(config) as sim:
+        async def body(client):
+            provider = Runway(settings(sim.runway_url, sim.keys["runway"]), client)
+            first, second = await provider.submit(job), await provider.submit(job)
+            waiting = await provider.poll(second)
+            return waiting, await until_done(provider, second)
+
+        waiting, final = run(body)
+    assert waiting.detail == "THROTTLED" and waiting.state == "queued" and waiting.error is None
+    assert final.state == "succeeded"
+
+
+def test_fal_queue_position_surfaces():
+    config = SimConfig(latency={"default": 0.25}, pending_s=0.01, concurrency={"fal": 1})
+    job = one_job(["model=pika", "prompt_set=nature"])
+    with Simulator(config) as sim:
+        async def body(client):
+            provider = Fal(settings(sim.fal_url, sim.keys["fal"]), client)
+            handles = [await provider.submit(job) for _ in range(3)]
+            return await provider.poll(handles[2]), await provider.poll(handles[1])
+
+        third, second = run(body)
+    assert third.state == "queued" and third.detail == "IN_QUEUE" and third.queue_position == 1
+    assert second.state == "queued" and second.queue_position == 0
+
+
+def test_fal_key_pair_works_through_the_command_line(sim, tmp_path):
+    result = run_cli(
+        "model=pika", "prompt_set=nature", f"providers.fal.base_url={sim.fal_url}", "providers.fal.min_poll_interval_s=0.05",
+        cwd=tmp_path, env={"FAL_KEY_ID": "sim-key-id", "FAL_KEY_SECRET": "sim-key-secret"}, timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "3 jobs: 3 downloaded" in result.stdout
+    assert [e["fallback_disabled"] for e in sim.ledger()] == [True, True, True]
+
+
+def test_the_suite_notices_an_input_file_that_was_not_sent():
+    job = one_job(["model=gen4_turbo", "prompt_set=animate"])
+    (file,) = job.inputs
+    suite = ProviderConformance()
+    good = {**job.payload, "promptImage": file.data_uri()}
+    suite.check_sent("ok", job, {"model": "gen4_turbo", **good})
+    suite.check_sent("uploaded", job, {**job.payload, "promptImage": "runway://6f0c1d2e"})
+    for wrong in (job.payload["promptImage"], file.source, "data:image/png;base64,iVBORw0KGgo=", file.data_uri().replace("image/", "image/x-")):
+        with pytest.raises(AssertionError):
+            suite.check_sent("wrong", job, {**job.payload, "promptImage": wrong})
+    with pytest.raises(AssertionError):
+        suite.check_sent("changed", job, {**good, "duration": 10})
