@@ -15,7 +15,9 @@ def listing(filter_text: str = "") -> str:
         hooks = sorted(impl.name for impl in plugins.pm.get_hookcallers(plugin) or [])
         lines.append(f"  {name} {registry.versions.get(name, '?')}  hooks: {', '.join(hooks)}")
     for name, problem in registry.broken.items():
-        lines.append(f"  {name} BROKEN: {problem}")
+        lines.append(f"  {name} BROKEN: " + problem.replace("\n", "\n      "))
+    for name in sorted(set(registry.skipped)):
+        lines.append(f"  {name} not loaded (not in RUNNER_LOAD_PLUGINS)")
     lines.append("models:")
     for model in sorted(registry.catalog.models.values(), key=lambda m: (m.provider, m.name)):
         names = " ".join([model.name, *model.spec.aliases])

@@ -217,7 +217,7 @@ def test_the_allowlist_leaves_out_a_plugins_models_and_says_why(tmp_path):
     assert "Plugins not loaded because RUNNER_LOAD_PLUGINS='runway': fal." in result.stderr
     assert dry_run(tmp_path, env, "gen4_turbo").returncode == 0
     listing = models(env).stdout
-    assert "  runway " in listing and "  fal " not in listing and "fal-pika-v2.2" not in listing
+    assert "  runway " in listing and "  fal not loaded (not in RUNNER_LOAD_PLUGINS)" in listing and "fal-pika-v2.2" not in listing
 
 
 def test_an_empty_allowlist_loads_no_plugin(tmp_path):
@@ -225,7 +225,9 @@ def test_an_empty_allowlist_loads_no_plugin(tmp_path):
     result = dry_run(tmp_path, env, "gen4_turbo")
     assert result.returncode == 2
     assert "Plugins not loaded because RUNNER_LOAD_PLUGINS='': fal, runway." in result.stderr
-    assert models(env).stdout.split() == ["plugins:", "models:"]
+    assert models(env).stdout.splitlines() == [
+        "plugins:", "  fal not loaded (not in RUNNER_LOAD_PLUGINS)", "  runway not loaded (not in RUNNER_LOAD_PLUGINS)", "models:",
+    ]
 
 
 def test_an_allowlist_naming_no_installed_plugin_warns(tmp_path):
