@@ -161,6 +161,8 @@ class Engine:
         for row in self.store.jobs(self.keys):
             if row["state"] != S.SUBMITTED or not row["task_id"]:
                 continue
+            if row["owner"] != S.this_owner() and S.owner_alive(row["owner"], row["heartbeat_at"]):
+                continue  # another runner process drives it
             lane = self.lanes[row["provider"]]
             try:
                 await lane.provider.cancel(Handle(row["task_id"], json.loads(row["task_urls"] or "{}")))
