@@ -73,7 +73,7 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
 
 
 @contextmanager
-def simulator(config_path: str | None) -> Iterator[dict[str, Account]]:
+def simulator(config_path: str | None, state_dir: str) -> Iterator[dict[str, Account]]:
     """The bundled simulator on loopback, for `simulate=true`: demo latencies of a few seconds, or
     the behaviour a simulator config file describes (`sim_config=path.yaml`)."""
     from runner.sim import Latency, SimConfig, Simulator
@@ -82,7 +82,7 @@ def simulator(config_path: str | None) -> Iterator[dict[str, Account]]:
         config = SimConfig.load(config_path) if config_path else SimConfig(latency={"default": Latency(2.0, 4.0)})
     except ValueError as exc:
         raise UserError(f"sim_config={config_path}: {exc}") from None
-    with Simulator(config) as sim:
+    with Simulator(config, state_path=config.state_path or Path(state_dir) / "simulator.jsonl") as sim:
         yield {"runway": Account(sim.runway_url, sim.keys["runway"]), "fal": Account(sim.fal_url, sim.keys["fal"])}
 
 
@@ -92,7 +92,7 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str])
         logging.getLogger(noisy).setLevel(logging.WARNING)
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
     if cfg.simulate:
-        with simulator(cfg.sim_config) as simulated:
+        with simulator(cfg.sim_config, cfg.state_dir) as simulated:
             return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, simulated))
     return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, None))
 

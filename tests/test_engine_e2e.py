@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runner.inputs import InputFile, replace_inputs
-from runner.sim import SimConfig, Simulator, payload_sha256
+from runner.sim import SimConfig, Simulator, payload_sha256, read_ledger
 from runner.sim.media import mp4_info
 from tests.conftest import run_cli
 
@@ -299,3 +299,22 @@ def test_first_poll_waits_for_the_models_learned_latency(tmp_path, slow_sim):
     unknown = polls_per_job(4)  # no history: poll at the provider's minimum interval from the start
     learned = polls_per_job(6)  # history of gen4_turbo in the ledger: the first poll comes later
     assert learned < 0.6 * unknown, (unknown, learned)
+
+
+def test_simulate_true_resumes_after_kill_9(tmp_path):
+    # simulate=true keeps the simulator's state in the state dir, as a real provider keeps tasks
+    # after the runner dies: the rerun collects the tasks the killed run submitted.
+    args = ["model=gen4_turbo", "prompt_set=animate", "simulate=true", "providers.runway.min_poll_interval_s=0.5"]
+    proc = _start(args, tmp_path, {})
+    try:
+        _wait_until(lambda: _states(tmp_path)["submitted"] >= 1 or proc.poll() is not None)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    task_ids = {r["task_id"] for r in ledger_rows(tmp_path) if r["task_id"]}
+    final = run_cli(*args, cwd=tmp_path)
+    assert final.returncode == 0, final.stdout + final.stderr
+    rows = assert_complete(tmp_path, 2)
+    assert task_ids <= {r["task_id"] for r in rows}
+    submissions = read_ledger(tmp_path / ".runner" / "simulator.jsonl")
+    assert 2 <= len(submissions) <= 2 + sum(r["possible_duplicates"] for r in rows)

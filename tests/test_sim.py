@@ -664,17 +664,272 @@ def test_config_from_file_and_flags(tmp_path):
         SimConfig(faults={"download": {"malformed_json": 0.5}})
 
 
+# -- state file: a simulator that survives its process ----------------------------------------------
+
+GEN45 = {"model": "gen4.5", "promptText": "fog", "ratio": "1280:720", "duration": 3}
+PICTURE = ROOT / "runner" / "assets" / "sneaker.png"
+
+
+def status_of(client: httpx.Client, sim: Simulator, task_id: str) -> str:
+    return client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()["status"]
+
+
+def ticket_for(client: httpx.Client, sim: Simulator, name: str = "shoe.png") -> dict:
+    return client.post(f"{sim.runway_url}/v1/uploads", headers=rw(sim), json={"filename": name, "type": "ephemeral"}).json()
+
+
+def post_form(client: httpx.Client, ticket: dict) -> int:
+    return client.post(ticket["uploadUrl"], data=ticket["fields"],
+                       files={"file": ("shoe.png", PICTURE.read_bytes(), "image/png")}).status_code
+
+
+def test_state_file_restarts_every_task_with_its_ids_urls_outputs_and_ledger(make_sim, tmp_path):
+    """Simulator A accepts tasks in every state and stops; B on the same file answers for all of them."""
+    path = tmp_path / "sim" / "state.jsonl"
+    settings = dict(state_path=str(path), concurrency={"gen4.5": 1},
+                    latency={"default": {"min": 0.03, "max": 0.08}, "gen4.5": 0.4, "fal-pika-v2.2": 1.0})
+    a = make_sim(**settings)
+    with httpx.Client(timeout=5) as client:
+        done = create(client, a).json()["id"]
+        done_task, _ = wait_runway(client, a, done)
+        old_url = done_task["output"][0]
+        done_bytes = client.get(old_url).content
+        a.inject("task_failed", on="runway.create", failure_code="SAFETY.INPUT.TEXT")
+        failed = create(client, a).json()["id"]
+        deleted = create(client, a).json()["id"]
+        wait_runway(client, a, deleted)
+        assert client.delete(f"{a.runway_url}/v1/tasks/{deleted}", headers=rw(a)).status_code == 204
+        queue = [create(client, a, {**GEN45, "promptText": f"fog {i}"}, "text_to_video").json()["id"] for i in range(3)]
+        cancelled = create(client, a, GEN45, "text_to_video").json()["id"]  # THROTTLED, then cancelled
+        assert client.delete(f"{a.runway_url}/v1/tasks/{cancelled}", headers=rw(a)).status_code == 204
+        kling = submit(client, a, ok_kling())
+        wait_fal(client, a, kling)
+        kling_video = client.get(kling["response_url"], headers=fk(a)).json()["video"]
+        kling_bytes = client.get(kling_video["url"]).content
+        pika = submit(client, a, {"prompt": "waves", "duration": 5}, PIKA)
+        pika_cancelled = submit(client, a, {"prompt": "rain", "duration": 5}, PIKA)
+        assert client.put(pika_cancelled["cancel_url"], headers=fk(a)).status_code == 202
+        uploaded = ticket_for(client, a)
+        assert post_form(client, uploaded) == 204
+        pending_upload = ticket_for(client, a, "later.png")  # issued by A, posted to B
+        wait_runway(client, a, failed)
+        assert [status_of(client, a, t) for t in queue][1:] == ["THROTTLED", "THROTTLED"]
+        credits = client.get(f"{a.runway_url}/v1/organization", headers=rw(a)).json()["creditBalance"]
+        before = {entry["task_id"]: entry for entry in a.ledger()}
+    port = a.port
+    a.stop()
+
+    b = make_sim(**settings)
+    assert b.port == port and b.warnings == []
+    with httpx.Client(timeout=5) as client:  # a new process would have new connections
+        assert status_of(client, b, done) == "SUCCEEDED"
+        renewed = client.get(f"{b.runway_url}/v1/tasks/{done}", headers=rw(b)).json()["output"][0]
+        assert renewed != old_url and client.get(renewed).content == done_bytes
+        assert client.get(old_url).content == done_bytes  # A's signed URL, still within its TTL
+        failed_task = client.get(f"{b.runway_url}/v1/tasks/{failed}", headers=rw(b)).json()
+        assert failed_task["status"] == "FAILED" and failed_task["failureCode"] == "SAFETY.INPUT.TEXT"
+        assert client.get(f"{b.runway_url}/v1/tasks/{deleted}", headers=rw(b)).status_code == 404
+        assert status_of(client, b, cancelled) == "CANCELLED"
+        statuses = [status_of(client, b, t) for t in queue]  # one at a time, in order (0.4 s each)
+        assert statuses[-1] == "THROTTLED" and statuses[0] != "THROTTLED"
+        # fal: the absolute URLs A handed out reach B
+        assert client.get(kling["status_url"], headers=fk(b)).json()["status"] == "COMPLETED"
+        video = client.get(kling["response_url"], headers=fk(b)).json()["video"]
+        assert client.get(video["url"]).content == kling_bytes == client.get(kling_video["url"]).content
+        gone = client.get(pika_cancelled["status_url"], headers=fk(b)).json()
+        assert gone["status"] == "COMPLETED" and gone["error_type"] == "client_cancelled"
+        assert client.put(pika_cancelled["cancel_url"], headers=fk(b)).json() == {"status": "ALREADY_COMPLETED"}
+        assert client.get(pika["status_url"], headers=fk(b)).json()["status"] in ("IN_QUEUE", "IN_PROGRESS")
+        # uploads: a runway:// URI from A is input on B; a form A issued is accepted by B
+        assert create(client, b, {**TURBO_BODY, "promptImage": uploaded["runwayUri"]}).status_code == 200
+        assert post_form(client, pending_upload) == 204
+        assert create(client, b, {**TURBO_BODY, "promptImage": pending_upload["runwayUri"]}).status_code == 200
+        assert client.get(f"{b.runway_url}/v1/organization", headers=rw(b)).json()["creditBalance"] == credits
+        # running and waiting tasks finish later, in their order, one at a time
+        final, _ = wait_fal(client, b, pika)
+        assert final.status_code == 200
+        assert client.get(client.get(pika["response_url"], headers=fk(b)).json()["video"]["url"]).status_code == 200
+        for task_id in queue:
+            assert wait_runway(client, b, task_id)[0]["status"] == "SUCCEEDED"
+
+    after = b.ledger()
+    ids = [entry["task_id"] for entry in after]
+    assert len(ids) == len(set(ids)) == len(before) + 2
+    assert ids[: len(before)] == list(before)  # submission order kept
+    for task_id, entry in before.items():
+        if entry["status"] != "accepted":  # ended on A: exactly as A recorded it
+            assert after[ids.index(task_id)] == entry
+    runs = sorted((e for e in after if e["task_id"] in queue), key=lambda e: e["started"])
+    assert [e["task_id"] for e in runs] == queue
+    assert all(later["started"] >= earlier["ended"] - 1e-5 for earlier, later in zip(runs, runs[1:]))
+    assert {after[ids.index(t)]["status"] for t in (cancelled, pika_cancelled["request_id"])} == {"cancelled"}
+    assert after[ids.index(deleted)]["status"] == "succeeded"  # deleting does not refund
+    assert read_ledger(path) == after  # the state file alone gives the same ledger
+
+
+def test_state_file_ends_tasks_that_were_due_while_no_simulator_ran(make_sim, tmp_path, client):
+    """Wall-clock time: tasks finish, and queued ones start, in the gap between two simulators."""
+    settings = dict(state_path=str(tmp_path / "state.jsonl"), concurrency={"gen4.5": 1},
+                    latency={"gen4.5": 0.15}, daily_limit={"runway": 3})
+    a = make_sim(**settings)
+    queue = [create(client, a, {**GEN45, "promptText": f"fog {i}"}, "text_to_video").json()["id"] for i in range(3)]
+    a.stop()
+    time.sleep(0.7)  # all three are done by now: 3 x (0.01 pending + 0.15)
+    b = make_sim(**settings)
+    with httpx.Client(timeout=5) as fresh:
+        assert [status_of(fresh, b, t) for t in queue] == ["SUCCEEDED"] * 3
+        assert create(fresh, b, GEN45, "text_to_video").status_code == 429  # today's usage survived too
+    entries = b.ledger()
+    assert [e["task_id"] for e in entries] == queue
+    for earlier, later in zip(entries, entries[1:]):  # each started when the one before freed the slot
+        assert abs(later["started"] - earlier["ended"]) < 1e-5
+        assert abs(later["ended"] - later["started"] - 0.16) < 1e-3
+    b.stop()
+    assert [e["status"] for e in read_ledger(tmp_path / "state.jsonl")] == ["succeeded"] * 3  # B wrote their ends
+
+
+def test_state_file_survives_a_torn_last_line_and_skips_an_unreadable_one(make_sim, tmp_path, client):
+    path = tmp_path / "state.jsonl"
+    a = make_sim(state_path=str(path))
+    first, second = (create(client, a).json()["id"] for _ in range(2))
+    wait_runway(client, a, second)
+    a.stop()
+    lines = path.read_bytes().splitlines(keepends=True)
+    index = next(i for i, line in enumerate(lines) if second.encode() in line and b'"event":"task"' in line)
+    lines[index] = b'{"event":"task","id":"' + second.encode() + b'","prov\n'  # a bad line in the middle
+    path.write_bytes(b"".join(lines) + b'{"event":"task","id":"torn-by-a-cra')  # and a crash mid-write
+    b = make_sim(state_path=str(path))
+    assert any("1 unreadable line(s) skipped" in w for w in b.warnings)
+    assert path.read_bytes().endswith(b"\n") and b"torn-by-a-cra" not in path.read_bytes()
+    with httpx.Client(timeout=5) as fresh:
+        assert status_of(fresh, b, first) == "SUCCEEDED"
+        third = create(fresh, b).json()["id"]
+        wait_runway(fresh, b, third)
+    b.stop()
+    assert [e["task_id"] for e in read_ledger(path)] == [first, third]  # every line after the cut is whole
+
+
+def test_state_file_is_owned_by_one_simulator_at_a_time(make_sim, tmp_path, monkeypatch):
+    from runner.errors import UserError
+    from runner.sim.state import StateInUse
+
+    monkeypatch.setattr(Simulator, "lock_wait_s", 0.2)
+    path = tmp_path / "state.jsonl"
+    a = make_sim(state_path=str(path))
+    with pytest.raises(StateInUse, match=rf"in use by another simulator \(pid \d+, serving on port {a.port}\)") as caught:
+        make_sim(state_path=str(path))
+    assert isinstance(caught.value, UserError)  # the runner prints it as a message, not a traceback
+    a.stop()
+    make_sim(state_path=str(path)).stop()  # free once A has stopped
+    with pytest.raises(RuntimeError, match="written by another simulator since this one stopped"):
+        a.start()  # A's memory is stale now: it must not write over B's facts
+
+
+def test_state_file_same_simulator_stops_and_starts_on_its_port(make_sim, tmp_path, client):
+    sim = make_sim(state_path=str(tmp_path / "state.jsonl"))
+    port, task_id = sim.port, create(client, sim).json()["id"]
+    sim.stop()
+    sim.start()
+    with httpx.Client(timeout=5) as fresh:
+        assert sim.port == port and wait_runway(fresh, sim, task_id)[0]["status"] == "SUCCEEDED"
+    assert len(sim.ledger()) == 1
+
+
+def test_state_file_port_taken_falls_back_and_serves_both_ports_once_free(make_sim, tmp_path):
+    """A restarted simulator wants its old port (clients hold URLs naming it); when another
+    program has it, it serves elsewhere, says what stops working, and takes both ports later."""
+    import socket
+
+    path = tmp_path / "state.jsonl"
+    a = make_sim(state_path=str(path))
+    with httpx.Client(timeout=5) as client:
+        first = submit(client, a, ok_kling())
+        runway_id = create(client, a).json()["id"]
+    old = a.port
+    a.stop()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server would; TIME_WAIT must not stop it
+    squatter.bind(("127.0.0.1", old))
+    squatter.listen()
+    try:
+        b = make_sim(state_path=str(path))
+        assert b.port != old and b.ports == [b.port]
+        (warning,) = b.warnings
+        assert f"port {old}" in warning and "in use by another program" in warning and "fal status/response/cancel" in warning
+        with httpx.Client(timeout=5) as client:
+            assert wait_runway(client, b, runway_id)[0]["status"] == "SUCCEEDED"  # by id: unaffected
+            second = submit(client, b, ok_kling())
+        fallback = b.port
+        b.stop()
+    finally:
+        squatter.close()
+    c = make_sim(state_path=str(path))
+    assert c.ports == [fallback, old] and c.warnings == []
+    with httpx.Client(timeout=5) as client:
+        for queued in (first, second):  # URLs from both earlier runs
+            assert wait_fal(client, c, queued)[0].status_code == 200
+            assert client.get(queued["response_url"], headers=fk(c)).status_code == 200
+        assert client.get(f"{c.base_url}/_sim/health").json()["ports"] == [fallback, old]
+
+
+def test_state_file_keeps_long_inputs_out_but_outputs_and_hashes_unchanged(make_sim, tmp_path, client):
+    path = tmp_path / "state.jsonl"
+    a = make_sim(state_path=str(path))
+    data_uri = "data:image/png;base64," + base64.b64encode(PICTURE.read_bytes()).decode()
+    body = {**TURBO_BODY, "promptImage": data_uri}
+    task_id = create(client, a, body).json()["id"]
+    task, _ = wait_runway(client, a, task_id)
+    original = client.get(task["output"][0]).content
+    a.stop()
+    assert data_uri not in path.read_text() and path.stat().st_size < 4000
+    b = make_sim(state_path=str(path))
+    with httpx.Client(timeout=5) as fresh:
+        renewed = fresh.get(f"{b.runway_url}/v1/tasks/{task_id}", headers=rw(b)).json()["output"][0]
+        assert fresh.get(renewed).content == original
+    assert ledger_entry(b, task_id)["payload_sha256"] == payload_sha256(body)
+
+
+def test_cli_state_flag_restores_on_the_same_port(tmp_path):
+    state = tmp_path / "state.jsonl"
+
+    def serve() -> tuple[subprocess.Popen, str, str]:
+        proc = subprocess.Popen([sys.executable, "-m", "runner.sim", "--state", str(state), "--latency", "0.05"],
+                                stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        return proc, re.search(r"http://127\.0\.0\.1:\d+", first).group(0), second
+
+    proc, base, banner = serve()
+    try:
+        assert f"State   {state} (0 task(s) restored)" in banner
+        from runner.sim.config import DEFAULT_KEYS
+        headers = {"Authorization": f"Bearer {DEFAULT_KEYS['runway']}", "X-Runway-Version": RUNWAY_VERSION}
+        task_id = httpx.post(f"{base}/runway/v1/image_to_video", headers=headers, json=TURBO_BODY).json()["id"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    proc, again, banner = serve()
+    try:
+        assert again == base and "(1 task(s) restored)" in banner
+        assert httpx.get(f"{base}/runway/v1/tasks/{task_id}", headers=headers).json()["status"] == "SUCCEEDED"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 # -- burst ------------------------------------------------------------------------------------------
 
 
-def test_burst_of_1000_tasks_over_both_providers(capsys):
+def test_burst_of_1000_tasks_over_both_providers(capsys, tmp_path):
     """1,000 tasks created, polled and downloaded concurrently against `python -m runner.sim`.
 
     The simulator runs in its own process (as a benchmark would use it), so its own time per
-    request is measured apart from the client's.
+    request is measured apart from the client's. It persists its state (as `simulate=true` does),
+    and a simulator started on that file afterwards restores all 1,000 tasks.
     """
+    state = tmp_path / "state.jsonl"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runner.sim", "--port", "0", "--latency", "0.02:0.08", "--pending", "0.005"],
+        [sys.executable, "-m", "runner.sim", "--port", "0", "--latency", "0.02:0.08", "--pending", "0.005",
+         "--state", str(state)],
         stdout=subprocess.PIPE, text=True, cwd=ROOT,
     )
     try:
@@ -683,14 +938,20 @@ def test_burst_of_1000_tasks_over_both_providers(capsys):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    started = time.perf_counter()
+    with Simulator(SimConfig(state_path=str(state))) as restored:
+        restore_s = time.perf_counter() - started
+        entries = restored.ledger()
     server, elapsed = report["server"], report["elapsed"]
     with capsys.disabled():
         print(f"\nburst: 1000 tasks ({report['requests']} requests) in {elapsed:.2f} s = {1000 / elapsed:.0f} tasks/s; "
               f"simulator time per request: mean {server['mean_ms']:.3f} ms wall, {server['cpu_mean_ms']:.3f} ms CPU, "
-              f"max {server['max_ms']:.1f} ms")
+              f"max {server['max_ms']:.1f} ms; state file {state.stat().st_size / 1e6:.2f} MB, restored in {restore_s * 1000:.0f} ms")
     assert report["errors"] == [] and report["done"] == 1000
     assert server["requests"] >= report["requests"]
     assert elapsed < 30
+    assert len(entries) == len({e["payload_sha256"] for e in entries}) == 1000
+    assert {e["status"] for e in entries} == {"succeeded"} and restore_s < 5
 
 
 async def _burst(base: str, tasks: int, connections: int) -> dict:

@@ -9,12 +9,16 @@ account limits, serves real media files behind expiring signed URLs and injects 
     with Simulator(SimConfig(concurrency={"runway": 2})) as sim:
         sim.runway_url, sim.fal_url, sim.keys
 
-Or from a shell: `python -m runner.sim --port 8765`.
+Or from a shell: `python -m runner.sim --port 8765`. With a state file (`SimConfig(state_path=...)`,
+`Simulator(state_path=...)`, `--state FILE`) it outlives its process as a real provider does: a
+simulator started on the same file answers for every task, upload and ledger entry of the earlier
+ones, on the same port. docs/simulator.md is the manual.
 """
 
 from runner.sim.config import Latency, SimConfig
 from runner.sim.faults import KINDS, POINTS
 from runner.sim.ledger import payload_sha256, read_ledger
 from runner.sim.simulator import Simulator
+from runner.sim.state import StateInUse
 
-__all__ = ["KINDS", "POINTS", "Latency", "SimConfig", "Simulator", "payload_sha256", "read_ledger"]
+__all__ = ["KINDS", "POINTS", "Latency", "SimConfig", "Simulator", "StateInUse", "payload_sha256", "read_ledger"]

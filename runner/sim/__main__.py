@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
 from dataclasses import asdict
 from typing import Any
 
+from runner.errors import UserError
 from runner.sim.config import SimConfig
 from runner.sim.simulator import Simulator
 
@@ -41,7 +43,7 @@ def build_config(args: argparse.Namespace) -> SimConfig:
             raise ValueError(f"--fault {item}={rate}: expected POINT:KIND=RATE (POINT may be *)")
         data["faults"].setdefault(point, {})[kind] = float(rate)
     for flag, key in (("seed", "seed"), ("speed", "speed"), ("pending", "pending_s"), ("url_ttl", "url_ttl_s"),
-                      ("ledger", "ledger_path")):
+                      ("ledger", "ledger_path"), ("state", "state_path")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
     for provider in ("runway", "fal"):
@@ -53,7 +55,8 @@ def build_config(args: argparse.Namespace) -> SimConfig:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runner.sim", description=(
         "Serve simulated Runway and fal.ai APIs on 127.0.0.1 (one port: /runway, /fal, /files, /_sim)."))
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (0: any free one; default {DEFAULT_PORT})")
+    p.add_argument("--port", type=int, help=f"port on 127.0.0.1 (0: any free one; default {DEFAULT_PORT}; with --state, "
+                                            "0 or none: the port the file was last served on, else one derived from its path)")
     p.add_argument("--config", help="YAML or JSON file with SimConfig settings")
     p.add_argument("--latency", action="append", default=[], metavar="[NAME=]MIN:MAX",
                    help="task run time in seconds, for a model, a provider or (bare) every model")
@@ -68,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed for latencies and fault draws")
     p.add_argument("--url-ttl", type=float, help="seconds an output URL stays valid")
     p.add_argument("--ledger", help="append the billing ledger to this JSONL file")
+    p.add_argument("--state", metavar="FILE", help="persist tasks, uploads and the ledger to this JSONL file and "
+                                                   "restore them on start (stop, start again: every task is still there)")
     p.add_argument("--runway-key", help="the Runway API key to accept")
     p.add_argument("--fal-key", help="the fal key to accept")
     return p
@@ -75,18 +80,32 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    port = args.port if args.port is not None else (0 if args.state else DEFAULT_PORT)
     try:
-        sim = Simulator(build_config(args), port=args.port)
+        sim = Simulator(build_config(args), port=port)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    quiet = logging.getLogger("runner.sim")  # its warnings are printed below, once
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
     try:
         sim.start()
+    except UserError as exc:  # the state file: in use by another simulator, or unreadable
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
-        print(f"error: cannot listen on 127.0.0.1:{args.port}: {exc}", file=sys.stderr)
+        print(f"error: cannot listen on 127.0.0.1:{port}: {exc}", file=sys.stderr)
         return 1
     keys = sim.keys
-    print(f"""video-runner provider simulator on {sim.base_url}
+    for warning in sim.warnings:
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
+    state = ""
+    if sim.state_path is not None:
+        restored = len(sim.ledger())
+        also = f"; also on {', '.join(map(str, sim.ports[1:]))} (earlier runs' URLs)" if len(sim.ports) > 1 else ""
+        state = f"\nState   {sim.state_path} ({restored} task(s) restored{also})"
+    print(f"""video-runner provider simulator on {sim.base_url}{state}
   Runway  {sim.runway_url}   key {keys['runway']}
   fal     {sim.fal_url}   key {keys['fal']}
 

@@ -11,7 +11,9 @@ import os
 import random
 import re
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -20,10 +22,11 @@ from runner.errors import suggest
 from runner.sim.config import PROVIDERS, SimConfig
 from runner.sim.fal import FalAPI
 from runner.sim.faults import RESPONSE_KINDS, FaultPlan
-from runner.sim.ledger import Ledger
+from runner.sim.ledger import Ledger, entries_from_state
 from runner.sim.outputs import Outputs, output_seconds
 from runner.sim.runway import RunwayAPI
 from runner.sim.server import Request, Response, fault_response, json_response
+from runner.sim.state import FORMAT, Snapshot, compact_payload
 from runner.sim.stats import RequestStats
 from runner.sim.tasks import Task, TaskBoard, model_names
 from runner.sim.uploads import Uploads
@@ -48,11 +51,16 @@ class SimApp:
             daily_limits=self._daily_limits,
         )
         self.ledger = Ledger(config.ledger_path, wall=self.board.wall)
-        self.board.on_accept, self.board.on_final = self.ledger.record, self._settle
+        #: Where facts are persisted (a state file's `append`); nothing without a state file.
+        self.persist: Callable[[dict[str, Any]], None] = lambda record: None
+        self.board.on_accept, self.board.on_final = self._accepted, self._settle
+        self.board.on_admit, self.board.on_delete = self._admitted, self._deleted
         self.faults = FaultPlan(config.faults, config.failure_codes, random.Random(config.seed + 1))
         secret = os.urandom(32)
         self.outputs = Outputs(secret, config.url_ttl_s)
-        self.uploads = Uploads(secret, config.upload_ttl_s)
+        self.uploads = Uploads(secret, config.upload_ttl_s, log=lambda record: self.persist(record))
+        self.ports: list[int] = []  # every port served, set by the Simulator
+        self.state_path: str | None = None  # the state file restored from and written to, if any
         self.stats = RequestStats()
         self.runway = RunwayAPI(self)
         self.fal = FalAPI(self)
@@ -61,6 +69,8 @@ class SimApp:
     # -- routing ----------------------------------------------------------------------------------
 
     def __call__(self, request: Request) -> Response:
+        if self.stopping.is_set():  # stopped providers answer nothing (and record nothing more)
+            return Response(0, abort="reset")
         path = request.path
         for prefix, handler in (("/runway", self.runway.handle), ("/fal", self.fal.handle),
                                 ("/files/", self.serve_file), ("/uploads/", self.receive_upload),
@@ -112,7 +122,82 @@ class SimApp:
     def _settle(self, task: Task) -> None:
         if task.final == "succeeded" and task.price is not None and task.provider == "runway":
             self._spent += task.price
+        self.persist({"event": "end", "id": task.id, "final": task.final, "at": self._wall(task.ended)})
         self.ledger.settle(task)
+
+    # -- persistence (see runner/sim/state.py) ----------------------------------------------------
+
+    def _wall(self, t: float | None) -> float:
+        return round(self.board.wall(t or 0.0), 6)
+
+    def _accepted(self, task: Task) -> None:
+        """Persist, then ledger: called before the client is answered."""
+        self.persist({
+            "event": "task", "id": task.id, "seq": task.seq, "provider": task.provider, "model": task.model.name,
+            "mode": task.mode, "endpoint": task.endpoint, "payload": compact_payload(task.payload),
+            "payload_sha256": task.payload_hash, "body_sha256": task.body_hash,
+            "latency": task.latency, "pending": task.pending, "price": None if task.price is None else str(task.price),
+            "failure_code": task.failure_code, "failure_message": task.failure_message, "problems": list(task.problems),
+            "fallback_disabled": task.fallback_disabled, "created": self._wall(task.created),
+        })
+        self.ledger.record(task)
+
+    def _admitted(self, task: Task) -> None:
+        self.persist({"event": "admit", "id": task.id, "at": self._wall(task.admitted)})
+
+    def _deleted(self, task: Task) -> None:
+        self.persist({"event": "delete", "id": task.id})
+
+    def restore(self, snap: Snapshot) -> list[str]:
+        """Take over what an earlier simulator recorded (before serving); returns warnings.
+
+        Tasks keep their ids, times (wall clock), latencies and fates: ended ones stay ended,
+        running ones end when they were due, even if that moment passed while nobody ran (they
+        end then, and the slots they free go to waiting tasks at that moment), waiting ones keep
+        their place in the queue. The signing secret is taken over, so URLs issued before still
+        verify; the ledger and the credit spend cover every run on the file.
+        """
+        warnings = []
+        if snap.meta is not None:
+            self.outputs.secret = self.uploads.secret = bytes.fromhex(snap.meta["secret"])
+        else:
+            if snap.tasks or snap.uploads:
+                warnings.append("its first line (the URL signing key) is unreadable: URLs issued before no longer verify "
+                                "(Runway and fal mint fresh ones on the next poll or result)")
+            self.persist({"event": "meta", "format": FORMAT, "secret": self.outputs.secret.hex(), "created": round(time.time(), 6)})
+        if snap.skipped:
+            warnings.append(f"{snap.skipped} unreadable line(s) skipped")
+        board, tasks, unknown = self.board, [], set()
+        for task_id, rec in snap.tasks.items():
+            model = self.catalog.models.get(rec["model"])
+            if model is None or rec["mode"] not in model.spec.modes:
+                unknown.add(f"{rec['model']} ({rec['mode']})")
+                continue
+            task = Task(
+                id=task_id, provider=rec["provider"], model=model, mode=rec["mode"], endpoint=rec["endpoint"],
+                payload=rec["payload"], body=None, latency=float(rec["latency"]), pending=float(rec["pending"]),
+                price=None if rec["price"] is None else Decimal(rec["price"]), failure_code=rec["failure_code"],
+                failure_message=rec["failure_message"], problems=tuple(rec["problems"]),
+                fallback_disabled=rec["fallback_disabled"], created=board.at_wall(rec["created"]), seq=int(rec["seq"]),
+                payload_hash=rec["payload_sha256"], body_hash=rec["body_sha256"],
+            )
+            if task_id in snap.admitted:
+                task.admitted = board.at_wall(snap.admitted[task_id])
+            if task_id in snap.ended:
+                task.final, at = snap.ended[task_id]
+                task.ended = board.at_wall(at)
+                if task.final == "succeeded" and task.price is not None and task.provider == "runway":
+                    self._spent += task.price
+            tasks.append(task)
+        if unknown:
+            warnings.append(f"tasks of models this catalogue lacks are in the ledger but answer 404: {', '.join(sorted(unknown))}")
+        self.ledger.load(entries_from_state(snap))
+        self.uploads.restore(snap.uploads)
+        with self._rng_lock:  # continue the latency draws where the last run left them
+            for _ in snap.tasks:
+                self._rng.random()
+        board.restore(tasks, snap.deleted)
+        return warnings
 
     def _daily_limits(self, task: Task) -> list[tuple[str, int]]:
         limits = []
@@ -189,7 +274,8 @@ class SimApp:
         if path == "stats" and request.method == "GET":
             return json_response(200, self.snapshot(), route=route)
         if path == "health" and request.method == "GET":
-            return json_response(200, {"ok": True, "runway_url": f"{self.base_url}/runway", "fal_url": f"{self.base_url}/fal"}, route=route)
+            return json_response(200, {"ok": True, "runway_url": f"{self.base_url}/runway", "fal_url": f"{self.base_url}/fal",
+                                       "ports": self.ports, "state_path": self.state_path}, route=route)
         if path == "faults":
             if request.method == "GET":
                 return json_response(200, self.faults.pending(), route=route)

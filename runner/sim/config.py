@@ -87,6 +87,9 @@ class SimConfig:
     credit_balance: int = 10_000_000
     #: Append every ledger change to this JSONL file, so the record outlives the process.
     ledger_path: str | None = None
+    #: Persist every task, upload and ledger entry to this JSONL file and restore them on start,
+    #: so a simulator started again on it answers for everything an earlier one accepted.
+    state_path: str | None = None
     #: Upper bounds on deliberate waits, so no fault or stream holds a thread for long.
     hang_max_s: float = 30.0
     stream_max_s: float = 120.0

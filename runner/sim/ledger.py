@@ -4,23 +4,64 @@ It is the ground truth a client's own bookkeeping is checked against: one entry 
 task (including ones whose response the client never saw), keyed by the payload's hash so a test
 can prove that no job was submitted twice, and billed per the manifests' prices so a test can
 prove what a sweep spent. With a path, every change is appended as a JSON line (the last line for
-a task id is its current state), so a ledger survives the simulator process.
+a task id is its current state), so a ledger survives the simulator process. A simulator with a
+state file (`SimConfig.state_path`) rebuilds its ledger from that file when it starts, so the
+ledger then covers every run on the file, not only this process.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 from pathlib import Path
 from typing import Any
 
-from runner.sim.tasks import Task
+from runner.sim.state import Snapshot, is_state_file, read_state
+from runner.sim.tasks import Task, payload_sha256
+
+__all__ = ["Ledger", "entries_from_state", "payload_sha256", "read_ledger"]
 
 
-def payload_sha256(payload: Any) -> str:
-    """sha256 of the canonical JSON of a request body (sorted keys, no spaces)."""
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def new_entry(*, provider: str, model: str, endpoint: str, task_id: str, body_sha256: str, time: float,
+              price: str | None, failure_code: str | None, fallback_disabled: bool | None) -> dict[str, Any]:
+    """An accepted submission, before it ends."""
+    return {
+        "provider": provider,
+        "model": model,
+        "endpoint": endpoint,
+        "task_id": task_id,
+        "payload_sha256": body_sha256,
+        "time": time,
+        "status": "accepted",  # until the task ends: succeeded, failed or cancelled
+        "estimated_usd": price,
+        "billed_usd": None,
+        "failure_code": failure_code,
+        "fallback_disabled": fallback_disabled,
+        "started": None,
+        "ended": None,
+    }
+
+
+def settle_entry(entry: dict[str, Any], *, final: str, price: str | None, started: float | None, ended: float) -> None:
+    """Record the outcome and the bill (failures and cancels cost nothing)."""
+    entry["status"] = final
+    entry["billed_usd"] = price if final == "succeeded" else "0"
+    entry["started"] = started
+    entry["ended"] = ended
+
+
+def entries_from_state(snap: Snapshot) -> list[dict[str, Any]]:
+    """The ledger a state file records (tasks not yet ended there show as `accepted`)."""
+    entries = []
+    for task_id, rec in snap.tasks.items():
+        entry = new_entry(provider=rec["provider"], model=rec["model"], endpoint=rec["endpoint"], task_id=task_id,
+                          body_sha256=rec["body_sha256"], time=rec["created"], price=rec["price"],
+                          failure_code=rec["failure_code"], fallback_disabled=rec["fallback_disabled"])
+        if task_id in snap.ended:
+            final, at = snap.ended[task_id]
+            settle_entry(entry, final=final, price=rec["price"], started=snap.admitted.get(task_id), ended=at)
+        entries.append(entry)
+    return entries
 
 
 class Ledger:
@@ -34,21 +75,12 @@ class Ledger:
 
     def record(self, task: Task) -> None:
         """A task was accepted (called before the client is answered, so a lost answer still counts)."""
-        entry = {
-            "provider": task.provider,
-            "model": task.model.name,
-            "endpoint": task.endpoint,
-            "task_id": task.id,
-            "payload_sha256": payload_sha256(task.body),
-            "time": round(self._wall(task.created), 6),
-            "status": "accepted",  # until the task ends: succeeded, failed or cancelled
-            "estimated_usd": None if task.price is None else str(task.price),
-            "billed_usd": None,
-            "failure_code": task.failure_code,
-            "fallback_disabled": task.fallback_disabled,
-            "started": None,
-            "ended": None,
-        }
+        entry = new_entry(
+            provider=task.provider, model=task.model.name, endpoint=task.endpoint, task_id=task.id,
+            body_sha256=task.body_hash, time=round(self._wall(task.created), 6),
+            price=None if task.price is None else str(task.price), failure_code=task.failure_code,
+            fallback_disabled=task.fallback_disabled,
+        )
         with self._lock:
             self._entries[task.id] = entry
             self._append(entry)
@@ -59,11 +91,16 @@ class Ledger:
             entry = self._entries.get(task.id)
             if entry is None:
                 return
-            entry["status"] = task.final
-            entry["billed_usd"] = (None if task.price is None else str(task.price)) if task.final == "succeeded" else "0"
-            entry["started"] = None if task.admitted is None else round(self._wall(task.admitted), 6)
-            entry["ended"] = round(self._wall(task.ended or 0.0), 6)
+            settle_entry(entry, final=task.final or "failed", price=None if task.price is None else str(task.price),
+                         started=None if task.admitted is None else round(self._wall(task.admitted), 6),
+                         ended=round(self._wall(task.ended or 0.0), 6))
             self._append(entry)
+
+    def load(self, entries: list[dict[str, Any]]) -> None:
+        """Entries an earlier simulator recorded (restored from its state; not appended again)."""
+        with self._lock:
+            for entry in entries:
+                self._entries[entry["task_id"]] = dict(entry)
 
     def entries(self) -> list[dict[str, Any]]:
         with self._lock:
@@ -76,7 +113,13 @@ class Ledger:
 
 
 def read_ledger(path: str | Path) -> list[dict[str, Any]]:
-    """A ledger file's entries: the last line written for each task id, in first-seen order."""
+    """A ledger file's entries: the last line written for each task id, in first-seen order.
+
+    A simulator state file (`state_path`) is read too: its ledger as recorded, without starting a
+    simulator (a task whose end the file does not hold yet shows as `accepted`).
+    """
+    if is_state_file(path):
+        return entries_from_state(read_state(path))
     entries: dict[str, dict[str, Any]] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         if line.strip():

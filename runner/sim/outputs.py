@@ -19,7 +19,6 @@ from typing import Any
 
 from runner.catalog import effective_params
 from runner.sim import media
-from runner.sim.ledger import payload_sha256
 from runner.sim.tasks import Task
 
 CONTENT_TYPES = {"video": ("video/mp4", "mp4"), "image": ("image/png", "png"), "audio": ("audio/wav", "wav")}
@@ -53,7 +52,7 @@ class Outputs:
     """Mints and checks output URLs, and serves (and caches) each task's file."""
 
     def __init__(self, secret: bytes, ttl_s: float, cache_size: int = 256):
-        self._secret = secret
+        self.secret = secret  # a restored simulator takes its predecessor's, so old URLs stay valid
         self.ttl_s = ttl_s
         self._cache: OrderedDict[str, bytes] = OrderedDict()
         self._cache_size = cache_size
@@ -99,7 +98,7 @@ class Outputs:
 
     def _generate(self, task: Task) -> bytes:
         params = effective_params(task.model.mode(task.mode), canonical={}, native=task.payload)
-        key = f"{payload_sha256(task.payload)}:{task.id}"
+        key = f"{task.payload_hash}:{task.id}"
         kind = task.model.spec.output.media
         if kind == "image":
             width, height = frame_size(params)
@@ -111,4 +110,4 @@ class Outputs:
 
     def _sign(self, task_id: str, name: str, exp: str, nonce: str) -> str:
         message = f"{task_id}/{name}\n{exp}\n{nonce}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:32]
+        return hmac.new(self.secret, message, hashlib.sha256).hexdigest()[:32]

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import os
 import threading
+import time
+from pathlib import Path
 from typing import Any
 
 from runner.catalog import Catalog
 from runner.sim.app import SimApp
 from runner.sim.config import SimConfig
 from runner.sim.server import SimHTTPServer
+from runner.sim.state import StateFile, preferred_ports
+
+log = logging.getLogger("runner.sim")
+#: bind() errors that mean "this port is not ours to take": try another.
+_TAKEN = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
 
 
 class Simulator:
@@ -16,9 +26,19 @@ class Simulator:
 
     >>> with Simulator() as sim:
     ...     sim.runway_url, sim.fal_url, sim.keys   # point clients here
+
+    With a state file (`state_path=`, or `SimConfig.state_path`) it survives its process as a
+    real provider does: everything it accepts is appended to the file, and a simulator started
+    on the same file restores it (task and request ids, statuses, outputs, uploads, the ledger).
+    Clients keep absolute URLs (fal's status/response/cancel URLs, output URLs), so it serves on
+    the port(s) earlier simulators on the file used; see `start`.
     """
 
-    def __init__(self, config: SimConfig | None = None, port: int = 0, catalog: Catalog | None = None):
+    #: Seconds to wait for a state file another simulator holds (one that is exiting lets go at once).
+    lock_wait_s: float = 3.0
+
+    def __init__(self, config: SimConfig | None = None, port: int = 0, catalog: Catalog | None = None,
+                 *, state_path: str | os.PathLike[str] | None = None):
         if catalog is None:
             from runner import plugins
 
@@ -26,33 +46,66 @@ class Simulator:
         self.config = config or SimConfig()
         self.app = SimApp(self.config, catalog)
         self._port = port
-        self._server: SimHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        chosen = state_path if state_path is not None else self.config.state_path
+        self.state_path = Path(chosen) if chosen else None
+        self._servers: list[SimHTTPServer] = []
+        self._threads: list[threading.Thread] = []
+        self._state: StateFile | None = None
+        self._restored = False
+        self._closed_size: int | None = None
+        #: What went differently from a plain restart (a port taken, unreadable lines), as messages.
+        self.warnings: list[str] = []
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> "Simulator":
-        """Bind 127.0.0.1 (port 0 picks a free one) and serve in a daemon thread."""
-        if self._server is not None:
+        """Bind 127.0.0.1 and serve in daemon threads.
+
+        Without a state file: the port given (0 picks a free one). With one, unless a port is
+        given: the port the last simulator on the file served on (its clients hold URLs naming
+        it), else a port derived from the file's path (below the OS's ephemeral range), else any
+        free one. Every other port an earlier simulator on the file served on is bound as well
+        when free, so URLs from every earlier run keep working. A port that is taken is skipped
+        with a warning (logged on `runner.sim` and kept in `warnings`) naming what stops working.
+        """
+        if self._servers:
             return self
-        self._server = SimHTTPServer(self._port, self.app, self.app.record, self.app.stopping)
-        self.app.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="runner-sim", daemon=True)
-        self._thread.start()
+        self.app.stopping.clear()
+        history = self._open_state() if self.state_path is not None else []
+        try:
+            servers = self._bind(history)
+        except BaseException:
+            self._close_state()
+            raise
+        self._servers = servers
+        self.app.ports = [server.server_address[1] for server in servers]
+        self.app.base_url = f"http://127.0.0.1:{self.app.ports[0]}"
+        if self._state is not None:
+            self._state.append({"event": "serve", "port": self.app.ports[0], "ports": self.app.ports,
+                                "pid": os.getpid(), "at": round(time.time(), 6)})
+        for server in servers:
+            thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                      name=f"runner-sim-{server.server_address[1]}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
         return self
 
     def stop(self) -> None:
-        """Stop serving; held connections (hang faults, event streams) are released at once."""
-        if self._server is None:
+        """Stop serving; held connections (hang faults, event streams) are released at once.
+
+        The state file (if any) is released, so another simulator may take it over.
+        """
+        if not self._servers:
             return
         self.app.stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
-        self._server.close_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+            server.close_connections()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers, self._threads = [], []
+        self._close_state()
 
     def __enter__(self) -> "Simulator":
         return self.start()
@@ -60,13 +113,103 @@ class Simulator:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    # -- state file and ports ---------------------------------------------------------------------
+
+    def _open_state(self) -> list[int]:
+        """Lock and read the state file; restore it on the first start. The ports it names."""
+        assert self.state_path is not None
+        state = StateFile(self.state_path)
+        snap = state.open(wait_s=self.lock_wait_s)
+        try:
+            if self._restored:
+                if state.size != self._closed_size:
+                    raise RuntimeError(f"simulator state {self.state_path} was written by another simulator since this one "
+                                       f"stopped; start a new Simulator on it to take over its state")
+                self.app.persist = state.append
+            else:
+                self.app.persist = state.append
+                self.app.state_path = str(self.state_path)
+                if snap.torn:
+                    log.info("simulator state %s: cut an unfinished last line (%d bytes) left by a crash mid-write",
+                             self.state_path, snap.torn)
+                for message in self.app.restore(snap):
+                    self._warn(f"simulator state {self.state_path}: {message}")
+                self._restored = True
+        except BaseException:
+            self.app.persist = lambda record: None
+            state.close()
+            raise
+        self._state = state
+        return snap.ports[:16]
+
+    def _close_state(self) -> None:
+        if self._state is not None:
+            self.app.persist = lambda record: None
+            self._closed_size = self._state.close()
+            self._state = None
+
+    def _bind(self, history: list[int]) -> list[SimHTTPServer]:
+        """The primary server first, then one per other earlier port that is free."""
+        primary: SimHTTPServer | None = None
+        if self._port or self.state_path is None:
+            primary = self._server(self._port)  # an explicit port must be had: OSError when taken
+        else:
+            for port in history:
+                primary = self._try(port)
+                if primary is not None:
+                    break
+            if primary is None:
+                for port in (*preferred_ports(self.state_path), 0):
+                    primary = self._try(port)
+                    if primary is not None:
+                        break
+        assert primary is not None  # port 0 cannot be taken
+        servers = [primary]
+        port = primary.server_address[1]
+        for old in history:
+            if old == port:
+                continue
+            extra = self._try(old)
+            if extra is not None:
+                servers.append(extra)
+                continue
+            self._warn(
+                f"simulator state {self.state_path}: port {old}, where an earlier run was served, is in use by "
+                f"another program, so URLs issued there (fal status/response/cancel URLs, output file URLs) "
+                f"do not reach this simulator, now on port {port}; Runway tasks, polled by id under the new "
+                f"URL, are unaffected. Free port {old} and start again to serve them."
+            )
+        return servers
+
+    def _server(self, port: int) -> SimHTTPServer:
+        return SimHTTPServer(port, self.app, self.app.record, self.app.stopping)
+
+    def _try(self, port: int) -> SimHTTPServer | None:
+        try:
+            return self._server(port)
+        except OSError as exc:
+            if exc.errno in _TAKEN:
+                return None
+            raise
+
+    def _warn(self, message: str) -> None:
+        self.warnings.append(message)
+        log.warning("%s", message)
+
     # -- where to point clients -------------------------------------------------------------------
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if not self._servers:
             raise RuntimeError("the simulator is not started")
-        return self._server.server_address[1]
+        return self._servers[0].server_address[1]
+
+    @property
+    def ports(self) -> list[int]:
+        """Every port served: the primary one first, then earlier runs' ports (with a state file)."""
+        if not self._servers:
+            raise RuntimeError("the simulator is not started")
+        return [server.server_address[1] for server in self._servers]
 
     @property
     def base_url(self) -> str:
@@ -90,7 +233,10 @@ class Simulator:
     # -- observing and steering -------------------------------------------------------------------
 
     def ledger(self) -> list[dict[str, Any]]:
-        """Every accepted submission, in order, with its final status and bill once known."""
+        """Every accepted submission, in order, with its final status and bill once known.
+
+        With a state file this includes what earlier simulators on the file accepted.
+        """
         self.app.board.advance(self.app.board.now())
         return self.app.ledger.entries()
 

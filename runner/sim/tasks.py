@@ -14,11 +14,13 @@ check a client's own concurrency limit.
 
 from __future__ import annotations
 
+import hashlib
 import heapq
+import json
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -32,6 +34,11 @@ Phase = Literal["waiting", "pending", "running", "succeeded", "failed", "cancell
 def iso_time(unix: float) -> str:
     """ISO-8601 UTC with milliseconds, as both providers write timestamps."""
     return datetime.fromtimestamp(unix, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{int(unix * 1000) % 1000:03d}Z"
+
+
+def payload_sha256(payload: Any) -> str:
+    """sha256 of the canonical JSON of a request body (sorted keys, no spaces)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def model_names(model: CatalogModel, endpoint: str | None = None) -> tuple[str, ...]:
@@ -50,7 +57,11 @@ class DailyLimitExceeded(Exception):
 
 @dataclass(eq=False)
 class Task:
-    """One accepted generation. Times are on the board's monotonic clock."""
+    """One accepted generation. Times are on the board's monotonic clock.
+
+    `payload_hash` and `body_hash` are computed at creation; a task restored from a state file
+    carries them from the file (its payload may have had long values, such as data URIs, left out).
+    """
 
     id: str
     provider: str
@@ -71,6 +82,14 @@ class Task:
     ended: float | None = None
     final: str | None = None
     failure_message: str | None = None
+    payload_hash: str = ""  # sha256 of the native payload: seeds the output file
+    body_hash: str = ""  # sha256 of the request body as sent: the ledger's payload_sha256
+
+    def __post_init__(self) -> None:
+        if not self.payload_hash:
+            self.payload_hash = payload_sha256(self.payload)
+        if not self.body_hash:
+            self.body_hash = self.payload_hash if self.body is self.payload else payload_sha256(self.body)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -116,6 +135,8 @@ class TaskBoard:
     daily_limits: Callable[[Task], list[tuple[str, int]]] = lambda task: []
     on_accept: Callable[[Task], None] = lambda task: None
     on_final: Callable[[Task], None] = lambda task: None
+    on_admit: Callable[[Task], None] = lambda task: None
+    on_delete: Callable[[Task], None] = lambda task: None
     clock: Callable[[], float] = time.monotonic
 
     def __post_init__(self) -> None:
@@ -132,6 +153,10 @@ class TaskBoard:
         """Unix time of a board time."""
         return self._wall0 + (t - self._mono0)
 
+    def at_wall(self, unix: float) -> float:
+        """Board time of a Unix time (the inverse of `wall`), for state restored from a file."""
+        return self._mono0 + (unix - self._wall0)
+
     def now(self) -> float:
         return self.clock()
 
@@ -146,12 +171,12 @@ class TaskBoard:
             for scope, limit in self.daily_limits(task):
                 if self._daily[(day, scope)] >= limit:
                     raise DailyLimitExceeded(scope, limit)
-            for scope in {task.provider, task.model.name}:
-                self._daily[(day, scope)] += 1
             self._seq += 1
             task.seq, task.created = self._seq, now
+            self.on_accept(task)  # first: when it cannot record the task (a full disk), nothing changes
+            for scope in {task.provider, task.model.name}:
+                self._daily[(day, scope)] += 1
             self._tasks[task.id] = task
-            self.on_accept(task)
             for counter in self._counters(task):
                 counter.submitted += 1
                 counter.in_flight += 1
@@ -175,7 +200,48 @@ class TaskBoard:
     def delete(self, task: Task) -> None:
         """Forget an ended task (Runway's DELETE of a finished task)."""
         with self.lock:
-            self._tasks.pop(task.id, None)
+            if self._tasks.pop(task.id, None) is not None:
+                self.on_delete(task)
+
+    def restore(self, tasks: list[Task], deleted: Collection[str] = ()) -> None:
+        """Put back tasks a previous simulator accepted (their times already on this board's clock).
+
+        Ended tasks stay as they ended; admitted ones hold their slots until their recorded end
+        (`admitted + pending + latency`); the others wait, in their original submission order, and
+        are admitted as slots free. Tasks in `deleted` count (daily usage, submitted) but answer
+        nothing. Nothing here calls `on_accept`: the tasks were accepted before. Call before serving.
+        """
+        with self.lock:
+            latest: dict[str, float] = {}
+            for task in sorted(tasks, key=lambda t: t.seq):
+                self._seq = max(self._seq, task.seq)
+                if task.id not in deleted:
+                    self._tasks[task.id] = task
+                day = datetime.fromtimestamp(self.wall(task.created), timezone.utc).date().isoformat()
+                for scope in {task.provider, task.model.name}:
+                    self._daily[(day, scope)] += 1
+                times = [t for t in (task.created, task.admitted, task.ended) if t is not None]
+                latest[task.provider] = max(latest.get(task.provider, times[0]), *times)
+                for counter in self._counters(task):
+                    counter.submitted += 1
+                    if task.final is None:
+                        counter.in_flight += 1
+                        counter.max_in_flight = max(counter.max_in_flight, counter.in_flight)
+                        if task.admitted is not None:
+                            counter.running += 1
+                            counter.max_running = max(counter.max_running, counter.running)
+                if task.final is not None:
+                    continue
+                if task.admitted is not None:
+                    heapq.heappush(self._running, (task.admitted + task.pending + task.latency, task.seq, task))
+                else:
+                    self._waiting[task.provider].append(task)
+            # A slot may have freed (or a task been accepted) just before the previous process died,
+            # before it admitted the next task: admit now, at the last moment the file knows of.
+            for provider, at in latest.items():
+                if self._waiting[provider]:
+                    self._admit(provider, at)
+            self.advance(self.clock())
 
     def advance(self, now: float) -> None:
         """Replay every finish up to `now`, admitting waiting tasks as slots free."""
@@ -258,3 +324,4 @@ class TaskBoard:
                 counter.running += 1
                 counter.max_running = max(counter.max_running, counter.running)
             heapq.heappush(self._running, (at + task.pending + task.latency, task.seq, task))
+            self.on_admit(task)

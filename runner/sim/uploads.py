@@ -15,6 +15,7 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -35,17 +36,27 @@ class _Upload:
 class Uploads:
     """Issued upload tickets and received files (sizes only: the bytes are not kept)."""
 
-    def __init__(self, secret: bytes, ttl_s: float):
-        self._secret = secret
+    def __init__(self, secret: bytes, ttl_s: float, log: Callable[[dict[str, object]], None] = lambda record: None):
+        self.secret = secret  # a restored simulator takes its predecessor's, so issued forms stay valid
         self._ttl_s = ttl_s
         self._uploads: dict[str, _Upload] = {}
         self._lock = threading.Lock()
+        self.log = log  # persists each ticket and each arrival (the simulator's state file)
+
+    def restore(self, uploads: Mapping[str, Mapping[str, object]]) -> None:
+        """Tickets and arrivals an earlier simulator recorded: `{id: {filename, expires, size}}`."""
+        with self._lock:
+            for upload_id, item in uploads.items():
+                size = item.get("size")
+                self._uploads[upload_id] = _Upload(upload_id, str(item["filename"]), float(item["expires"]),  # type: ignore[arg-type]
+                                                   None if size is None else int(size))  # type: ignore[call-overload]
 
     def create(self, filename: str, base_url: str) -> dict[str, object]:
         """A new ticket: where to post the file, the form fields to send, and the future URI."""
         upload = _Upload(str(uuid.uuid4()), filename, time.time() + self._ttl_s)
         with self._lock:
             self._uploads[upload.id] = upload
+            self.log({"event": "upload", "id": upload.id, "filename": filename, "expires": round(upload.expires, 6)})
         key = f"uploads/{upload.id}/{filename}"
         policy = base64.b64encode(json.dumps({"key": key, "expiration": int(upload.expires)}).encode()).decode()
         fields = {"key": key, "policy": policy, "x-sim-signature": self._sign(policy)}
@@ -74,6 +85,7 @@ class Uploads:
             return f"EntityTooLarge: {size} bytes; at most {MAX_BYTES}"
         with self._lock:
             upload.size = size
+            self.log({"event": "uploaded", "id": upload.id, "size": size})
         return None
 
     def check_uri(self, uri: str) -> str | None:
@@ -89,7 +101,7 @@ class Uploads:
         return None
 
     def _sign(self, policy: str) -> str:
-        return hmac.new(self._secret, policy.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self.secret, policy.encode(), hashlib.sha256).hexdigest()
 
 
 def parse_multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
