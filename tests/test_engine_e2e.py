@@ -318,3 +318,18 @@ def test_simulate_true_resumes_after_kill_9(tmp_path):
     assert task_ids <= {r["task_id"] for r in rows}
     submissions = read_ledger(tmp_path / ".runner" / "simulator.jsonl")
     assert 2 <= len(submissions) <= 2 + sum(r["possible_duplicates"] for r in rows)
+
+
+def test_budget_stops_submission_when_the_provider_bills_more_than_estimated(tmp_path):
+    # Estimated $0.25 a job (gen4_turbo 5 s): eight jobs are $2.00, within budget_usd=2.0. The
+    # provider bills double, so after four jobs the settled spend is $2.00 and the runner must stop.
+    with Simulator(SimConfig(latency={"default": 0.05}, pending_s=0.01, bill_factor=2.0)) as sim:
+        args = ["model=gen4_turbo", "prompt_set=animate", "duration=5", "replicates=4", "budget_usd=2.0", *sim_args(sim, runway=1)]
+        result = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
+        rows = ledger_rows(tmp_path)
+        spent = sum(r["spent_usd"] for r in rows)
+        assert spent <= 2.0
+        assert Counter(r["state"] for r in rows) == {"downloaded": 4, "planned": 4}
+        assert sum(float(e["billed_usd"]) for e in sim.ledger()) == pytest.approx(spent)
+        assert result.returncode == 1
+        assert "stopped at budget_usd: 4 job(s) not submitted" in result.stdout

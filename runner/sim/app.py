@@ -103,9 +103,11 @@ class SimApp:
         return task
 
     def price(self, model: CatalogModel, mode: str, payload: dict[str, Any]) -> Decimal | None:
-        """The manifest price of a native payload, None when the manifest gives none."""
+        """What the simulated provider charges: the manifest price times `bill_factor` (a provider
+        whose bill differs from its price list), None when the manifest gives no price."""
         params = effective_params(model.mode(mode), canonical={}, native=payload)
-        return price(model.spec.pricing_for(mode), params)
+        listed = price(model.spec.pricing_for(mode), params)
+        return None if listed is None else listed * Decimal(str(self.config.bill_factor))
 
     def billable_units(self, task: Task) -> int:
         """What fal reports in X-Fal-Billable-Units: seconds for per-second models, else 1."""

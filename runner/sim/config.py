@@ -85,6 +85,8 @@ class SimConfig:
     )
     keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
     credit_balance: int = 10_000_000
+    #: Charges are the manifest price times this: a provider billing more than its price list says.
+    bill_factor: float = 1.0
     #: Append every ledger change to this JSONL file, so the record outlives the process.
     ledger_path: str | None = None
     #: Persist every task, upload and ledger entry to this JSONL file and restore them on start,
@@ -100,6 +102,8 @@ class SimConfig:
         self.daily_limit = _positive_ints("daily_limit", self.daily_limit, allow_zero=True)
         self.failure_codes = tuple(self.failure_codes)
         self.keys = {**DEFAULT_KEYS, **self.keys}
+        if self.bill_factor <= 0:
+            raise ValueError(f"bill_factor must be > 0, got {self.bill_factor}")
         if self.speed <= 0:
             raise ValueError(f"speed must be > 0, got {self.speed}")
         for name in ("pending_s", "url_ttl_s", "upload_ttl_s", "hang_max_s", "stream_max_s"):
