@@ -369,9 +369,8 @@ class Engine:
         )
         self.notify("downloaded", self.store.job(key), str(got.path))
 
-    def _settle(self, row: dict[str, Any], cost: Decimal | None) -> None:
-        current = self.store.job(row["key"])
-        self.store.update(row["key"], spent_usd=(current["spent_usd"] or 0) + float(cost or 0), reserved_usd=0.0)
+    def _settle(self, row: dict[str, Any], cost: Decimal | None, possible_duplicate: bool = False) -> None:
+        self.store.settle(row["key"], float(cost or 0), possible_duplicate)
 
     def _generation_failed(
         self, row: dict[str, Any], message: str, kind: str, cost: Decimal | None = None, maybe_accepted: bool = False
@@ -381,19 +380,17 @@ class Engine:
         `maybe_accepted`: the provider may have started it anyway, so a retry may be a duplicate charge.
         """
         key = row["key"]
-        self._settle(row, cost)
-        current = self.store.job(key)
-        attempts = current["attempts"] or 0
-        duplicates = (current["possible_duplicates"] or 0) + (1 if maybe_accepted else 0)
+        self._settle(row, cost, possible_duplicate=maybe_accepted)
+        attempts = self.store.job(key)["attempts"] or 0
         if kind != "permanent" and attempts < self.options.max_attempts and not self.stopping:
             self.store.transition(
                 key, S.PLANNED, detail=f"attempt {attempts} failed, will retry: {message}", error_class=kind,
-                error=message, task_id=None, task_urls=None, possible_duplicates=duplicates,
+                error=message, task_id=None, task_urls=None,
             )
             self._not_before[key] = time.monotonic() + self._backoff(self.lanes[row["provider"]], attempts)
             return
         self.store.transition(
-            key, S.FAILED, detail=message, error_class=kind, error=message, finished_at=time.time(), possible_duplicates=duplicates
+            key, S.FAILED, detail=message, error_class=kind, error=message, finished_at=time.time()
         )
         self.notify("failed", self.store.job(key), message)
 
@@ -415,9 +412,6 @@ class Engine:
             except ProviderError as exc:
                 if exc.kind == "permanent" or attempt >= lane.conf.retry.max_attempts:
                     raise
-                if submitting and exc.maybe_accepted:
-                    row = self.store.job(key)
-                    self.store.update(key, possible_duplicates=(row["possible_duplicates"] or 0) + 1)
                 wait = exc.retry_after if exc.retry_after is not None else self._backoff(lane, attempt)
-                self.store.transition(key, self.store.job(key)["state"], detail=f"retrying in {wait:.1f} s: {exc.message}")
+                self.store.note(key, f"retrying in {wait:.1f} s: {exc.message}", possible_duplicate=submitting and exc.maybe_accepted)
                 await asyncio.sleep(min(wait, lane.conf.retry.backoff_max_s))

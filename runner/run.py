@@ -189,7 +189,7 @@ def summarize(store: Store, keys: list[str], outcome: Outcome, plan: Plan, comma
     """The end of a run: what happened, what it cost, and how to continue."""
     rows = store.jobs(keys)
     states = Counter(row["state"] for row in rows)
-    estimated = sum((Decimal(str(row["est_cost"])) * max(1, row["attempts"] or 0) for row in rows if row["est_cost"] is not None and row["attempts"]), Decimal(0))
+    estimated = sum((Decimal(str(row["est_cost"])) * row["attempts"] for row in rows if row["est_cost"] is not None), Decimal(0))
     settled = sum((Decimal(str(row["spent_usd"] or 0)) for row in rows), Decimal(0))
     resume = "python -m runner " + " ".join(shlex.quote(arg) for arg in command)
     lines = [

@@ -220,6 +220,23 @@ class Store:
                 [*fields.values(), now_iso(), key],
             )
 
+    def settle(self, key: str, cost_usd: float, possible_duplicate: bool = False) -> None:
+        """A generation's cost joins the job's spend and its reservation is released, in one step."""
+        with self.transaction() as conn:
+            conn.execute(
+                "update jobs set spent_usd = spent_usd + ?, reserved_usd = 0, "
+                "possible_duplicates = possible_duplicates + ?, updated_at = ? where key = ?",
+                [cost_usd, int(possible_duplicate), now_iso(), key],
+            )
+
+    def note(self, key: str, detail: str, possible_duplicate: bool = False) -> None:
+        """An event that is not a state change (a retry), counting a possible duplicate charge if any."""
+        with self.transaction() as conn:
+            (state,) = conn.execute("select state from jobs where key = ?", [key]).fetchone()
+            self._transition(conn, key, state, None, detail, {})
+            if possible_duplicate:
+                conn.execute("update jobs set possible_duplicates = possible_duplicates + 1 where key = ?", [key])
+
     def claim(
         self, key: str, *, provider_limit: int, model_limit: int | None, budget_usd: float | None, sweep_id: str
     ) -> Claim:
