@@ -136,7 +136,7 @@ class Engine:
                 task.result()  # a bug in the engine must surface, not vanish
                 if self.store.job(key)["state"] == S.PLANNED:
                     pending.append(key)
-            others = self._check_others(others)
+            others = self._check_others(others, pending)
             if time.monotonic() - last_beat > HEARTBEAT_S:
                 self.store.heartbeat()
                 last_beat = time.monotonic()
@@ -210,14 +210,16 @@ class Engine:
             elif self.store.job(key)["state"] not in S.FINAL:  # another process took it
                 others.add(key)
 
-    def _check_others(self, others: set[str]) -> set[str]:
-        """Jobs another process drives: done when it finishes them, ours if it dies."""
+    def _check_others(self, others: set[str], pending: deque[str]) -> set[str]:
+        """Jobs another process drives: done when it finishes them, ours if it dies, and claimable
+        again (by whichever process claims first) when it hands one back for a retry."""
         still = set()
         for key in others:
             state = self.store.job(key)["state"]
-            if state in S.FINAL or state == S.PLANNED:
-                continue  # finished, or handed back for a retry the other process will make
-            self._adopt_or_wait(key, still)
+            if state == S.PLANNED:
+                pending.append(key)
+            elif state not in S.FINAL:
+                self._adopt_or_wait(key, still)
         return still
 
     async def _sleep(self, seconds: float) -> None:

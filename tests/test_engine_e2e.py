@@ -169,7 +169,7 @@ def test_provider_limit_holds_across_two_processes(tmp_path, slow_sim):
     args = ["-m", "model=gen4_turbo,hailuo", "prompt_set=animate", "sweep.duration=[6,10]", *sim_args(sim, runway=2, fal=1)]
     first, second = _start(args, tmp_path, sim_env(sim)), _start(args, tmp_path, sim_env(sim))
     out = [p.communicate(timeout=120) for p in (first, second)]
-    assert first.returncode == 0 and second.returncode == 0, out
+    assert first.returncode == 0 and second.returncode == 0, [o[0][-1500:] + o[1][-1500:] for o in out]
     rows = assert_complete(tmp_path, 8)
     stats = sim.stats()["providers"]
     assert stats["runway"]["max_in_flight"] == 2
