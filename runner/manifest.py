@@ -70,8 +70,10 @@ class _Strict(BaseModel):
 class ParamSpec(_Strict):
     """One native request field.
 
-    `default` is what the provider uses when the field is omitted; it is sent only when the field is
-    `required`. `map` translates canonical values (its keys) to native ones (its values): the keys
+    `default` is what the provider uses when the field is omitted. The runner sends it whenever the
+    job does not set the field, so the request, the price and the job key all see the same value; a
+    field with `send_default: false` is left out instead, and an explicit value equal to its default
+    is left out too. Either way, giving the default explicitly plans the same job as omitting it. `map` translates canonical values (its keys) to native ones (its values): the keys
     are then the values a user may give. Without `map`, canonical and native values are the same
     and `enum`/`minimum`/`maximum` bound them.
     """
@@ -80,6 +82,7 @@ class ParamSpec(_Strict):
     canonical: str | None = None
     required: bool = False
     default: Any = None
+    send_default: bool = True
     enum: list[Any] | None = None
     map: dict[Union[int, str], Any] | None = None
     minimum: float | None = None

@@ -241,12 +241,7 @@ def _job(
             raise UserError(f"native.{field_name}={given.value!r} is not allowed for {label} (from {given.source}); {problem}")
         payload[field_name] = given.value
 
-    for field_name, spec in mode.params.items():
-        if spec.required and field_name not in payload:
-            if spec.default is None:
-                what = spec.canonical or f"native.{field_name}"
-                raise UserError(f"{label} needs {what}, and {where} does not give it")
-            payload[field_name] = spec.default
+    _normalise(mode, payload, label, where)
 
     pricing = model.spec.pricing_for(mode_name)
     effective = effective_params(mode, params, payload)
@@ -271,6 +266,25 @@ def _job(
         media=model.spec.output.media,
         extension=model.spec.output.extension,
     )
+
+
+def _normalise(mode: Mode, payload: dict[str, Any], label: str, where: str) -> None:
+    """Fill in defaults (or drop values equal to an unsent default), so a job is keyed by what the
+    provider will do: `duration=5` on a model whose default is 5 is the same job as no duration."""
+    for field_name, spec in mode.params.items():
+        if field_name in payload:
+            if not spec.send_default and spec.default is not None and _same_value(payload[field_name], spec.default):
+                del payload[field_name]
+            continue
+        if spec.default is not None and (spec.send_default or spec.required):
+            payload[field_name] = spec.default
+        elif spec.required:
+            what = spec.canonical or f"native.{field_name}"
+            raise UserError(f"{label} needs {what}, and {where} does not give it")
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    return canonical_json(a) == canonical_json(b)
 
 
 def _select_mode(model: CatalogModel, present: set[str], forced: str | None, where: str) -> str:

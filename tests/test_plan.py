@@ -85,6 +85,18 @@ def test_keys_are_stable_and_change_only_with_the_output(tmp_path, prompt_sets):
     assert plan(overrides).jobs[0].key != first
 
 
+@pytest.mark.parametrize("explicit", [
+    ["duration=5"],  # canonical, equal to Kling's default "5"
+    ["+native.cfg_scale=0.5", "+native.negative_prompt='blur, distort, and low quality'"],  # native defaults
+])
+def test_a_value_equal_to_the_default_is_the_same_job(explicit):
+    # Otherwise the same clip is generated, and paid for, twice.
+    plain = plan(["model=kling", "prompt_set=ads"])
+    given = plan(["model=kling", "prompt_set=ads", *explicit])
+    assert [j.key for j in given.jobs] == [j.key for j in plain.jobs]
+    assert plain.jobs[0].payload["duration"] == "5" and plain.jobs[0].payload["cfg_scale"] == 0.5
+
+
 def test_job_key_is_the_documented_hash():
     # Changing the key formula would orphan every user's ledger: this pins it.
     key = job_key("runway", "gen4_turbo", "image_to_video", {"promptText": "hi", "duration": 5}, 0)
