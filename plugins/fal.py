@@ -15,7 +15,7 @@ import httpx
 
 from runner.hookspecs import hookimpl
 from runner.inputs import replace_inputs
-from runner.providers import Handle, Job, Provider, ProviderError, Status, json_body, output_urls
+from runner.providers import GenerationFailed, Handle, Job, Provider, ProviderError, Result, Status, json_object, output_urls
 from runner_manifests import path
 
 #: Errors in a COMPLETED status that are the caller's fault; the rest are the platform's.
@@ -55,28 +55,37 @@ class Fal(Provider):
         return f"HTTP {response.status_code}: {detail}" + (f" ({error_type})" if error_type else "")
 
     async def submit(self, job: Job) -> Handle:
-        uris = {file.sha256: file.data_uri() for file in job.inputs}
-        body = replace_inputs(job.payload, uris)
+        if not job.prepared:
+            job = await self.prepare(job)
         url = f"{self.settings.base_url.rstrip('/')}/{job.endpoint}"
-        data = json_body(await self.http("POST", url, json=body, submitting=True), submitting=True)
+        data = json_object(await self.http("POST", url, json=job.payload, submitting=True), submitting=True)
         try:
-            urls = {name: data[f"{name}_url"] for name in ("status", "response", "cancel")}
+            urls = {name: str(data[f"{name}_url"]) for name in ("status", "response", "cancel")}
             return Handle(task_id=str(data["request_id"]), urls=urls)
-        except (KeyError, TypeError):
+        except KeyError:
             raise ProviderError(f"fal accepted the request but the answer lacks its URLs: {data!r}", kind="retryable", maybe_accepted=True) from None
 
     async def poll(self, handle: Handle) -> Status:
-        return request_status(json_body(await self.http("GET", handle.urls["status"], params={"logs": "0"})))
+        return request_status(json_object(await self.http("GET", handle.urls["status"], params={"logs": "0"})))
 
-    async def result(self, handle: Handle, job: Job) -> list[str]:
-        data = json_body(await self.http("GET", handle.urls["response"]))
-        urls = output_urls(data, job.output_paths)
+    async def result(self, handle: Handle, job: Job) -> Result:
+        """The outputs of a completed request. A model error (a 4xx with fal's `detail`) means the
+        generation failed; a 5xx or a network error is the result endpoint failing, and says nothing
+        about the generation: the caller tries the same request again later."""
+        try:
+            response = await self.http("GET", handle.urls["response"])
+        except ProviderError as exc:
+            if exc.kind == "permanent" and exc.status not in (401, 403, 404, 410):
+                raise GenerationFailed(exc.message, kind="permanent", status=exc.status, may_be_billed=True) from None
+            raise
+        urls = output_urls(json_object(response), job.output_paths)
         if not urls:
-            raise ProviderError(f"fal result has no output URL at {', '.join(job.output_paths)}: {str(data)[:300]}", kind="permanent")
-        return urls
+            raise ProviderError(f"fal result has no output URL at {', '.join(job.output_paths)}: {response.text[:300]}", kind="permanent")
+        return Result(tuple(urls))
 
-    async def cancel(self, handle: Handle) -> None:
-        await self.http("PUT", handle.urls["cancel"], ok=(400, 404))  # already completed, or gone
+    async def cancel(self, handle: Handle) -> bool:
+        response = await self.http("PUT", handle.urls["cancel"], ok=(400, 404))
+        return response.status_code < 300  # 400: already completed (collect it); 404: gone
 
 
 def request_status(data: dict[str, Any]) -> Status:

@@ -13,7 +13,7 @@ import httpx
 
 from runner.hookspecs import hookimpl
 from runner.inputs import replace_inputs
-from runner.providers import Handle, Job, Provider, ProviderError, Status, classify_status, classify_transport, json_body, output_urls
+from runner.providers import Handle, Job, Provider, ProviderError, Result, Status, classify_status, classify_transport, json_object, output_urls
 from runner_manifests import path
 
 API_VERSION = "2024-11-06"
@@ -52,18 +52,18 @@ class Runway(Provider):
     async def _call(self, method: str, endpoint: str, *, submitting: bool = False, **kwargs: Any) -> httpx.Response:
         return await self.http(method, self._url(endpoint), submitting=submitting, **kwargs)
 
-    async def _prepare(self, job: Job) -> dict[str, Any]:
+    async def prepare(self, job: Job) -> Job:
         """Local inputs inline as data URIs where they fit, else through Runway's upload flow."""
         uris: dict[str, str] = {}
         for file in job.inputs:
             limit = job.data_uri_max_bytes.get(file.mime.split("/")[0])
             uri = file.data_uri()
             uris[file.sha256] = uri if limit is None or len(uri) <= limit else await self._upload(file)
-        return replace_inputs(job.payload, uris)
+        return job.with_payload(replace_inputs(job.payload, uris))
 
     async def _upload(self, file: Any) -> str:
         name = f"{file.sha256[:16]}.{file.mime.split('/')[1]}"
-        ticket = json_body(await self._call("POST", "uploads", json={"filename": name, "type": "ephemeral"}))
+        ticket = json_object(await self._call("POST", "uploads", json={"filename": name, "type": "ephemeral"}))
         try:  # the upload URL is presigned: no Runway headers, as the official SDK does
             response = await self.client.post(
                 ticket["uploadUrl"], data=ticket.get("fields", {}), files={"file": (name, file.read(), file.mime)}
@@ -75,32 +75,39 @@ class Runway(Provider):
         return ticket["runwayUri"]
 
     async def submit(self, job: Job) -> Handle:
-        body = {"model": job.model_id, **await self._prepare(job)}
-        data = json_body(await self._call("POST", job.endpoint, json=body, submitting=True), submitting=True)
-        if not isinstance(data, dict) or not data.get("id"):
+        if not job.prepared:
+            job = await self.prepare(job)
+        body = {"model": job.model_id, **job.payload}
+        data = json_object(await self._call("POST", job.endpoint, json=body, submitting=True), submitting=True)
+        if not data.get("id"):
             raise ProviderError(f"Runway accepted the task but sent no id: {data!r}", kind="retryable", maybe_accepted=True)
         return Handle(task_id=str(data["id"]))
 
     async def poll(self, handle: Handle) -> Status:
-        return task_status(json_body(await self._call("GET", f"tasks/{handle.task_id}")))
+        return task_status(json_object(await self._call("GET", f"tasks/{handle.task_id}")))
 
-    async def result(self, handle: Handle, job: Job) -> list[str]:
+    async def result(self, handle: Handle, job: Job) -> Result:
         """Runway signs output URLs afresh on every GET, so this also renews an expired one."""
-        task = json_body(await self._call("GET", f"tasks/{handle.task_id}"))
-        urls = output_urls(task, job.output_paths)
-        if task.get("status") != "SUCCEEDED" or not urls:
-            raise ProviderError(f"task {handle.task_id} has no output (status {task.get('status')})", kind="permanent")
-        return urls
+        status = task_status(json_object(await self._call("GET", f"tasks/{handle.task_id}")))
+        if status.state != "succeeded" or not status.outputs:
+            raise ProviderError(f"task {handle.task_id} has no output (status {status.detail})", kind="permanent")
+        return Result(status.outputs, status.cost_usd)
 
-    async def cancel(self, handle: Handle) -> None:
+    async def cancel(self, handle: Handle) -> bool:
+        """DELETE cancels a task that is still pending or running, but deletes a finished one with
+        its output (already paid for): look first, and leave a finished task to be collected."""
+        status = await self.poll(handle)
+        if status.state not in ("queued", "running"):
+            return False
         try:
             await self._call("DELETE", f"tasks/{handle.task_id}")
         except ProviderError as exc:
             if exc.status != 404:
                 raise
+        return True
 
     async def concurrency_limits(self) -> dict[str, int]:
-        org = json_body(await self._call("GET", "organization"))
+        org = json_object(await self._call("GET", "organization"))
         models = (org.get("tier") or {}).get("models") or {}
         return {
             model: int(limits["maxConcurrentGenerations"])
@@ -119,12 +126,13 @@ def task_status(task: dict[str, Any]) -> Status:
     if status == "RUNNING":
         return Status("running", detail=status, progress=task.get("progress"))
     if status == "SUCCEEDED":
-        return Status("succeeded", detail=status, cost_usd=cost_usd, outputs=tuple(task.get("output") or ()))
+        outputs = tuple(url for url in task.get("output") or () if isinstance(url, str))
+        return Status("succeeded", detail=status, cost_usd=cost_usd, outputs=outputs)
     if status == "FAILED":
         code = task.get("failureCode")
         message = f"{task.get('failure') or 'task failed'}" + (f" ({code})" if code else "")
         return Status("failed", detail=status, error=message, error_kind=failure_kind(code), cost_usd=cost_usd)  # type: ignore[arg-type]
-    if status == "CANCELLED":
+    if status in ("CANCELLED", "CANCELED"):  # the API writes CANCELLED; older documents say CANCELED
         return Status("canceled", detail=status, cost_usd=cost_usd)
     return Status("failed", detail=str(status), error=f"unknown task status {status!r}", error_kind="retryable")
 

@@ -7,7 +7,9 @@ gets a suggestion. User mistakes end as one message on stderr and exit status 2,
 
 from __future__ import annotations
 
+import os
 import sys
+import uuid
 from collections.abc import Sequence
 from importlib.resources import files
 
@@ -24,7 +26,7 @@ from runner.plan import Plan, build_plan
 from runner import preflight
 from runner.preflight import check_overrides
 from runner.report import format_plan
-from runner.run import execute
+from runner.run import RUN_ID_ENV, check_budget, execute
 
 EXIT_USAGE = 2
 
@@ -105,15 +107,11 @@ def run(cfg: DictConfig) -> None:
         catalog = plugins.registry().catalog
         plan = build_plan(cfg, catalog, HydraConfig.get().runtime.choices)
         print(format_plan(plan))
-        if cfg.budget_usd is not None and plan.total > cfg.budget_usd:
-            raise UserError(
-                f"the estimated total ${plan.total:.2f} is over budget_usd={cfg.budget_usd}; "
-                f"raise budget_usd or plan fewer jobs (nothing was submitted)"
-            )
+        check_budget(plan, cfg.budget_usd, cfg.allow_unpriced)
         if cfg.dry_run:
             return
         config = OmegaConf.to_container(cfg, resolve=True)
-        status = execute(cfg, plan, config, sys.argv[1:])
+        status = execute(cfg, plan, config, COMMAND or sys.argv[1:])
     except UserError as exc:
         fail(str(exc))
     if status:
@@ -125,11 +123,17 @@ def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 
 
+#: The command line as the user typed it, for the "run the same command" hint.
+COMMAND: list[str] = []
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
+    COMMAND[:] = args
+    os.environ.setdefault(RUN_ID_ENV, uuid.uuid4().hex)  # one budget for every point of this command
     try:
         setup()
-        check_overrides(args, plugins.registry().catalog)
+        args = check_overrides(args, plugins.registry().catalog)
     except UserError as exc:
         fail(str(exc))
     sys.argv = [sys.argv[0], *args]

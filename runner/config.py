@@ -106,10 +106,16 @@ class RunConfig:
     outputs_dir: str = "outputs"
     dry_run: bool = False
     budget_usd: Optional[float] = None
+    #: Your price per model (name or alias) where the price list has none, or to replace it:
+    #: a number is per clip, `0.08/s` per second of output (prices.kling=0.28).
+    prices: dict[str, Any] = field(default_factory=dict)
+    allow_unpriced: bool = False  # with budget_usd, run jobs of unknown price counted at $0
     simulate: bool = False  # run against the bundled provider simulator on loopback (no keys, no cost)
     sim_config: Optional[str] = None  # a simulator config file (latencies, limits, faults) for simulate=true
     max_attempts: int = 3  # generations per job before a retryable failure becomes final
-    retry_failed: bool = False  # also retry jobs that failed permanently in an earlier run
+    retry_failed: bool = False  # generate again the jobs whose generation failed in an earlier run
+    regenerate_lost: bool = False  # generate again jobs paid for whose output the provider lost (a second charge)
+    max_outage_s: float = 600.0  # stop sending to a provider unreachable this long (jobs stay planned)
     job_timeout_s: float = 3600.0
     cancel_on_interrupt: bool = False
     quiet: bool = False

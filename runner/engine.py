@@ -1,60 +1,78 @@
-"""The engine: drives a sweep's jobs through their providers until every output is on disk.
+"""The engine: schedules a sweep's jobs onto their providers' slots until every output is on disk.
 
-One asyncio loop, one task per job in flight. Slots and budget are claimed in the ledger (so
-several processes share one limit); every step is committed before and after it happens, so a run
-killed at any point is resumed by running the same command: finished jobs are skipped, jobs with a
-task id are polled again, never resubmitted (DESIGN.md "Job states", "Engine rules").
+One asyncio loop drives every job this process holds (`runner.driver` follows one job through
+submit, poll and collection); the ledger is written by its own thread (`runner.writer`), so the
+loop never waits on SQLite. Slots and the budget are claimed in the ledger in batches, so the
+limits hold across every process sharing it, and a dead process's tasks keep their slots until the
+process that takes them over learns they ended. The loop does no work per queued job while it
+waits: each lane keeps its own queue, and a lane that hit a limit is not asked again until a slot
+frees or a short rescan interval passes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import random
-import statistics
+import heapq
 import time
-from collections import deque
-from collections.abc import Callable, Awaitable
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
-from runner.inputs import InputFile
-from runner.outputs import download, output_path
-from runner.providers import Handle, Job, Provider, ProviderError, Status, make_job
-from runner.store import Store
+from runner.driver import Driver, LostJob, Tracked
+from runner.owners import Identity, Liveness
+from runner.outputs import EnvironmentFault
+from runner.progress import bucket
+from runner.providers import Provider
+from runner.writer import LedgerUnusable, Writer
 
-T = TypeVar("T")
-
-#: How often the scheduler looks again for free slots (other processes free them too) and how
-#: often it renews its claim on the jobs it drives.
+#: How often the scheduler looks again at what other processes changed (slots they freed, jobs
+#: they finished, handed back or abandoned by dying).
 RESCAN_S = 0.5
-HEARTBEAT_S = 10.0
-SUBMIT_GRACE_S = 5.0  # at an interrupt, how long a submit in progress may take to get its task id
+OTHERS_S = 1.0
+SUBMIT_GRACE_S = 5.0  # at an interrupt, how long a submit on the wire may take to get its task id
+CLAIM_BATCH = 256
 
 
 @dataclass
 class Lane:
-    """One provider as the engine drives it: the plugin instance and the account's limits."""
+    """One provider as the engine drives it: the plugin instance, the account's limits, its health."""
 
     provider: Provider
     conf: ProviderConf
-    model_limits: dict[str, int] = field(default_factory=dict)
+    model_limits: dict[str, int] = field(default_factory=dict)  # by model id
+    stopped: str | None = None  # why no more jobs are sent to it in this run (refused key, outage)
+    unreachable_since: float | None = None
+    queues: dict[str, deque[str]] = field(default_factory=dict)  # model id -> keys ready to claim
+    blocked: set[str | None] = field(default_factory=set)  # None: the provider's limit; else model ids
+    held: int = 0  # slots this process holds
+
+    def reached(self) -> None:
+        self.unreachable_since = None
+
+    def unreachable(self, max_outage_s: float) -> None:
+        now = time.monotonic()
+        if self.unreachable_since is None:
+            self.unreachable_since = now
+        elif now - self.unreachable_since > max_outage_s and self.stopped is None:
+            self.stopped = f"{self.provider.name} has been unreachable for {now - self.unreachable_since:.0f} s"
 
 
 @dataclass
 class Options:
     outputs_dir: Path
     max_attempts: int = 3
-    budget_usd: float | None = None
+    budget_id: str | None = None
     job_timeout_s: float = 3600.0
+    max_outage_s: float = 600.0
     retry_failed: bool = False
+    regenerate_lost: bool = False
 
 
 @dataclass
@@ -63,357 +81,295 @@ class Outcome:
 
     budget_stopped: bool = False
     interrupted: bool = False
-    past_deadline: list[str] = field(default_factory=list)
+    fault: str | None = None  # an environment fault that stopped the run
+    lanes_stopped: dict[str, str] = field(default_factory=dict)
+    parked: dict[str, str] = field(default_factory=dict)  # key -> why it is left for a later run
     waiting_on_others: list[str] = field(default_factory=list)
+    reopened: Counter[str] = field(default_factory=Counter)  # state -> jobs generated again
 
 
 class Engine:
     def __init__(
         self,
-        store: Store,
-        sweep_id: str,
+        writer: Writer,
         keys: list[str],
         lanes: dict[str, Lane],
         catalog: Catalog,
         options: Options,
         downloads: httpx.AsyncClient,
+        me: Identity,
         notify: Callable[[str, dict[str, Any], str], None] = lambda event, row, detail: None,
+        on_change: Callable[[Counter[str], int], None] = lambda counts, spent: None,
     ):
-        self.store = store
-        self.sweep_id = sweep_id
+        self.db = writer
         self.keys = keys
         self.lanes = lanes
-        self.catalog = catalog
         self.options = options
-        self.downloads = downloads
-        self.notify = notify
+        self.me = me
+        self.liveness = Liveness(me)
         self.outcome = Outcome()
+        self.driver = Driver(self, catalog, downloads, notify)
+        self.jobs: dict[str, Tracked] = {}
+        self.counts: Counter[str] = Counter()  # jobs of this run by state, kept as they change
+        self.spent = 0  # micro-dollars settled on this run's jobs
+        self.on_change = on_change
+        self._running: dict[asyncio.Task[None], str] = {}
+        self._ended: deque[asyncio.Task[None]] = deque()
+        self._delayed: list[tuple[float, str]] = []  # (monotonic time, key): retries after a backoff
+        self._others: set[str] = set()
         self._stopping = asyncio.Event()
-        self._not_before: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._claiming = False
+        self._budget_blocked = False
 
-    def stop(self) -> None:
-        """Stop submitting; what is in flight keeps its committed state for the next run."""
-        self._stopping.set()
-        self.outcome.interrupted = True
+    # -- what the driver and the run see ----------------------------------------------------------
 
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    # -- the scheduler ---------------------------------------------------------------------------
+    def stop(self, fault: str | None = None) -> None:
+        """Stop submitting; what is in flight keeps its committed state for the next run."""
+        if fault and self.outcome.fault is None:
+            self.outcome.fault = fault
+        if not fault:
+            self.outcome.interrupted = True
+        self._stopping.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def retry_later(self, key: str, delay_s: float) -> None:
+        """A job back in `planned`: claimable again after `delay_s`."""
+        heapq.heappush(self._delayed, (time.monotonic() + delay_s, key))
+        self._wake.set()
+
+    def park(self, key: str, reason: str) -> None:
+        """Left for a later run (still at the provider, or paid and not yet collected)."""
+        self.outcome.parked[key] = reason
+
+    def changed(self, before: str, after: str, spent: int = 0) -> None:
+        """A job moved between progress buckets (runner.progress.bucket), or money was settled."""
+        self.counts[before] -= 1
+        self.counts[after] += 1
+        self.spent += spent
+        self.on_change(self.counts, self.spent)
+
+    def money_freed(self) -> None:
+        self._budget_blocked = False
+        self._wake.set()
+
+    # -- the scheduler ----------------------------------------------------------------------------
 
     async def run(self) -> Outcome:
-        rows = self.store.jobs(self.keys)
-        self._lane_of = {row["key"]: (row["provider"], row["model"], row["model_id"]) for row in rows}
-        self._running: dict[asyncio.Task[None], str] = {}
-        self._submitting: set[str] = set()
-        pending: deque[str] = deque()
-        others: set[str] = set()  # in flight in another live process
+        rows = await self.db(S.rows, self.keys)
+        for model_id in {row["model_id"] for row in rows}:
+            self.driver.learned[model_id] = await self.db(S.latency, model_id)
+        self.counts.update(bucket(row["state"], row["provider_status"]) for row in rows)
+        self.spent = sum(row["spent_micros"] or 0 for row in rows)
         for row in rows:
-            key = row["key"]
-            if row["state"] == S.FAILED and self.options.retry_failed:
-                self.store.transition(key, S.PLANNED, expect=[S.FAILED], detail="retry requested", attempts=0)
-                row["state"] = S.PLANNED
-            elif row["state"] == S.CANCELED:  # stopped by request, not finished: a rerun resumes it
-                self.store.transition(key, S.PLANNED, expect=[S.CANCELED], detail="canceled earlier: submitting again")
-                row["state"] = S.PLANNED
-            if row["state"] == S.PLANNED:
-                pending.append(key)
-            elif row["state"] in (*S.IN_FLIGHT, S.SUCCEEDED):
-                self._adopt_or_wait(key, others)
-        last_beat = time.monotonic()
+            self.jobs[row["key"]] = Tracked(row)
+            if await self._reopen(row):
+                self._queue(row["key"])
+            elif row["state"] == S.PLANNED:
+                self._queue(row["key"])
+            elif row["state"] in S.DRIVEN:
+                self._others.add(row["key"])
+        await self._look_at_others()  # first: adopt a dead runner's tasks before claiming new slots
+        last_others = last_rescan = time.monotonic()
         while not self.stopping:
-            self._launch(pending, others)
-            if not self._running and not others and (not pending or self.outcome.budget_stopped):
+            now = time.monotonic()
+            if self._others and now - last_others >= OTHERS_S:
+                await self._look_at_others()
+                last_others = now
+            if now - last_rescan >= RESCAN_S:  # other processes free slots and money too
+                for lane in self.lanes.values():
+                    lane.blocked.clear()
+                self._budget_blocked = False
+                last_rescan = now
+            self._due()
+            if not self._claiming and self._claimable():
+                self._claiming = True
+                asyncio.create_task(self._claim())
+            if self._finished():
                 break
-            if self._running:
-                done, _ = await asyncio.wait(self._running, timeout=RESCAN_S, return_when=asyncio.FIRST_COMPLETED)
-            else:
-                done = set()
-                await self._sleep(RESCAN_S)
-            for task in done:
-                key = self._running.pop(task)
-                task.result()  # a bug in the engine must surface, not vanish
-                if self.store.job(key)["state"] == S.PLANNED:
-                    pending.append(key)
-            others = self._check_others(others, pending)
-            if time.monotonic() - last_beat > HEARTBEAT_S:
-                self.store.heartbeat()
-                last_beat = time.monotonic()
-        if self.stopping:
-            await self._wind_down()
-        self.outcome.waiting_on_others = sorted(others)
+            self._wake.clear()
+            timeout = min(RESCAN_S, max(0.0, self._delayed[0][0] - now)) if self._delayed else RESCAN_S
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+            self._reap()
+        await self._wind_down()
+        self.outcome.lanes_stopped = {name: lane.stopped for name, lane in self.lanes.items() if lane.stopped}
+        self.outcome.waiting_on_others = sorted(self._others)
         return self.outcome
 
+    def _reap(self) -> None:
+        """Drivers that ended: a job another process took over is watched; an environment fault
+        stops the run; anything else escaping a driver is a bug in the engine and must surface."""
+        while self._ended:
+            task = self._ended.popleft()
+            key = self._running.pop(task)
+            if task.cancelled():
+                continue
+            error = task.exception()
+            if isinstance(error, LostJob):
+                self._others.add(key)
+            elif isinstance(error, (EnvironmentFault, LedgerUnusable)):
+                self.stop(str(error))
+            elif error is not None:
+                raise error
+
+    def _finished(self) -> bool:
+        """Nothing running (but jobs past their deadline, followed at leisure), nobody else driving
+        our jobs, and nothing left that this run could still claim."""
+        if self._claiming or self._others or any(key not in self.driver.overdue for key in self._running.values()):
+            return False
+        waiting = any(q for lane in self.lanes.values() if not lane.stopped for q in lane.queues.values())
+        waiting = waiting or any(not self._lane_of(key).stopped for _, key in self._delayed)
+        return not waiting or self._budget_blocked
+
+    def _claimable(self) -> bool:
+        if self.stopping or self._budget_blocked:
+            return False
+        return any(self._ready(lane) for lane in self.lanes.values())
+
+    @staticmethod
+    def _ready(lane: Lane) -> bool:
+        if lane.stopped or None in lane.blocked:
+            return False
+        return any(queue and model not in lane.blocked for model, queue in lane.queues.items())
+
+    def _queue(self, key: str) -> None:
+        row = self.jobs[key].row
+        self._lane_of(key).queues.setdefault(row["model_id"], deque()).append(key)
+
+    def _lane_of(self, key: str) -> Lane:
+        return self.lanes[self.jobs[key].row["provider"]]
+
+    def _due(self) -> None:
+        now = time.monotonic()
+        while self._delayed and self._delayed[0][0] <= now:
+            self._queue(heapq.heappop(self._delayed)[1])
+
+    async def _claim(self) -> None:
+        """One batch of claims across every lane with room; granted jobs start at once."""
+        try:
+            candidates: list[tuple[str, str, str, int]] = []
+            for name, lane in self.lanes.items():
+                if not self._ready(lane):
+                    continue
+                room = max(1, lane.conf.concurrency - lane.held)
+                for model_id, queue in lane.queues.items():
+                    while queue and model_id not in lane.blocked and room and len(candidates) < CLAIM_BATCH:
+                        key = queue.popleft()
+                        candidates.append((key, name, model_id, self.jobs[key].row["est_micros"] or 0))
+                        room -= 1
+            if not candidates:
+                return
+            provider_limits = {name: lane.conf.concurrency for name, lane in self.lanes.items()}
+            model_limits = {(name, m): n for name, lane in self.lanes.items() for m, n in lane.model_limits.items()}
+            candidates_est = {key: est for key, _, _, est in candidates}
+            results = await self.db(S.claim, self.me.id, candidates, provider_limits, model_limits, self.options.budget_id)
+            for result, (key, name, model_id, _) in zip(results, candidates):
+                lane = self.lanes[name]
+                if result.fence is not None:
+                    self.jobs[key].row.update(state=S.CLAIMED, holds_slot=1, reserved_micros=candidates_est[key])
+                    self.changed(bucket(S.PLANNED, None), bucket(S.CLAIMED, None))
+                    self._start(key, result.fence, self.driver.claimed)
+                    continue
+                if result.reason == "state":  # another process claimed it first
+                    self._others.add(key)
+                    continue
+                lane.queues[model_id].appendleft(key)
+                if result.reason == "budget":
+                    self._budget_blocked = self.outcome.budget_stopped = True
+                else:
+                    lane.blocked.add(None if result.reason == "provider" else model_id)
+        except (LedgerUnusable, EnvironmentFault) as exc:
+            self.stop(str(exc))
+        finally:
+            self._claiming = False
+            self._wake.set()
+
+    def _start(self, key: str, fence: S.Fence, step: Callable[[Tracked], Any]) -> None:
+        tracked = self.jobs[key]
+        tracked.fence = fence
+        tracked.row.update(owner=fence.owner, lease=fence.lease)
+        if tracked.row["holds_slot"]:
+            self._lane_of(key).held += 1
+        self._others.discard(key)
+        task = asyncio.create_task(step(tracked))
+        task.add_done_callback(self._ended_task)
+        self._running[task] = key
+
+    def _ended_task(self, task: asyncio.Task[None]) -> None:
+        self._ended.append(task)
+        self._wake.set()
+
+    async def _reopen(self, row: dict[str, Any]) -> bool:
+        """What a rerun generates again: failed jobs when asked, canceled ones always (a new charge),
+        lost ones only when asked (a second charge for the same clip)."""
+        wanted = {S.CANCELED: True, S.FAILED: self.options.retry_failed, S.LOST: self.options.regenerate_lost}
+        if not wanted.get(row["state"]):
+            return False
+        detail = {S.CANCELED: "canceled earlier: generating again (a new charge)", S.FAILED: "retry requested",
+                  S.LOST: "output lost: generating again (a second charge)"}[row["state"]]
+        if not await self.db(S.reopen, row["key"], [row["state"]], detail, attempts=0):
+            return False
+        self.outcome.reopened[row["state"]] += 1
+        row.update(state=S.PLANNED, task_id=None, task_urls=None, holds_slot=0)
+        return True
+
+    async def _look_at_others(self) -> None:
+        """Jobs another process drives: done when it finishes them, ours when it is dead (taken over
+        before any new slot is claimed), claimable again when it hands one back for a retry."""
+        keys = sorted(self._others)
+        rows = await self.db(S.rows, keys, "key, state, provider_status, owner, lease, holds_slot")
+        owners = await self.db(S.owners, [r["owner"] for r in rows if r["owner"]])
+        for row in rows:
+            key = row["key"]
+            tracked = self.jobs[key]
+            if row["state"] != tracked.row["state"]:
+                self.changed(bucket(tracked.row["state"], tracked.row["provider_status"]), bucket(row["state"], row["provider_status"]))
+            if row["state"] in (S.PLANNED, *S.FINAL):
+                self._others.discard(key)
+                tracked.row.update(row)
+                if row["state"] == S.PLANNED:
+                    self._queue(key)
+            elif not self.liveness.alive(owners.get(row["owner"])):
+                fence = await self.db(S.adopt, key, S.Fence(row["owner"], row["lease"]), self.me.id)
+                if fence is not None:
+                    tracked.row.update(await self.db(S.job, key) or {})
+                    self._start(key, fence, self.driver.resume)
+            else:
+                tracked.row.update(row)
+
+    async def cancel_in_flight(self) -> int:
+        """Cancel at the provider every task this process holds (cancel_on_interrupt, after run())."""
+        canceled = 0
+        for tracked in self.jobs.values():
+            if tracked.fence is None or tracked.row["state"] != S.SUBMITTED:
+                continue
+            try:
+                if await self.driver.cancel(tracked):
+                    canceled += 1
+                    self.outcome.parked.pop(tracked.key, None)
+            except Exception as exc:  # a failed cancel leaves the task running, to be collected later
+                self.park(tracked.key, f"cancel failed: {exc}")
+        return canceled
+
     async def _wind_down(self) -> None:
-        """Let submits in progress record their task id (briefly), then stop following the rest."""
-        submitting = [task for task, key in self._running.items() if key in self._submitting]
+        """Let submits on the wire record their task id (briefly), then stop following the rest."""
+        submitting = [task for task, key in self._running.items() if self.jobs[key].row["state"] == S.SUBMITTING]
         if submitting:
             await asyncio.wait(submitting, timeout=SUBMIT_GRACE_S)
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
-        self._running.clear()
-
-    async def cancel_in_flight(self) -> int:
-        """Cancel at the provider every task this sweep has in flight (on request, at interrupt)."""
-        canceled = 0
-        for row in self.store.jobs(self.keys):
-            if row["state"] != S.SUBMITTED or not row["task_id"]:
-                continue
-            if row["owner"] != S.this_owner() and S.owner_alive(row["owner"], row["heartbeat_at"]):
-                continue  # another runner process drives it
-            lane = self.lanes[row["provider"]]
-            try:
-                await lane.provider.cancel(Handle(row["task_id"], json.loads(row["task_urls"] or "{}")))
-            except ProviderError as exc:
-                self.store.transition(row["key"], S.SUBMITTED, expect=[S.SUBMITTED], detail=f"cancel failed: {exc.message}")
-                continue
-            self._settle(row, Decimal(0))
-            self.store.transition(row["key"], S.CANCELED, expect=[S.SUBMITTED], detail="canceled on interrupt", finished_at=time.time())
-            canceled += 1
-        return canceled
-
-    def _adopt_or_wait(self, key: str, others: set[str]) -> None:
-        adopted = self.store.adopt(key)
-        if adopted is None:
-            others.add(key)
-        else:
-            self._running[asyncio.create_task(self._resume(adopted))] = key
-
-    def _launch(self, pending: deque[str], others: set[str]) -> None:
-        """Claim slots for as many pending jobs as the providers, the models and the budget allow."""
-        blocked: set[tuple[str, str | None]] = set()
-        now = time.monotonic()
-        for _ in range(len(pending)):
-            key = pending.popleft()
-            provider, model, model_id = self._lane_of[key]
-            if {(provider, None), (provider, model)} & blocked or self._not_before.get(key, 0) > now:
-                pending.append(key)
-                continue
-            lane = self.lanes[provider]
-            claim = self.store.claim(
-                key,
-                provider_limit=lane.conf.concurrency,
-                model_limit=lane.model_limits.get(model_id),
-                budget_usd=self.options.budget_usd,
-                sweep_id=self.sweep_id,
-            )
-            if claim.granted:
-                self._running[asyncio.create_task(self._drive(self.store.job(key)))] = key
-            elif claim.reason in ("provider", "model"):
-                blocked.add((provider, None if claim.reason == "provider" else model))
-                pending.append(key)
-            elif claim.reason == "budget":
-                self.outcome.budget_stopped = True
-                pending.append(key)
-            elif self.store.job(key)["state"] not in S.FINAL:  # another process took it
-                others.add(key)
-
-    def _check_others(self, others: set[str], pending: deque[str]) -> set[str]:
-        """Jobs another process drives: done when it finishes them, ours if it dies, and claimable
-        again (by whichever process claims first) when it hands one back for a retry."""
-        still = set()
-        for key in others:
-            state = self.store.job(key)["state"]
-            if state == S.PLANNED:
-                pending.append(key)
-            elif state not in S.FINAL:
-                self._adopt_or_wait(key, still)
-        return still
-
-    async def _sleep(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
-            pass
-
-    # -- one job ---------------------------------------------------------------------------------
-
-    def _job(self, row: dict[str, Any]) -> Job:
-        inputs = tuple(InputFile(**f) for f in json.loads(row["inputs"]))
-        return make_job(row["key"], self.catalog.models[row["model"]], row["endpoint"], json.loads(row["payload"]), inputs)
-
-    async def _drive(self, row: dict[str, Any]) -> None:
-        """A claimed job (state `submitting`): submit it, then follow it to a file on disk."""
-        lane = self.lanes[row["provider"]]
-        job = self._job(row)
-        key = row["key"]
-        self._submitting.add(key)
-        try:
-            handle = await self._retrying(lane, lambda: lane.provider.submit(job), key, submitting=True)
-        except ProviderError as exc:
-            self._generation_failed(row, exc.message, exc.kind, cost=Decimal(0), maybe_accepted=exc.maybe_accepted)
-            return
-        finally:
-            self._submitting.discard(key)
-        self.store.transition(
-            key,
-            S.SUBMITTED,
-            expect=[S.SUBMITTING],
-            detail=f"task {handle.task_id}",
-            task_id=handle.task_id,
-            task_urls=json.dumps(handle.urls),
-            submitted_at=time.time(),
-            provider_status=None,
-            progress=None,
-        )
-        self.notify("submitted", self.store.job(key), handle.task_id)
-        await self._follow(self.store.job(key), handle, job)
-
-    async def _resume(self, row: dict[str, Any]) -> None:
-        """A job an earlier run left in flight: collect it without paying for it again."""
-        key = row["key"]
-        if row["state"] == S.SUBMITTING:
-            # The submit may or may not have reached the provider: resubmitting is the only way
-            # on, and is counted as a possible duplicate charge.
-            self.store.transition(
-                key,
-                S.PLANNED,
-                expect=[S.SUBMITTING],
-                detail="interrupted while submitting: resubmitting, possible duplicate charge",
-                possible_duplicates=(row["possible_duplicates"] or 0) + 1,
-                reserved_usd=0.0,
-            )
-            return
-        handle = Handle(row["task_id"], json.loads(row["task_urls"] or "{}"))
-        job = self._job(row)
-        if row["state"] == S.SUCCEEDED:
-            await self._collect(row, handle, job, row["output_url"])
-        else:
-            await self._follow(row, handle, job, resumed=True)
-
-    async def _follow(self, row: dict[str, Any], handle: Handle, job: Job, resumed: bool = False) -> None:
-        """Poll a submitted task until it ends; never faster than the provider allows."""
-        lane = self.lanes[row["provider"]]
-        key = row["key"]
-        interval = lane.conf.min_poll_interval_s
-        delay = interval if resumed else self._first_poll_delay(row["model"], interval)
-        deadline = (row["submitted_at"] or time.time()) + self.options.job_timeout_s
-        last: tuple[Any, ...] = (row["provider_status"], row["progress"])
-        while True:
-            await asyncio.sleep(delay)
-            delay = interval
-            try:
-                status = await self._retrying(lane, lambda: lane.provider.poll(handle), key)
-            except ProviderError as exc:
-                if exc.kind == "permanent":
-                    self._generation_failed(row, f"polling task {handle.task_id} failed: {exc.message}", "permanent")
-                    return
-                status = Status("running", detail=f"unreachable: {exc.message}")  # it still runs at the provider
-            if status.state in ("queued", "running"):
-                now = (status.detail, status.progress)
-                if now != last:
-                    self.store.update(key, provider_status=status.detail, progress=status.progress)
-                    last = now
-                if time.time() > deadline:
-                    self.store.transition(key, S.SUBMITTED, expect=[S.SUBMITTED], detail=f"past its deadline of {self.options.job_timeout_s:.0f} s; still {status.detail} at the provider")
-                    self.outcome.past_deadline.append(key)
-                    return
-                continue
-            if status.state == "succeeded":
-                await self._succeeded(row, handle, job, status)
-            elif status.state == "canceled":
-                self._settle(row, status.cost_usd or Decimal(0))
-                self.store.transition(key, S.CANCELED, expect=[S.SUBMITTED], detail="canceled at the provider", provider_status=status.detail, finished_at=time.time())
-                self.notify("canceled", self.store.job(key), "")
-            else:
-                self._generation_failed(row, status.error or "failed", status.error_kind or "retryable", cost=status.cost_usd or Decimal(0))
-            return
-
-    def _first_poll_delay(self, model: str, interval: float) -> float:
-        """From this model's recent latency (the ledger's history), so a slow model is not polled needlessly."""
-        history = self.store.recent_latencies(model)
-        if not history:
-            return interval
-        return max(interval, 0.8 * statistics.median(history))
-
-    async def _succeeded(self, row: dict[str, Any], handle: Handle, job: Job, status: Status) -> None:
-        lane = self.lanes[row["provider"]]
-        key = row["key"]
-        try:
-            urls = list(status.outputs) or await self._retrying(lane, lambda: lane.provider.result(handle, job), key)
-        except ProviderError as exc:
-            self._generation_failed(row, f"result: {exc.message}", "permanent" if exc.kind == "permanent" else "retryable", cost=status.cost_usd)
-            return
-        cost = status.cost_usd if status.cost_usd is not None else Decimal(str(row["est_cost"] or 0))
-        self._settle(row, cost)
-        self.store.transition(
-            key, S.SUCCEEDED, expect=[S.SUBMITTED], detail="generated", output_url=urls[0], provider_status=status.detail, progress=1.0, finished_at=time.time()
-        )
-        self.notify("succeeded", self.store.job(key), "")
-        await self._collect(self.store.job(key), handle, job, urls[0])
-
-    async def _collect(self, row: dict[str, Any], handle: Handle, job: Job, url: str) -> None:
-        """Download the output; an expired URL is renewed from the provider once."""
-        lane = self.lanes[row["provider"]]
-        key = row["key"]
-        path = output_path(self.options.outputs_dir, row["sweep"], row["model"], row["prompt_id"], key, row["extension"])
-        renewed = False
-        while True:
-            try:
-                got = await self._retrying(lane, lambda: download(self.downloads, url, path), key)
-                break
-            except ProviderError as exc:
-                if exc.kind == "permanent" and not renewed:
-                    renewed = True
-                    try:
-                        url = (await self._retrying(lane, lambda: lane.provider.result(handle, job), key))[0]
-                        self.store.update(key, output_url=url)
-                        continue
-                    except ProviderError as again:
-                        exc = again
-                self.store.transition(key, S.FAILED, expect=[S.SUCCEEDED], detail="download failed", error_class=exc.kind, error=f"download failed: {exc.message}")
-                self.notify("failed", self.store.job(key), exc.message)
-                return
-        self.store.transition(
-            key, S.DOWNLOADED, expect=[S.SUCCEEDED], detail=str(got.path), output_path=str(got.path), output_bytes=got.size, output_sha256=got.sha256
-        )
-        self.notify("downloaded", self.store.job(key), str(got.path))
-
-    def _settle(self, row: dict[str, Any], cost: Decimal | None, possible_duplicate: bool = False) -> None:
-        self.store.settle(row["key"], float(cost or 0), possible_duplicate)
-
-    def _generation_failed(
-        self, row: dict[str, Any], message: str, kind: str, cost: Decimal | None = None, maybe_accepted: bool = False
-    ) -> None:
-        """A generation ended without output: retry it (a new generation) if allowed, else fail the job.
-
-        `maybe_accepted`: the provider may have started it anyway, so a retry may be a duplicate charge.
-        """
-        key = row["key"]
-        self._settle(row, cost, possible_duplicate=maybe_accepted)
-        attempts = self.store.job(key)["attempts"] or 0
-        if kind != "permanent" and attempts < self.options.max_attempts and not self.stopping:
-            self.store.transition(
-                key, S.PLANNED, detail=f"attempt {attempts} failed, will retry: {message}", error_class=kind,
-                error=message, task_id=None, task_urls=None,
-            )
-            self._not_before[key] = time.monotonic() + self._backoff(self.lanes[row["provider"]], attempts)
-            return
-        self.store.transition(
-            key, S.FAILED, detail=message, error_class=kind, error=message, finished_at=time.time()
-        )
-        self.notify("failed", self.store.job(key), message)
-
-    # -- retries ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def _backoff(lane: Lane, attempt: int) -> float:
-        """Exponential backoff with full jitter."""
-        ceiling = min(lane.conf.retry.backoff_max_s, lane.conf.retry.backoff_base_s * 2 ** max(0, attempt - 1))
-        return random.uniform(0, ceiling)
-
-    async def _retrying(self, lane: Lane, call: Callable[[], Awaitable[T]], key: str, submitting: bool = False) -> T:
-        """One provider call, retried on 429/5xx/network errors, honouring Retry-After."""
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await call()
-            except ProviderError as exc:
-                if exc.kind == "permanent" or attempt >= lane.conf.retry.max_attempts:
-                    raise
-                wait = exc.retry_after if exc.retry_after is not None else self._backoff(lane, attempt)
-                self.store.note(key, f"retrying in {wait:.1f} s: {exc.message}", possible_duplicate=submitting and exc.maybe_accepted)
-                await asyncio.sleep(min(wait, lane.conf.retry.backoff_max_s))
+        self._reap()
+        for key, tracked in self.jobs.items():
+            if tracked.row["state"] in (S.SUBMITTED, S.GENERATED) and tracked.fence is not None and key not in self.outcome.parked:
+                self.park(key, self.driver.overdue.get(key, "the run stopped before it was collected"))

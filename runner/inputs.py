@@ -25,6 +25,10 @@ PLACEHOLDER = "$input"
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
 
 
+class InputChanged(Exception):
+    """An input file is gone or no longer holds the bytes that were planned (and keyed)."""
+
+
 @dataclass(frozen=True)
 class InputFile:
     """A local input: where its bytes come from, what they are, and their identity."""
@@ -35,9 +39,19 @@ class InputFile:
     size: int
 
     def read(self) -> bytes:
+        """The planned bytes; InputChanged if the file is gone or changed since it was planned, so a
+        job never sends other bytes than its key stands for."""
         if self.source.startswith("data:"):
             return _decode_data_uri(self.source)[1]
-        return Path(self.source).read_bytes()
+        try:
+            data = Path(self.source).read_bytes()
+        except OSError as exc:
+            raise InputChanged(f"input file {self.source} cannot be read any more ({exc.strerror}); "
+                               f"rerun the command to plan it again") from None
+        if hashlib.sha256(data).hexdigest() != self.sha256:
+            raise InputChanged(f"input file {self.source} changed since it was planned; "
+                               f"rerun the command to plan a job for its new content")
+        return data
 
     def data_uri(self) -> str:
         return f"data:{self.mime};base64,{base64.b64encode(self.read()).decode('ascii')}"

@@ -12,7 +12,11 @@ from collections.abc import Callable
 import sqlite_utils
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
-migration = MIGRATIONS.append
+
+
+def migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
+    MIGRATIONS.append(fn)
+    return fn
 
 
 def migrate(db: sqlite_utils.Database) -> None:
@@ -38,7 +42,7 @@ def migrate(db: sqlite_utils.Database) -> None:
 def m001_initial(db: sqlite_utils.Database) -> None:
     db["jobs"].create(
         {
-            "key": str,  # sha256 of what changes the output (DESIGN.md "Job identity")
+            "key": str,  # sha256 of what changes the output (docs/ledger.md "jobs")
             "sweep": str,  # the sweep that first planned it (names its output folder)
             "provider": str,
             "model": str,
@@ -87,3 +91,44 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         {"id": int, "job_key": str, "at": str, "from_state": str, "to_state": str, "detail": str}, pk="id"
     )
     db["events"].create_index(["job_key"])
+
+
+@migration
+def m002_fenced_jobs_exact_money_budgets(db: sqlite_utils.Database) -> None:
+    """Ownership fencing, slots as a flag, money in micro-dollars, shared budgets, owners, latencies.
+
+    `succeeded` becomes `generated` (paid for, output still to collect). A job in `submitting` or
+    `submitted` holds its concurrency slot whoever drives it: a dead runner's tasks still run at the
+    provider, so they still count against the limits until the ledger learns they ended.
+    """
+    jobs = db["jobs"]
+    for column in ("est_micros", "reserved_micros", "spent_micros", "possible_micros", "holds_slot", "lease"):
+        jobs.add_column(column, int, not_null_default=0 if column != "est_micros" else None)
+    jobs.add_column("cost_source", str)
+    db.execute(
+        "update jobs set est_micros = cast(round(est_cost * 1000000) as integer), "
+        "reserved_micros = cast(round(reserved_usd * 1000000) as integer), "
+        "spent_micros = cast(round(spent_usd * 1000000) as integer), "
+        "state = case state when 'succeeded' then 'generated' else state end, "
+        "holds_slot = state in ('submitting', 'submitted')"
+    )
+    jobs.transform(drop={"est_cost", "reserved_usd", "spent_usd", "heartbeat_at"})
+    db.execute("create index jobs_slots on jobs(provider, model_id) where holds_slot = 1")
+    db["owners"].create(
+        {"id": str, "host": str, "pid": int, "boot_id": str, "pid_ns": str, "started": str, "beat": int, "gone": int,
+         "registered_at": float},
+        pk="id",
+        not_null={"beat", "gone"},
+        defaults={"beat": 0, "gone": 0},
+    )
+    db["budgets"].create(
+        {"id": str, "limit_micros": int, "committed_micros": int, "created_at": str, "updated_at": str},
+        pk="id",
+        not_null={"committed_micros"},
+        defaults={"committed_micros": 0},
+    )
+    db["budget_jobs"].create({"budget_id": str, "job_key": str}, pk=("budget_id", "job_key"))
+    db["budget_jobs"].create_index(["job_key"])
+    db["model_stats"].create(
+        {"model_id": str, "samples": int, "latency_s": float, "max_s": float, "updated_at": str}, pk="model_id"
+    )

@@ -7,6 +7,7 @@ a cut connection never leaves a partial file under the final name.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import re
@@ -34,6 +35,11 @@ def output_path(root: Path, sweep: str, model: str, prompt_id: str, key: str, ex
     return root / safe_name(sweep) / safe_name(model) / f"{safe_name(prompt_id)}-{key[:12]}.{safe_name(extension)}"
 
 
+class EnvironmentFault(Exception):
+    """This machine cannot take the output (disk full, read-only or forbidden folder): not the
+    job's fault, and no other job would fare better. The run stops submitting and says so."""
+
+
 @dataclass(frozen=True)
 class Downloaded:
     path: Path
@@ -41,19 +47,27 @@ class Downloaded:
     sha256: str
 
 
-async def download(client: httpx.AsyncClient, url: str, path: Path) -> Downloaded:
-    """Stream `url` to `path` via a temporary file; a short or failed transfer raises ProviderError.
+def clear_partials(path: Path) -> None:
+    """Remove temporary files an interrupted download of this output left behind."""
+    for stale in path.parent.glob(f"{glob.escape(path.name)}.*.part"):
+        stale.unlink(missing_ok=True)
+
+
+async def download(client: httpx.AsyncClient, url: str, path: Path, tag: str) -> Downloaded:
+    """Stream `url` to `path` via a temporary file named with `tag` (unique per attempt, so two
+    attempts never write the same file); a short or failed transfer raises ProviderError.
 
     An expired or refused URL (401/403/404/410) is a permanent error for this URL: the caller may
-    ask the provider for a fresh one.
+    ask the provider for a fresh one. A compressed transfer (Content-Encoding) is saved decoded and
+    its length checked against the bytes on the wire.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(path.name + ".part")
+    part = path.with_name(f"{path.name}.{safe_name(tag)}.part")
     digest = hashlib.sha256()
     size = 0
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         async with client.stream("GET", url) as response:
-            if response.status_code >= 400:
+            if response.status_code >= 300:
                 await response.aread()
                 raise classify_status(response, f"download refused: HTTP {response.status_code}")
             expected = response.headers.get("content-length")
@@ -64,17 +78,22 @@ async def download(client: httpx.AsyncClient, url: str, path: Path) -> Downloade
                     size += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
+            wire = response.num_bytes_downloaded
+        if expected is not None and expected.isdigit() and int(expected) != wire:
+            raise ProviderError(f"download cut short: {wire} of {expected} bytes", kind="retryable")
+        if size == 0:
+            raise ProviderError("download is empty", kind="retryable")
+        os.replace(part, path)
     except httpx.TransportError as exc:
         part.unlink(missing_ok=True)
         raise classify_transport(exc) from None
+    except (httpx.TooManyRedirects, httpx.InvalidURL, httpx.DecodingError, httpx.StreamError) as exc:
+        part.unlink(missing_ok=True)
+        raise ProviderError(f"download failed: {type(exc).__name__}: {exc}", kind="retryable") from None
+    except OSError as exc:
+        part.unlink(missing_ok=True)
+        raise EnvironmentFault(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from None
     except BaseException:
         part.unlink(missing_ok=True)
         raise
-    if expected is not None and int(expected) != size:
-        part.unlink(missing_ok=True)
-        raise ProviderError(f"download cut short: {size} of {expected} bytes", kind="retryable")
-    if size == 0:
-        part.unlink(missing_ok=True)
-        raise ProviderError("download is empty", kind="retryable")
-    os.replace(part, path)
     return Downloaded(path=path, size=size, sha256=digest.hexdigest())

@@ -44,7 +44,8 @@ class JobSpec:
     payload: dict[str, Any]  # the native request body, input files as placeholders
     inputs: tuple[inputs.InputFile, ...]
     cost: Decimal | None  # None: price unknown
-    cost_note: str
+    cost_note: str  # why the price is unknown
+    cost_source: str  # where the price comes from: "price list", "your price"
     media: str
     extension: str
 
@@ -107,6 +108,8 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     model_choice = choices.get("model", conf["model"]["name"])
     set_choice = choices.get("prompt_set", conf["prompt_set"]["name"])
     model = catalog.resolve(conf["model"]["name"], source=f"model={model_choice}")
+    for name in conf.get("prices") or {}:
+        catalog.resolve(str(name), source=f"prices.{name}")
     prompts = conf["prompt_set"].get("prompts") or []
     if not prompts:
         raise UserError(f"prompt_set={set_choice} has no prompts")
@@ -247,6 +250,10 @@ def _job(
     effective = effective_params(mode, params, payload)
     cost = price(pricing, effective)
     note = pricing.unknown or (f"no price for these parameters: {pricing.note}" if cost is None else "")
+    source = "price list" if cost is not None else ""
+    mine = _your_price(conf.get("prices") or {}, model)
+    if mine is not None:
+        cost, note, source = _priced(mine, effective, label), "", "your price"
     params.update({k: effective[k] for k in CANONICAL_PARAMS if k in effective and k not in MEDIA_PARAMS})
     return JobSpec(
         key=job_key(model.provider, model.model_id, mode.endpoint, payload, replicate),
@@ -263,9 +270,40 @@ def _job(
         inputs=tuple(files),
         cost=cost,
         cost_note=note,
+        cost_source=source,
         media=model.spec.output.media,
         extension=model.spec.output.extension,
     )
+
+
+def _your_price(prices: Mapping[str, Any], model: CatalogModel) -> tuple[str, Any] | None:
+    """The `prices.<name>` entry that names this model by any of its names: (key, value)."""
+    for name in (model.name, model.model_id, *model.spec.aliases):
+        if name in prices:
+            return name, prices[name]
+    return None
+
+
+def _priced(given: tuple[str, Any], params: Mapping[str, Any], label: str) -> Decimal:
+    """A user's price: a number per clip, or `<usd>/s` per second of output."""
+    name, value = given
+    text = str(value).strip().lower().replace("$", "")
+    amount, _, unit = text.partition("/")
+    try:
+        usd = Decimal(amount)
+    except ArithmeticError:
+        usd = Decimal(-1)
+    if not usd.is_finite() or usd < 0 or unit not in ("", "clip", "s", "second"):
+        raise UserError(f"prices.{name}={value!r} is not a price; give USD per clip (prices.{name}=0.40) "
+                        f"or per second of output (prices.{name}=0.08/s)")
+    if unit in ("", "clip"):
+        return usd
+    seconds = str(params.get("duration", "")).strip().rstrip("s")
+    try:
+        return usd * Decimal(seconds)
+    except ArithmeticError:
+        raise UserError(f"prices.{name}={value!r} is per second, but {label} has no duration to multiply it by; "
+                        f"give a price per clip") from None
 
 
 def _normalise(mode: Mode, payload: dict[str, Any], label: str, where: str) -> None:

@@ -7,6 +7,7 @@ the closest valid key or model, so `durration=5` or `model=klingg` is fixed at a
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Sequence
 from importlib.resources import files
@@ -23,24 +24,53 @@ from runner.errors import UserError, suggest
 GROUPS = ("model", "prompt_set", "provider")
 
 
-def check_overrides(args: Sequence[str], catalog: Catalog) -> None:
-    """Raise UserError for an override whose key or model name does not exist."""
+#: Setting names that hold a secret: never accepted in a config, never echoed.
+SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "authorization", "bearer")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_overrides(args: Sequence[str], catalog: Catalog) -> list[str]:
+    """Raise UserError for an override whose key or model name does not exist, or that would put a
+    secret into the config; return the arguments with entries of free-form tables (`prices.kling=`,
+    `native.cfg_scale=`) marked for Hydra as "add or override", so they need no `+`."""
     parsed, _ = get_args_parser().parse_known_args(list(args))
     if parsed.help or parsed.hydra_help or parsed.shell_completion:
-        return
+        return list(args)
     try:
         overrides = OverridesParser.create().parse_overrides(parsed.overrides)
     except OverrideParseException:
-        return  # Hydra reports malformed overrides itself, with the position of the mistake
+        return list(args)  # Hydra reports malformed overrides itself, with the position of the mistake
     custom_search_path = parsed.config_dir or any(o.key_or_group.startswith("hydra.searchpath") for o in overrides)
+    free_form: set[str] = set()
     for override in overrides:
         key = override.key_or_group
+        _check_secret(key, override)
         if key.startswith("hydra") or override.is_add() or override.is_delete() or override.package is not None:
             continue
         if key == "model" and not custom_search_path:
             _check_models(override, catalog)
-        elif key not in GROUPS:
-            _check_key(key, override.input_line or key)
+        elif key not in GROUPS and _check_key(key, override.input_line or key):
+            free_form.add(override.input_line)
+    return [f"++{arg}" if arg in free_form else arg for arg in args]
+
+
+def _check_secret(key: str, override: Any) -> None:
+    """Keys come from the environment only: a config value would be saved in the ledger and in
+    Hydra's run folder. The value given is never repeated back."""
+    parts = key.split(".")
+    if parts[0] != "providers" or len(parts) < 3:
+        return
+    field = parts[-1].lower()
+    if field == "key_env":
+        values = [] if override.is_delete() else _values(override)
+        if any(not _ENV_NAME.match(value) for value in values):
+            raise UserError(f"{key} must name an environment variable (letters, digits and _), and the value given is "
+                            f"not one; if you pasted a key there, export it instead: export RUNWAYML_API_SECRET=... "
+                            f"(the value is not shown here, and nothing was saved)")
+    elif any(word in field for word in SECRET_WORDS):
+        raise UserError(f"{key}: API keys are never given in the config (they would be saved in the ledger and in "
+                        f"Hydra's run folder); export the provider's key variable instead, e.g. "
+                        f"export RUNWAYML_API_SECRET=... (the value is not shown here, and nothing was saved)")
 
 
 def _values(override: Any) -> list[str]:
@@ -66,8 +96,9 @@ def conf_options(group: str) -> set[str]:
     return {p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 
-def _check_key(key: str, line: str) -> None:
-    """Walk the dotted key through the dataclass schema; free-form dicts accept any key."""
+def _check_key(key: str, line: str) -> bool:
+    """Walk the dotted key through the dataclass schema; True when it ends in a free-form table
+    (any key accepted), False at a typed setting; UserError for a key the schema does not have."""
     node: Any = RunConfig
     path: list[str] = []
     for part in key.split("."):
@@ -75,16 +106,18 @@ def _check_key(key: str, line: str) -> None:
             fields = {f.name: f for f in dataclasses.fields(node)}
             if part not in fields:
                 where = ".".join(path) or "the top level"
+                shown = line if not any(word in part.lower() for word in SECRET_WORDS) else part
                 raise UserError(
-                    f"unknown setting {'.'.join([*path, part])!r} in {line!r}{suggest(part, fields)}; "
+                    f"unknown setting {'.'.join([*path, part])!r} in {shown!r}{suggest(part, fields)}; "
                     f"settings at {where}: {', '.join(fields)}"
                 )
             node = typing.get_type_hints(node)[part]
         else:
             node = _dict_value_type(node)
             if node is None:
-                return
+                return True
         path.append(part)
+    return False
 
 
 def _dict_value_type(node: Any) -> Any:

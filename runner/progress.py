@@ -1,28 +1,35 @@
 """What a person sees while a sweep runs: a tqdm bar with counts per state and spend so far, or
-plain log lines when the output is not a terminal, or nothing but the summary in quiet mode."""
+plain log lines when the output is not a terminal, or nothing but the summary in quiet mode.
+
+The engine keeps the counts as jobs change state; the bar is redrawn from them at most a few times
+a second, so the display costs nothing per job however large the sweep.
+"""
 
 from __future__ import annotations
 
 import sys
+import time
 from collections import Counter
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
 from runner import store as S
+from runner.money import usd_text
 
+REDRAW_S = 0.2
 #: The provider's queue words, counted as "queued" rather than "running".
 QUEUED_WORDS = {"PENDING", "THROTTLED", "IN_QUEUE"}
+COLUMNS = ("queued", "running", "downloading", "done", "failed", "canceled")
 
 
-def bucket(row: dict[str, Any]) -> str:
-    """A job's place in the display: planned, queued (at the provider), running, downloading, done, failed."""
-    state = row["state"]
+def bucket(state: str, provider_status: str | None) -> str:
+    """A job's place in the display: planned, queued (here or at the provider), running,
+    downloading, done, failed (lost included) or canceled."""
     if state == S.SUBMITTED:
-        return "queued" if (row.get("provider_status") or "PENDING") in QUEUED_WORDS else "running"
-    if state == S.SUBMITTING:
-        return "queued"
-    return {S.SUCCEEDED: "downloading", S.DOWNLOADED: "done", S.CANCELED: "canceled"}.get(state, state)
+        return "queued" if (provider_status or "PENDING") in QUEUED_WORDS else "running"
+    return {S.CLAIMED: "queued", S.SUBMITTING: "queued", S.GENERATED: "downloading", S.DOWNLOADED: "done",
+            S.LOST: "failed", S.CANCELED: "canceled"}.get(state, state)
 
 
 class Progress:
@@ -31,16 +38,16 @@ class Progress:
         self.quiet = quiet
         self.interactive = not quiet and self.stream.isatty()
         self.bar = tqdm(total=total, unit="job", file=self.stream, dynamic_ncols=True) if self.interactive else None
+        self._drawn = 0.0
 
-    def update(self, rows: list[dict[str, Any]]) -> None:
-        """Redraw from the ledger's rows (the truth, whichever process changed them)."""
-        if self.bar is None:
+    def update(self, counts: Counter[str], spent_micros: int, force: bool = False) -> None:
+        """Redraw from the engine's running counts per `bucket` (at most every REDRAW_S)."""
+        if self.bar is None or (not force and time.monotonic() - self._drawn < REDRAW_S):
             return
-        counts = Counter(bucket(row) for row in rows)
-        spent = sum(row["spent_usd"] or 0 for row in rows)
+        self._drawn = time.monotonic()
         self.bar.n = counts["done"] + counts["failed"] + counts["canceled"]
-        parts = [f"{name} {counts[name]}" for name in ("queued", "running", "downloading", "done", "failed") if counts[name]]
-        self.bar.set_postfix_str(f"{', '.join(parts)}; spent ${spent:.2f}", refresh=False)
+        parts = [f"{name} {counts[name]}" for name in COLUMNS if counts[name]]
+        self.bar.set_postfix_str(f"{', '.join(parts)}; spent {usd_text(spent_micros)}", refresh=False)
         self.bar.refresh()
 
     def event(self, event: str, row: dict[str, Any], detail: str) -> None:

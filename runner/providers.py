@@ -9,7 +9,10 @@ so the engine can schedule, retry and resume without knowing any provider.
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
+import json
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +23,7 @@ import httpx
 
 from runner.catalog import CatalogModel
 from runner.config import ProviderConf
-from runner.inputs import InputFile
+from runner.inputs import InputFile, replace_inputs
 
 State = Literal["queued", "running", "succeeded", "failed", "canceled"]
 ErrorClass = Literal["retryable", "rate_limited", "permanent"]
@@ -30,7 +33,9 @@ class ProviderError(Exception):
     """A call to a provider failed; `kind` says whether to try again.
 
     `maybe_accepted` is set when a submit failed after the request may have reached the provider
-    (a timeout, a dropped connection, a 5xx): a retry could start a second, paid generation.
+    (a timeout, a dropped connection, a 5xx, an answer that cannot be read): a retry could start a
+    second, paid generation. `never_sent` is set when the request provably never left (no
+    connection, a pool timeout, a request that could not be built): nothing happened at the provider.
     """
 
     def __init__(
@@ -41,6 +46,7 @@ class ProviderError(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         maybe_accepted: bool = False,
+        never_sent: bool = False,
     ):
         super().__init__(message)
         self.message = message
@@ -48,6 +54,21 @@ class ProviderError(Exception):
         self.status = status
         self.retry_after = retry_after
         self.maybe_accepted = maybe_accepted
+        self.never_sent = never_sent
+
+
+class GenerationFailed(ProviderError):
+    """The provider ran the generation and it failed, as `result` learns it (fal reports model
+    errors there). `cost_usd` is what the provider billed for it, when it says; otherwise
+    `may_be_billed` says whether the provider may still charge for it (fal: model errors may be)."""
+
+    def __init__(
+        self, message: str, *, kind: ErrorClass, status: int | None = None, cost_usd: Decimal | None = None,
+        may_be_billed: bool = False,
+    ):
+        super().__init__(message, kind=kind, status=status)
+        self.cost_usd = cost_usd
+        self.may_be_billed = may_be_billed
 
 
 @dataclass(frozen=True)
@@ -60,6 +81,9 @@ class Handle:
 
 @dataclass(frozen=True)
 class Status:
+    """A task as the provider reports it. `succeeded` with no `outputs` means "finished: ask
+    `result()`", which may still raise GenerationFailed (fal reports model errors there)."""
+
     state: State
     detail: str = ""  # the provider's own status word (THROTTLED, IN_QUEUE, ...)
     progress: float | None = None
@@ -68,6 +92,14 @@ class Status:
     error_kind: ErrorClass | None = None
     cost_usd: Decimal | None = None  # what the provider says this generation cost, when it says
     outputs: tuple[str, ...] = ()  # output URLs, when the status already carries them
+
+
+@dataclass(frozen=True)
+class Result:
+    """A succeeded task's outputs (fetch them at once: providers expire them) and its bill."""
+
+    outputs: tuple[str, ...]
+    cost_usd: Decimal | None = None  # what the provider billed, when it says
 
 
 @dataclass(frozen=True)
@@ -81,6 +113,10 @@ class Job:
     inputs: tuple[InputFile, ...]
     output_paths: tuple[str, ...]  # where the output URL sits in the result (manifest `output.url`)
     data_uri_max_bytes: Mapping[str, int | None] = field(default_factory=dict)  # per input mime kind
+    prepared: bool = False  # the payload's input placeholders are already replaced (see Provider.prepare)
+
+    def with_payload(self, payload: dict[str, Any]) -> "Job":
+        return dataclasses.replace(self, payload=payload, prepared=True)
 
 
 def make_job(
@@ -104,7 +140,7 @@ class Settings:
     """A provider account as the run config gives it."""
 
     base_url: str
-    key: str
+    key: str = field(repr=False)  # never in a repr, a log line or a traceback
     request_timeout_s: float = 60.0
 
 
@@ -141,26 +177,46 @@ class Provider:
     async def http(
         self, method: str, url: str, *, submitting: bool = False, ok: tuple[int, ...] = (), **kwargs: Any
     ) -> httpx.Response:
-        """One API call; a failure comes back classified as a ProviderError."""
+        """One API call; a failure comes back classified as a ProviderError. A redirect is an error:
+        an API that answers a create with a 3xx has not said it created anything."""
         try:
             response = await self.client.request(method, url, headers=self.auth_headers(), **kwargs)
         except httpx.TransportError as exc:
             raise classify_transport(exc, submitting=submitting) from None
-        if response.status_code >= 400 and response.status_code not in ok:
+        except httpx.InvalidURL as exc:
+            raise ProviderError(f"invalid URL {url!r}: {exc}", kind="permanent", never_sent=True) from None
+        if response.status_code in ok:
+            return response
+        if 300 <= response.status_code < 400:
+            raise ProviderError(
+                f"unexpected redirect: HTTP {response.status_code} to {response.headers.get('location', '?')!r} "
+                f"(check the provider's base_url)", kind="permanent", status=response.status_code, maybe_accepted=submitting,
+            )
+        if response.status_code >= 400:
             raise classify_status(response, self.error_message(response), submitting=submitting)
         return response
 
+    async def prepare(self, job: Job) -> Job:
+        """The job ready to send: input files made available the provider's way (inline here; a
+        plugin overrides this to upload). Called before the submit is recorded as possibly sent, so
+        nothing here may start a generation. Raises InputChanged if a file differs from the plan."""
+        return job.with_payload(replace_inputs(job.payload, {f.sha256: f.data_uri() for f in job.inputs}))
+
     async def submit(self, job: Job) -> Handle:
+        """Send the create request, once (the engine decides about retries); `job` comes from
+        `prepare` (a job that was not prepared is prepared first)."""
         raise NotImplementedError
 
     async def poll(self, handle: Handle) -> Status:
         raise NotImplementedError
 
-    async def result(self, handle: Handle, job: Job) -> list[str]:
-        """Output URLs of a succeeded task (fetch them at once: providers expire them)."""
+    async def result(self, handle: Handle, job: Job) -> Result:
+        """A succeeded task's outputs (fresh URLs: this also renews an expired one) and its bill;
+        GenerationFailed when the provider says the generation failed after all."""
         raise NotImplementedError
 
-    async def cancel(self, handle: Handle) -> None:
+    async def cancel(self, handle: Handle) -> bool:
+        """Stop a task; False when it had already finished (its output is then still collectable)."""
         raise NotImplementedError
 
     async def concurrency_limits(self) -> dict[str, int]:
@@ -172,25 +228,33 @@ class Provider:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """Seconds to wait, from `retry-after-ms` or `Retry-After` (seconds or an HTTP date)."""
+    """Seconds to wait, from `retry-after-ms` or `Retry-After` (seconds or an HTTP date); None
+    when absent or unreadable (`Retry-After: soon`): the caller then backs off on its own."""
     value = response.headers.get("retry-after-ms")
     if value:
         try:
-            return float(value) / 1000
+            return _bounded(float(value) / 1000)
         except ValueError:
             pass
     value = response.headers.get("retry-after")
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        return _bounded(float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if value else None
-        return max(0.0, parsed.timestamp() - time.time()) if parsed else None
+        pass
+    try:
+        return _bounded(email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def _bounded(seconds: float) -> float | None:
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def classify_status(response: httpx.Response, message: str, *, submitting: bool = False) -> ProviderError:
-    """An HTTP error as the engine should treat it (DESIGN.md "Engine rules")."""
+    """An HTTP error as the engine should treat it: 429 and 5xx retryable, other 4xx permanent."""
     code = response.status_code
     if code == 429:
         return ProviderError(message, kind="rate_limited", status=code, retry_after=retry_after(response))
@@ -199,26 +263,39 @@ def classify_status(response: httpx.Response, message: str, *, submitting: bool 
     return ProviderError(message, kind="permanent", status=code)
 
 
+#: Transport failures that happen before a request leaves this machine.
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+
+
 def classify_transport(exc: httpx.TransportError, *, submitting: bool = False) -> ProviderError:
     """A network failure: retryable; on submit, ambiguous unless the request never left."""
-    never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+    never_sent = isinstance(exc, _NEVER_SENT)
     return ProviderError(
-        f"network error: {type(exc).__name__}: {exc}", kind="retryable", maybe_accepted=submitting and not never_sent
+        f"network error: {type(exc).__name__}: {exc}", kind="retryable", maybe_accepted=submitting and not never_sent,
+        never_sent=never_sent,
     )
 
 
-def json_body(response: httpx.Response, *, submitting: bool = False) -> Any:
-    """The response's JSON; a malformed body is a retryable error (a proxy or a glitch). On a submit
-    the provider answered with success, so it has probably started the task: `maybe_accepted`."""
+def json_object(response: httpx.Response, *, submitting: bool = False) -> dict[str, Any]:
+    """The response's JSON object; anything else (malformed, a list, a string) is a retryable error
+    (a proxy or a glitch). On a submit the provider answered with success, so it has probably
+    started the task: `maybe_accepted`."""
     try:
-        return response.json()
+        data = response.json()
     except ValueError:
-        raise ProviderError(
-            f"malformed JSON from the provider (HTTP {response.status_code}): {response.text[:200]!r}",
-            kind="retryable",
-            status=response.status_code,
-            maybe_accepted=submitting,
-        ) from None
+        data = _NOT_JSON
+    if isinstance(data, dict):
+        return data
+    shown = response.text[:200] if data is _NOT_JSON else json.dumps(data)[:200]
+    raise ProviderError(
+        f"unreadable answer from the provider (HTTP {response.status_code}, expected a JSON object): {shown!r}",
+        kind="retryable",
+        status=response.status_code,
+        maybe_accepted=submitting,
+    )
+
+
+_NOT_JSON = object()
 
 
 def dig(data: Any, path: str) -> Any:

@@ -1,7 +1,8 @@
 """Running a plan: providers and keys found, the ledger opened, the engine driven, a summary printed.
 
-Everything that can stop a run for a user's reason (a missing key, a provider no plugin provides)
-is checked here before the first job is claimed, with a message saying what to set.
+Everything that can stop a run for a user's reason (a missing key, a provider no plugin provides,
+an outputs folder it cannot write, a budget that cannot count every job) is checked here before the
+ledger is written or anything is sent, with a message saying what to set.
 """
 
 from __future__ import annotations
@@ -9,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shlex
 import signal
 import sys
+import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,22 @@ import httpx
 
 from runner import plugins
 from runner import store as S
+from runner.catalog import Catalog
 from runner.config import ProviderConf
 from runner.engine import Engine, Lane, Options, Outcome
 from runner.errors import UserError
+from runner.money import to_micros
+from runner.owners import Heartbeat, Identity
 from runner.plan import Plan
 from runner.progress import Progress
 from runner.providers import Settings
-from runner.report import money
-from runner.store import Store
+from runner.summary import EXIT_INTERRUPTED, summarize
+from runner.writer import LedgerUnusable, Writer
 
 DEMO = "python -m runner model=kling prompt_set=ads simulate=true"
-EXIT_INCOMPLETE = 1
-EXIT_INTERRUPTED = 130
+#: Set once per command (inherited by Hydra's joblib workers): every point of a multirun, in any
+#: process, shares the one budget of the command that started it.
+RUN_ID_ENV = "RUNNER_RUN_ID"
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,40 @@ class Account:
     """Where a provider is reached and with which key, for this run."""
 
     base_url: str
-    key: str
+    key: str = field(repr=False)
+
+
+def check_budget(plan: Plan, budget_usd: float | None, allow_unpriced: bool) -> None:
+    """Before anything runs: the estimate fits the budget, and the budget can count every job."""
+    if budget_usd is None:
+        return
+    budget = Decimal(str(budget_usd))
+    if plan.total > budget:
+        raise UserError(
+            f"the estimated total ${plan.total:.2f} is over budget_usd={budget_usd}; "
+            f"raise budget_usd or plan fewer jobs (nothing was submitted)"
+        )
+    unpriced = Counter(job.model for job in plan.unpriced)
+    if unpriced and not allow_unpriced:
+        models = ", ".join(f"{model} ({n} job{'s' if n != 1 else ''})" for model, n in sorted(unpriced.items()))
+        example = sorted(unpriced)[0]
+        raise UserError(
+            f"budget_usd={budget_usd} cannot count jobs with no known price: {models}; give their price "
+            f"(prices.{example}=0.40 per clip, or prices.{example}=0.08/s per second of video), or add "
+            f"allow_unpriced=true to run them counted at $0 (nothing was submitted)"
+        )
+
+
+def check_outputs_dir(outputs_dir: str) -> None:
+    """The outputs folder takes files, found out before a generation is paid for, not after."""
+    folder = Path(outputs_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"outputs_dir={outputs_dir} is not a folder this run can write to ({exc.strerror or exc}); "
+                        f"choose another with outputs_dir=...") from None
 
 
 def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping[str, str], simulated: Mapping[str, Account] | None) -> dict[str, Account]:
@@ -90,6 +128,7 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str])
     """Run a validated plan to the end (or to an interrupt); returns the exit status."""
     for noisy in ("httpx", "httpcore"):  # a line per request drowns the progress display
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    check_outputs_dir(cfg.outputs_dir)
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
     if cfg.simulate:
         with simulator(cfg.sim_config, cfg.state_dir) as simulated:
@@ -98,56 +137,81 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str])
 
 
 def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], found: dict[str, Account]) -> int:
-    store = Store(cfg.db)
+    lanes = {name: _lane_limits(name, cfg.providers[name], plugins.registry().catalog) for name in found}
+
+    def waiting(seconds: float) -> None:
+        print(f"waiting for the ledger {cfg.db}: another process has held it for {seconds:.0f} s", file=sys.stderr, flush=True)
+
     try:
-        sweep_id = store.record_plan(plan, config)
+        writer = Writer(cfg.db, on_wait=waiting)
+    except Exception as exc:  # not a ledger this runner can open: say so, with no traceback
+        raise UserError(f"db={cfg.db} cannot be opened as a ledger: {exc}") from None
+    me = Identity.current()
+    heartbeat: Heartbeat | None = None
+    try:
+        writer.sync(S.register_owner, me)
+        heartbeat = Heartbeat(writer.path, me.id).start()
+        sweep_id = writer.sync(S.record_plan, plan, config)
         keys = [job.key for job in plan.jobs]
-        unpriced = len(plan.unpriced)
-        if cfg.budget_usd is not None and unpriced:
-            print(f"note: {unpriced} job(s) have no known price and are not counted against budget_usd", file=sys.stderr)
+        budget_id = None
+        if cfg.budget_usd is not None:
+            budget_id = os.environ.get(RUN_ID_ENV) or sweep_id
+            writer.sync(S.join_budget, budget_id, to_micros(cfg.budget_usd), keys)
+        options = Options(
+            outputs_dir=Path(cfg.outputs_dir), max_attempts=cfg.max_attempts, budget_id=budget_id, job_timeout_s=cfg.job_timeout_s,
+            max_outage_s=cfg.max_outage_s, retry_failed=cfg.retry_failed, regenerate_lost=cfg.regenerate_lost,
+        )
         progress = Progress(len(keys), quiet=cfg.quiet)
-        outcome = asyncio.run(_drive(cfg, store, sweep_id, keys, found, progress))
-        progress.close()
-        return summarize(store, keys, outcome, plan, command)
+        try:
+            outcome = asyncio.run(_drive(cfg, writer, keys, lanes, found, options, me, progress))
+        finally:
+            progress.close()
+        return summarize(writer.sync(S.rows, keys), outcome, plan, command)
+    except LedgerUnusable as exc:
+        print(f"error: {exc}; every task id received before this is kept: fix it and run the same command", file=sys.stderr)
+        return 3
     finally:
-        store.close()
+        if heartbeat is not None:
+            heartbeat.stop()
+        try:
+            writer.sync(S.owner_gone, me.id)
+        except LedgerUnusable:
+            pass
+        writer.close()
 
 
-async def _drive(cfg: Any, store: Store, sweep_id: str, keys: list[str], found: dict[str, Account], progress: Progress) -> Outcome:
+def _lane_limits(name: str, conf: ProviderConf, catalog: Catalog) -> Lane:
+    """A model_concurrency entry may name a model by catalogue name, alias or provider id; one that
+    names no model of this provider is a mistake, not a limit silently ignored."""
+    limits: dict[str, int] = {}
+    for given, limit in conf.model_concurrency.items():
+        models = [m for m in catalog.models.values() if m.provider == name and given in (m.name, m.model_id, *m.spec.aliases)]
+        if not models:
+            known = sorted(m.name for m in catalog.models.values() if m.provider == name)
+            raise UserError(f"providers.{name}.model_concurrency.{given}: {given!r} is not a model of {name}; its models: {', '.join(known)}")
+        limits[models[0].model_id] = int(limit)
+    return Lane(provider=None, conf=conf, model_limits=limits)  # type: ignore[arg-type]  # the provider joins in _drive
+
+
+async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lane], found: dict[str, Account],
+                 options: Options, me: Identity, progress: Progress) -> Outcome:
     registry = plugins.registry()
-    clients = {name: httpx.AsyncClient(timeout=httpx.Timeout(cfg.providers[name].request_timeout_s, connect=15.0)) for name in found}
-    downloads = httpx.AsyncClient(timeout=httpx.Timeout(cfg.providers[next(iter(found))].request_timeout_s, connect=15.0), follow_redirects=True)
+    clients = {name: _client(cfg.providers[name], follow_redirects=False) for name in found}
+    downloads = _client(next(iter(cfg.providers.values())), follow_redirects=True, pool=sum(c.concurrency for c in cfg.providers.values()))
     try:
-        lanes = {}
         for name, account in found.items():
             conf = cfg.providers[name]
-            provider = registry.providers[name](Settings(account.base_url, account.key, conf.request_timeout_s), clients[name])
-            limits = dict(conf.model_concurrency)
+            lane = lanes[name]
+            lane.provider = registry.providers[name](Settings(account.base_url, account.key, conf.request_timeout_s), clients[name])
             if conf.limits_from_provider:
-                limits = {**await provider.concurrency_limits(), **limits}
-            lanes[name] = Lane(provider, conf, limits)
+                told = await lane.provider.concurrency_limits()
+                lane.model_limits = {**told, **lane.model_limits}
 
         def notify(event: str, row: dict[str, Any], detail: str) -> None:
             progress.event(event, row, detail)
-            call = {
-                "submitted": lambda: plugins.pm.hook.job_submitted(job=row, task_id=detail),
-                "downloaded": lambda: plugins.pm.hook.job_finished(job=row, path=detail),
-                "failed": lambda: plugins.pm.hook.job_failed(job=row, error=detail),
-            }.get(event)
-            try:
-                if call:
-                    call()
-            except Exception as exc:  # an observer's bug must not stop the sweep or lose state
-                print(f"warning: a plugin's {event} hook failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            plugins.notify(event, row, detail)
 
-        options = Options(
-            outputs_dir=Path(cfg.outputs_dir),
-            max_attempts=cfg.max_attempts,
-            budget_usd=cfg.budget_usd,
-            job_timeout_s=cfg.job_timeout_s,
-            retry_failed=cfg.retry_failed,
-        )
-        engine = Engine(store, sweep_id, keys, lanes, registry.catalog, options, downloads, notify)
+        engine = Engine(writer, keys, lanes, registry.catalog, options, downloads, me, notify, progress.update)
         loop = asyncio.get_running_loop()
         interrupts = 0
 
@@ -162,60 +226,26 @@ async def _drive(cfg: Any, store: Store, sweep_id: str, keys: list[str], found: 
 
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
         loop.add_signal_handler(signal.SIGTERM, on_interrupt)
-        watcher = asyncio.create_task(_watch(store, keys, progress))
         try:
             outcome = await engine.run()
             if outcome.interrupted and cfg.cancel_on_interrupt:
                 canceled = await engine.cancel_in_flight()
                 print(f"canceled {canceled} task(s) at the provider (cancel_on_interrupt=true)", file=sys.stderr)
+            progress.update(engine.counts, engine.spent, force=True)
         finally:
-            watcher.cancel()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
-        progress.update(store.jobs(keys))
         return outcome
     finally:
         for client in [*clients.values(), downloads]:
             await client.aclose()
 
 
-async def _watch(store: Store, keys: list[str], progress: Progress) -> None:
-    while True:
-        progress.update(store.jobs(keys))
-        await asyncio.sleep(0.5)
-
-
-def summarize(store: Store, keys: list[str], outcome: Outcome, plan: Plan, command: list[str]) -> int:
-    """The end of a run: what happened, what it cost, and how to continue."""
-    rows = store.jobs(keys)
-    states = Counter(row["state"] for row in rows)
-    estimated = sum((Decimal(str(row["est_cost"])) * row["attempts"] for row in rows if row["est_cost"] is not None), Decimal(0))
-    settled = sum((Decimal(str(row["spent_usd"] or 0)) for row in rows), Decimal(0))
-    resume = "python -m runner " + " ".join(shlex.quote(arg) for arg in command)
-    lines = [
-        f"{len(rows)} jobs: " + ", ".join(f"{states[s]} {s}" for s in (S.DOWNLOADED, S.FAILED, S.CANCELED, S.SUCCEEDED, S.SUBMITTED, S.SUBMITTING, S.PLANNED) if states[s]),
-        f"spend: estimated {money(estimated)}, settled {money(settled)}"
-        + (f" (+ {len(plan.unpriced)} job(s) with price unknown)" if plan.unpriced else ""),
-    ]
-    done = [row for row in rows if row["state"] == S.DOWNLOADED]
-    if done:
-        lines.append(f"outputs: {Path(done[0]['output_path']).parent.parent}")
-    duplicates = sum(row["possible_duplicates"] or 0 for row in rows)
-    if duplicates:
-        lines.append(f"possible duplicate charges: {duplicates} (a submit was interrupted or its answer lost; check the provider's usage)")
-    for row in rows:
-        if row["state"] == S.FAILED:
-            lines.append(f"failed {row['key'][:12]} {row['model']} {row['prompt_id']}: {row['error']}")
-    in_flight = [row for row in rows if row["state"] in (*S.IN_FLIGHT, S.SUCCEEDED)]
-    if outcome.past_deadline:
-        lines.append(f"{len(outcome.past_deadline)} job(s) passed job_timeout_s and still run at the provider")
-    if outcome.waiting_on_others:
-        lines.append(f"{len(outcome.waiting_on_others)} job(s) are being driven by another runner process")
-    if outcome.budget_stopped and states[S.PLANNED]:
-        lines.append(f"stopped at budget_usd: {states[S.PLANNED]} job(s) not submitted; raise budget_usd and rerun to continue")
-    if in_flight or states[S.PLANNED]:
-        lines.append(f"{len(in_flight)} job(s) in flight, {states[S.PLANNED]} not submitted; to resume, run the same command: {resume}")
-    print("\n".join(lines))
-    if outcome.interrupted:
-        return EXIT_INTERRUPTED
-    return 0 if states[S.DOWNLOADED] == len(rows) else EXIT_INCOMPLETE
+def _client(conf: ProviderConf, *, follow_redirects: bool, pool: int | None = None) -> httpx.AsyncClient:
+    """An HTTP client sized to the work: a connection per generation in flight, and some for polls."""
+    size = max(10, 2 * (pool or conf.concurrency))
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(conf.request_timeout_s, connect=15.0),
+        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
+        follow_redirects=follow_redirects,
+    )

@@ -1,9 +1,11 @@
 """The job ledger: one SQLite file (sqlite-utils) that every runner process shares.
 
-Each state change is one short IMMEDIATE transaction that updates the job and appends an event, so
-a crash at any moment leaves the ledger at a known step (DESIGN.md "Job states"). Concurrency slots
-and the budget are claimed inside such a transaction, which SQLite serialises across processes:
-two runners on one ledger never exceed a provider's limit or the budget between them.
+This module is the ledger's vocabulary: the job states, and every change as a small function run
+inside one transaction (the writer thread in `runner.writer` batches them). Every change to a job
+a runner drives is a compare-and-set on (owner, lease): a process that lost a job (it was presumed
+dead, and another took the job over) changes nothing. Concurrency slots are a flag on the jobs that
+hold one, counted through a partial index; budgets are running totals kept in the same transaction
+as the money they count. See docs/ledger.md for every table and column.
 """
 
 from __future__ import annotations
@@ -12,284 +14,309 @@ import dataclasses
 import datetime
 import hashlib
 import json
-import os
-import socket
 import sqlite3
-import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
 from runner.migrations import migrate
+from runner.money import to_micros
+from runner.owners import Identity
 from runner.plan import JobSpec, Plan, canonical_json
 
 PLANNED = "planned"
-SUBMITTING = "submitting"
-SUBMITTED = "submitted"
-SUCCEEDED = "succeeded"
+CLAIMED = "claimed"  # a slot and its budget are held; nothing has been sent yet
+SUBMITTING = "submitting"  # the create request may be on the wire: its outcome is unknown until answered
+SUBMITTED = "submitted"  # the provider has a task id for it
+GENERATED = "generated"  # the provider generated it and billed it; the output is still to collect
 DOWNLOADED = "downloaded"
+LOST = "lost"  # paid for, but the provider no longer has the output
 FAILED = "failed"
 CANCELED = "canceled"
-IN_FLIGHT = (SUBMITTING, SUBMITTED)
-FINAL = (DOWNLOADED, FAILED, CANCELED)
+STATES = (PLANNED, CLAIMED, SUBMITTING, SUBMITTED, GENERATED, DOWNLOADED, LOST, FAILED, CANCELED)
+FINAL = (DOWNLOADED, LOST, FAILED, CANCELED)
+DRIVEN = (CLAIMED, SUBMITTING, SUBMITTED, GENERATED)  # states a live runner process drives
 
-#: A process that has not refreshed its jobs for this long is presumed dead (other hosts; on this
-#: host the pid is checked directly).
-LEASE_S = 120.0
-HOST = socket.gethostname()
+_CHUNK = 500  # keys per `in (...)` query, under SQLite's variable limit
 
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def this_owner() -> str:
-    return f"{HOST}:{os.getpid()}"
+@dataclass(frozen=True)
+class Fence:
+    """Who may change a job: its owner and the lease it was granted (bumped at every takeover)."""
 
-
-def owner_alive(owner: str | None, heartbeat_at: float | None) -> bool:
-    """Whether the process that owns an in-flight job is still driving it."""
-    if not owner:
-        return False
-    host, _, pid = owner.rpartition(":")
-    if host == HOST and pid.isdigit():
-        if int(pid) == os.getpid():
-            return True
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            pass
-    return heartbeat_at is not None and time.time() - heartbeat_at < LEASE_S
+    owner: str
+    lease: int
 
 
 @dataclass(frozen=True)
-class Claim:
-    """The outcome of asking for a slot: granted, or why not."""
-
-    granted: bool
+class ClaimResult:
+    key: str
+    fence: Fence | None  # None: not granted
     reason: str = ""  # "provider", "model", "budget", "state"
 
 
-class Store:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), isolation_level=None, timeout=60, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=60000")
-        conn.create_function("owner_alive", 2, owner_alive)
-        self.db = sqlite_utils.Database(conn)
-        migrate(self.db)
+def open_ledger(path: str | Path) -> sqlite3.Connection:
+    """A connection in WAL mode with the schema migrated. A ledger's writes are committed to the
+    WAL before anything is sent: `synchronous=NORMAL` survives any crash of the process."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=60, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    migrate(sqlite_utils.Database(conn))
+    return conn
 
-    def close(self) -> None:
-        self.db.conn.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.db.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+def rows(conn: sqlite3.Connection, keys: Iterable[str] | None = None, columns: str = "*") -> list[dict[str, Any]]:
+    """Job rows by key (every job when `keys` is None), in chunks of plain SELECTs."""
+    if keys is None:
+        return [dict(r) for r in conn.execute(f"select {columns} from jobs")]
+    keys = list(keys)
+    out: list[dict[str, Any]] = []
+    for i in range(0, len(keys), _CHUNK):
+        chunk = keys[i : i + _CHUNK]
+        out += [dict(r) for r in conn.execute(f"select {columns} from jobs where key in ({','.join('?' * len(chunk))})", chunk)]
+    return out
 
-    # -- reading ---------------------------------------------------------------------------------
 
-    def job(self, key: str) -> dict[str, Any]:
-        return self.db["jobs"].get(key)  # type: ignore[return-value]
+def job(conn: sqlite3.Connection, key: str) -> dict[str, Any] | None:
+    row = conn.execute("select * from jobs where key = ?", [key]).fetchone()
+    return None if row is None else dict(row)
 
-    def jobs(self, keys: Iterable[str] | None = None) -> list[dict[str, Any]]:
-        if keys is None:
-            return list(self.db["jobs"].rows)
-        keys = list(keys)
-        rows: list[dict[str, Any]] = []
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            rows += self.db["jobs"].rows_where(f"key in ({','.join('?' * len(chunk))})", chunk)
-        return rows
 
-    def events(self, key: str) -> list[dict[str, Any]]:
-        return list(self.db["events"].rows_where("job_key = ?", [key], order_by="id"))
+def events(conn: sqlite3.Connection, key: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in conn.execute("select * from events where job_key = ? order by id", [key])]
 
-    def sweep_jobs(self, sweep_id: str) -> list[dict[str, Any]]:
-        return list(
-            self.db.query(
-                "select jobs.* from jobs join sweep_jobs on sweep_jobs.job_key = jobs.key where sweep_id = ?",
-                [sweep_id],
-            )
+
+def owners(conn: sqlite3.Connection, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = list(set(ids))
+    found: dict[str, dict[str, Any]] = {}
+    for i in range(0, len(ids), _CHUNK):
+        chunk = ids[i : i + _CHUNK]
+        for row in conn.execute(f"select * from owners where id in ({','.join('?' * len(chunk))})", chunk):
+            found[row["id"]] = dict(row)
+    return found
+
+
+def budget(conn: sqlite3.Connection, budget_id: str) -> tuple[int, int | None]:
+    """(committed, limit) micro-dollars of a budget."""
+    row = conn.execute("select committed_micros, limit_micros from budgets where id = ?", [budget_id]).fetchone()
+    return (0, None) if row is None else (row[0], row[1])
+
+
+def latency(conn: sqlite3.Connection, model_id: str) -> tuple[float, float] | None:
+    """(typical, longest) seconds a model's generations took, as runners measured them, or None."""
+    row = conn.execute("select latency_s, max_s from model_stats where model_id = ?", [model_id]).fetchone()
+    return None if row is None else (row[0], row[1])
+
+
+# -- changes (each runs inside the writer's transaction) ---------------------------------------------
+
+
+def register_owner(conn: sqlite3.Connection, me: Identity) -> None:
+    row = me.row()
+    conn.execute(f"insert into owners ({', '.join(row)}) values ({', '.join('?' * len(row))})", list(row.values()))
+
+
+def owner_gone(conn: sqlite3.Connection, owner_id: str) -> None:
+    conn.execute("update owners set gone = 1 where id = ?", [owner_id])
+
+
+def record_plan(conn: sqlite3.Connection, plan: Plan, config: Mapping[str, Any]) -> str:
+    """Insert the plan's jobs (existing ones keep their state) and the sweep that links them.
+
+    The sweep id is the hash of its job keys: the same command finds the same sweep again.
+    """
+    keys = sorted(job.key for job in plan.jobs)
+    sweep_id = hashlib.sha256(canonical_json(keys).encode()).hexdigest()[:16]
+    stamp = now_iso()
+    name = plan.jobs[0].sweep if plan.jobs else ""
+    conn.execute(
+        "insert or ignore into sweeps (id, name, created_at, config, jobs) values (?, ?, ?, ?, ?)",
+        [sweep_id, name, stamp, json.dumps(config, default=str), len(keys)],
+    )
+    conn.execute("create temp table if not exists planning (key text primary key)")
+    conn.execute("delete from planning")
+    conn.executemany("insert or ignore into planning values (?)", ((k,) for k in keys))
+    conn.execute(  # an event for each job new to this ledger, before the jobs themselves go in
+        "insert into events (job_key, at, from_state, to_state, detail) select key, ?, null, ?, 'planned' "
+        "from planning where key not in (select key from jobs)",
+        [stamp, PLANNED],
+    )
+    if plan.jobs:
+        columns = list(_row(plan.jobs[0], stamp))
+        conn.executemany(
+            f"insert or ignore into jobs ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
+            (tuple(_row(job, stamp).values()) for job in plan.jobs),
         )
+    conn.executemany("insert or ignore into sweep_jobs (sweep_id, job_key) values (?, ?)", ((sweep_id, k) for k in keys))
+    return sweep_id
 
-    def committed_usd(self, sweep_id: str) -> Decimal:
-        """Settled plus reserved spend on a sweep's jobs, across every process."""
-        row = self.db.execute(
-            "select coalesce(sum(spent_usd + reserved_usd), 0) from jobs "
-            "join sweep_jobs on sweep_jobs.job_key = jobs.key where sweep_id = ?",
-            [sweep_id],
-        ).fetchone()
-        return Decimal(str(round(row[0], 6)))
 
-    def in_flight(self, provider: str, model: str | None = None) -> int:
-        """Generations at a provider (or one of its models) driven by a live process."""
-        sql = "select count(*) from jobs where provider = ? and state in (?, ?) and owner_alive(owner, heartbeat_at)"
-        args: list[Any] = [provider, *IN_FLIGHT]
-        if model is not None:
-            sql += " and model = ?"
-            args.append(model)
-        return self.db.execute(sql, args).fetchone()[0]
+def join_budget(conn: sqlite3.Connection, budget_id: str, limit_micros: int, keys: Sequence[str]) -> None:
+    """Make `keys` members of a budget (creating it); their money so far joins its running total."""
+    stamp = now_iso()
+    conn.execute(
+        "insert into budgets (id, limit_micros, committed_micros, created_at, updated_at) values (?, ?, 0, ?, ?) "
+        "on conflict(id) do update set limit_micros = excluded.limit_micros, updated_at = excluded.updated_at",
+        [budget_id, limit_micros, stamp, stamp],
+    )
+    conn.execute("create temp table if not exists joining (job_key text primary key)")
+    conn.execute("delete from joining")
+    conn.executemany("insert or ignore into joining values (?)", ((k,) for k in keys))
+    conn.execute("delete from joining where job_key in (select job_key from budget_jobs where budget_id = ?)", [budget_id])
+    conn.execute(
+        "update budgets set committed_micros = committed_micros + (select coalesce(sum(spent_micros + reserved_micros "
+        "+ possible_micros), 0) from jobs where key in (select job_key from joining)) where id = ?",
+        [budget_id],
+    )
+    conn.execute("insert into budget_jobs (budget_id, job_key) select ?, job_key from joining", [budget_id])
 
-    def recent_latencies(self, model: str, limit: int = 20) -> list[float]:
-        """How long this model's latest successful generations took, submit to success."""
-        rows = self.db.execute(
-            "select finished_at - submitted_at from jobs where model = ? and state in (?, ?) "
-            "and finished_at is not null and submitted_at is not null order by finished_at desc limit ?",
-            [model, SUCCEEDED, DOWNLOADED, limit],
-        ).fetchall()
-        return [r[0] for r in rows if r[0] is not None and r[0] >= 0]
 
-    # -- writing ---------------------------------------------------------------------------------
-
-    def record_plan(self, plan: Plan, config: Mapping[str, Any]) -> str:
-        """Insert the plan's jobs (existing ones keep their state) and the sweep that links them.
-
-        The sweep id is the hash of its job keys: the same command finds the same sweep again.
-        """
-        keys = sorted(job.key for job in plan.jobs)
-        sweep_id = hashlib.sha256(canonical_json(keys).encode()).hexdigest()[:16]
-        stamp = now_iso()
-        with self.transaction():
-            self.db["sweeps"].insert(
-                {
-                    "id": sweep_id,
-                    "name": plan.jobs[0].sweep if plan.jobs else "",
-                    "created_at": stamp,
-                    "config": json.dumps(config, default=str),
-                    "jobs": len(keys),
-                },
-                ignore=True,
-            )
-            known = {row["key"] for row in self.jobs(keys)}
-            new = [job for job in plan.jobs if job.key not in known]
-            self.db["jobs"].insert_all((_row(job, stamp) for job in new))
-            self.db["sweep_jobs"].insert_all(({"sweep_id": sweep_id, "job_key": k} for k in keys), ignore=True)
-            self.db["events"].insert_all(
-                {"job_key": job.key, "at": stamp, "from_state": None, "to_state": PLANNED, "detail": "planned"}
-                for job in new
-            )
-        return sweep_id
-
-    def transition(
-        self, key: str, to_state: str, *, expect: Iterable[str] | None = None, detail: str = "", **fields: Any
-    ) -> bool:
-        """Move a job to `to_state` (if it is in one of `expect`), setting `fields`, plus an event."""
-        with self.transaction() as conn:
-            return self._transition(conn, key, to_state, expect, detail, fields)
-
-    def _transition(
-        self, conn: sqlite3.Connection, key: str, to_state: str, expect: Iterable[str] | None, detail: str, fields: Mapping[str, Any]
-    ) -> bool:
-        row = conn.execute("select state from jobs where key = ?", [key]).fetchone()
-        if row is None or (expect is not None and row[0] not in set(expect)):
-            return False
-        stamp = now_iso()
-        values = {**fields, "state": to_state, "updated_at": stamp}
+def claim(
+    conn: sqlite3.Connection,
+    owner: str,
+    candidates: Sequence[tuple[str, str, str, int]],
+    provider_limits: Mapping[str, int],
+    model_limits: Mapping[tuple[str, str], int],
+    budget_id: str | None,
+) -> list[ClaimResult]:
+    """planned -> claimed for each (key, provider, model_id, estimate) that the provider's and the
+    model's slots and the budget have room for, in order; one transaction for all of them."""
+    counts: dict[tuple[str, str | None], int] = {}
+    for row in conn.execute("select provider, model_id, count(*) from jobs where holds_slot = 1 group by provider, model_id"):
+        counts[(row[0], row[1])] = row[2]
+        counts[(row[0], None)] = counts.get((row[0], None), 0) + row[2]
+    committed, limit = budget(conn, budget_id) if budget_id else (0, None)
+    results = []
+    for key, provider, model_id, estimate in candidates:
+        current = conn.execute("select state, lease from jobs where key = ?", [key]).fetchone()
+        if current is None or current[0] != PLANNED:
+            results.append(ClaimResult(key, None, "state"))
+            continue
+        if counts.get((provider, None), 0) >= provider_limits[provider]:
+            results.append(ClaimResult(key, None, "provider"))
+            continue
+        model_limit = model_limits.get((provider, model_id))
+        if model_limit is not None and counts.get((provider, model_id), 0) >= model_limit:
+            results.append(ClaimResult(key, None, "model"))
+            continue
+        if limit is not None and committed + estimate > limit:
+            results.append(ClaimResult(key, None, "budget"))
+            continue
+        fence = Fence(owner, current[1] + 1)
         conn.execute(
-            f"update jobs set {', '.join(f'{k} = ?' for k in values)} where key = ?", [*values.values(), key]
+            "update jobs set state = ?, owner = ?, lease = ?, holds_slot = 1, reserved_micros = ?, error = null, "
+            "error_class = null, updated_at = ? where key = ?",
+            [CLAIMED, owner, fence.lease, estimate, now_iso(), key],
         )
-        if row[0] != to_state or detail:
-            conn.execute(
-                "insert into events (job_key, at, from_state, to_state, detail) values (?, ?, ?, ?, ?)",
-                [key, stamp, row[0], to_state, detail],
-            )
-        return True
+        _event(conn, key, PLANNED, CLAIMED, "")
+        _budgets(conn, key, estimate)
+        committed += estimate
+        counts[(provider, None)] = counts.get((provider, None), 0) + 1
+        counts[(provider, model_id)] = counts.get((provider, model_id), 0) + 1
+        results.append(ClaimResult(key, fence))
+    return results
 
-    def update(self, key: str, **fields: Any) -> None:
-        """Change fields that are not a state (progress, provider status) without an event."""
-        with self.transaction() as conn:
-            conn.execute(
-                f"update jobs set {', '.join(f'{k} = ?' for k in fields)}, updated_at = ? where key = ?",
-                [*fields.values(), now_iso(), key],
-            )
 
-    def settle(self, key: str, cost_usd: float, possible_duplicate: bool = False) -> None:
-        """A generation's cost joins the job's spend and its reservation is released, in one step."""
-        with self.transaction() as conn:
-            conn.execute(
-                "update jobs set spent_usd = spent_usd + ?, reserved_usd = 0, "
-                "possible_duplicates = possible_duplicates + ?, updated_at = ? where key = ?",
-                [cost_usd, int(possible_duplicate), now_iso(), key],
-            )
+def move(
+    conn: sqlite3.Connection,
+    key: str,
+    fence: Fence,
+    to_state: str | None = None,
+    detail: str = "",
+    *,
+    reserve: int | None = None,
+    spend: int = 0,
+    possible: int = 0,
+    **fields: Any,
+) -> bool:
+    """Change a job this owner holds: its state (None: unchanged), fields, and money.
 
-    def note(self, key: str, detail: str, possible_duplicate: bool = False) -> None:
-        """An event that is not a state change (a retry), counting a possible duplicate charge if any."""
-        with self.transaction() as conn:
-            (state,) = conn.execute("select state from jobs where key = ?", [key]).fetchone()
-            self._transition(conn, key, state, None, detail, {})
-            if possible_duplicate:
-                conn.execute("update jobs set possible_duplicates = possible_duplicates + 1 where key = ?", [key])
+    `reserve` replaces the estimate held against the budget; `spend` adds to the settled spend and
+    `possible` to the money possibly billed for generations the ledger could not track. False when
+    the fence no longer matches: another process has the job now, and nothing was changed.
+    """
+    current = conn.execute(
+        "select state, reserved_micros from jobs where key = ? and owner = ? and lease = ?", [key, fence.owner, fence.lease]
+    ).fetchone()
+    if current is None:
+        return False
+    values = dict(fields)
+    if to_state is not None:
+        values["state"] = to_state
+    delta = spend + possible + (0 if reserve is None else reserve - current[1])
+    if reserve is not None:
+        values["reserved_micros"] = reserve
+    sets = [f"{k} = ?" for k in values] + ["spent_micros = spent_micros + ?", "possible_micros = possible_micros + ?", "updated_at = ?"]
+    conn.execute(f"update jobs set {', '.join(sets)} where key = ?", [*values.values(), spend, possible, now_iso(), key])
+    if (to_state is not None and to_state != current[0]) or detail:
+        _event(conn, key, current[0], to_state or current[0], detail)
+    if delta:
+        _budgets(conn, key, delta)
+    return True
 
-    def claim(
-        self, key: str, *, provider_limit: int, model_limit: int | None, budget_usd: float | None, sweep_id: str
-    ) -> Claim:
-        """planned -> submitting, if the provider, the model and the budget all have room.
 
-        Committed before the submit request goes out: a crash after this point leaves the job in
-        `submitting`, the one state whose outcome at the provider is unknown.
-        """
-        with self.transaction() as conn:
-            job = conn.execute(
-                "select state, provider, model, est_cost from jobs where key = ?", [key]
-            ).fetchone()
-            if job is None or job[0] != PLANNED:
-                return Claim(False, "state")
-            if self.in_flight(job[1]) >= provider_limit:
-                return Claim(False, "provider")
-            if model_limit is not None and self.in_flight(job[1], job[2]) >= model_limit:
-                return Claim(False, "model")
-            estimate = job[3] or 0.0
-            if budget_usd is not None and float(self.committed_usd(sweep_id)) + estimate > budget_usd + 1e-9:
-                return Claim(False, "budget")
-            self._transition(
-                conn,
-                key,
-                SUBMITTING,
-                [PLANNED],
-                "",
-                {"owner": this_owner(), "heartbeat_at": time.time(), "reserved_usd": estimate, "error": None, "error_class": None},
-            )
-            conn.execute("update jobs set attempts = attempts + 1 where key = ?", [key])
-            return Claim(True)
+def adopt(conn: sqlite3.Connection, key: str, old: Fence, owner: str) -> Fence | None:
+    """Take over a job whose owner is gone; None if it changed hands meanwhile."""
+    new = Fence(owner, old.lease + 1)
+    changed = conn.execute(
+        "update jobs set owner = ?, lease = ?, updated_at = ? where key = ? and owner is ? and lease = ?",
+        [owner, new.lease, now_iso(), key, old.owner, old.lease],
+    ).rowcount
+    if not changed:
+        return None
+    _event(conn, key, None, None, f"taken over from {old.owner or 'an earlier run'}")
+    return new
 
-    def adopt(self, key: str) -> dict[str, Any] | None:
-        """Take over an in-flight or downloadable job whose owner is gone; None if someone live has it."""
-        with self.transaction() as conn:
-            row = conn.execute(
-                "select state, owner, heartbeat_at from jobs where key = ?", [key]
-            ).fetchone()
-            if row is None or row[0] not in (*IN_FLIGHT, SUCCEEDED):
-                return None
-            if row[1] != this_owner() and owner_alive(row[1], row[2]):
-                return None
-            conn.execute(
-                "update jobs set owner = ?, heartbeat_at = ? where key = ?", [this_owner(), time.time(), key]
-            )
-        return self.job(key)
 
-    def heartbeat(self) -> None:
-        with self.transaction() as conn:
-            conn.execute(
-                "update jobs set heartbeat_at = ? where owner = ? and state in (?, ?, ?)",
-                [time.time(), this_owner(), *IN_FLIGHT, SUCCEEDED],
-            )
+def reopen(conn: sqlite3.Connection, key: str, from_states: Sequence[str], detail: str, **fields: Any) -> bool:
+    """A job no process drives (failed, canceled, lost) back to `planned`, as a rerun asks."""
+    placeholders = ",".join("?" * len(from_states))
+    row = conn.execute(f"select state from jobs where key = ? and state in ({placeholders})", [key, *from_states]).fetchone()
+    if row is None:
+        return False
+    values = {**fields, "state": PLANNED, "holds_slot": 0, "task_id": None, "task_urls": None, "updated_at": now_iso()}
+    conn.execute(f"update jobs set {', '.join(f'{k} = ?' for k in values)} where key = ?", [*values.values(), key])
+    _event(conn, key, row[0], PLANNED, detail)
+    return True
+
+
+def note_latency(conn: sqlite3.Connection, model_id: str, low_s: float, high_s: float) -> None:
+    """A generation this process submitted and watched end took between `low_s` and `high_s`.
+
+    Only such measurements are kept (never a gap while no runner ran), as a moving average of the
+    lower bound (when to poll first) and the largest upper bound (how long an untracked task may run).
+    """
+    conn.execute(
+        "insert into model_stats (model_id, samples, latency_s, max_s, updated_at) values (?, 1, ?, ?, ?) "
+        "on conflict(model_id) do update set samples = samples + 1, latency_s = 0.8 * latency_s + 0.2 * excluded.latency_s, "
+        "max_s = max(max_s, excluded.max_s), updated_at = excluded.updated_at",
+        [model_id, low_s, high_s, now_iso()],
+    )
+
+
+def _event(conn: sqlite3.Connection, key: str, from_state: str | None, to_state: str | None, detail: str) -> None:
+    conn.execute(
+        "insert into events (job_key, at, from_state, to_state, detail) values (?, ?, ?, ?, ?)",
+        [key, now_iso(), from_state, to_state, detail],
+    )
+
+
+def _budgets(conn: sqlite3.Connection, key: str, delta: int) -> None:
+    conn.execute(
+        "update budgets set committed_micros = committed_micros + ? where id in (select budget_id from budget_jobs where job_key = ?)",
+        [delta, key],
+    )
 
 
 def _row(job: JobSpec, stamp: str) -> dict[str, Any]:
@@ -309,11 +336,8 @@ def _row(job: JobSpec, stamp: str) -> dict[str, Any]:
         "media": job.media,
         "extension": job.extension,
         "state": PLANNED,
-        "attempts": 0,
-        "possible_duplicates": 0,
-        "est_cost": None if job.cost is None else float(job.cost),
-        "reserved_usd": 0.0,
-        "spent_usd": 0.0,
+        "est_micros": to_micros(job.cost),
+        "cost_source": job.cost_source or None,
         "created_at": stamp,
         "updated_at": stamp,
     }

@@ -106,9 +106,9 @@ class ProviderConformance:
             assert handle.task_id, name
             status = await self.until_done(provider, handle)
             assert status.state == "succeeded", (name, status)
-            urls = list(status.outputs) or await provider.result(handle, job)
+            urls = list(status.outputs) or list((await provider.result(handle, job)).outputs)
             assert urls, name
-            got = await download(client, urls[0], target)
+            got = await download(client, urls[0], target, tag="conformance")
             assert got.size > 0 and len(got.sha256) == 64, name
 
         async def body(client: httpx.AsyncClient) -> None:

@@ -315,4 +315,4 @@ def test_an_observer_that_raises_does_not_stop_the_run(site, sim, tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 jobs: 2 downloaded" in result.stdout
-    assert "warning: a plugin's submitted hook failed: RuntimeError: observer bug" in result.stderr
+    assert "warning: plugin 'crasher', hook job_submitted: RuntimeError: observer bug" in result.stderr

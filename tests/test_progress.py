@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import io
+from collections import Counter
 
-from runner.progress import Progress
+from runner.progress import Progress, bucket
 
 
 class Terminal(io.StringIO):
@@ -12,17 +13,15 @@ class Terminal(io.StringIO):
         return True
 
 
-def _row(state: str, provider_status: str | None = None, spent: float = 0.0) -> dict:
-    return {"key": "k" * 64, "model": "gen4_turbo", "prompt_id": "p", "state": state, "provider_status": provider_status, "spent_usd": spent}
+def _row(state: str) -> dict:
+    return {"key": "k" * 64, "model": "gen4_turbo", "prompt_id": "p", "state": state}
 
 
 def test_terminal_shows_counts_per_state_and_spend():
     screen = Terminal()
     progress = Progress(5, stream=screen)
-    progress.update([
-        _row("submitted", "THROTTLED"), _row("submitted", "RUNNING"), _row("succeeded", spent=0.25),
-        _row("downloaded", spent=0.5), _row("failed"),
-    ])
+    jobs = [("submitted", "THROTTLED"), ("submitted", "RUNNING"), ("generated", None), ("downloaded", None), ("failed", None)]
+    progress.update(Counter(bucket(state, status) for state, status in jobs), 750_000, force=True)
     progress.close()
     text = screen.getvalue()
     assert "queued 1, running 1, downloading 1, done 1, failed 1; spent $0.75" in text

@@ -1,25 +1,27 @@
-"""The ledger on real SQLite files: schema, transitions, and limits that hold across processes."""
+"""The ledger on real SQLite files: schema and upgrades, fenced changes, claims that hold limits and
+budgets across processes, and the writer thread that keeps SQLite off the event loop."""
 
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+import threading
 from pathlib import Path
-import subprocess
-import sys
 
 import pytest
+import sqlite_utils
 
 from runner import store as S
 from runner.app import plan
-from runner.migrations import MIGRATIONS
-from runner.store import Store
+from runner.migrations import MIGRATIONS, m001_initial
+from runner.writer import Writer
 
 
 @pytest.fixture
-def ledger(tmp_path):
-    s = Store(tmp_path / "ledger.db")
-    yield s
-    s.close()
+def writer(tmp_path):
+    w = Writer(tmp_path / "ledger.db")
+    yield w
+    w.close()
 
 
 @pytest.fixture(scope="module")
@@ -27,103 +29,154 @@ def four_jobs():
     return plan(["model=gen4_turbo", "prompt_set=animate", "sweep.duration=[5,10]"])
 
 
+def _candidates(p, est=250_000):
+    return [(j.key, j.provider, j.model_id, est) for j in p.jobs]
+
+
 def test_migrations_from_a_blank_database(tmp_path):
-    s = Store(tmp_path / "a.db")
-    assert {row["name"] for row in s.db["_migrations"].rows} == {m.__name__ for m in MIGRATIONS}
-    columns = s.db["jobs"].columns_dict
-    for name in ("key", "state", "task_id", "task_urls", "attempts", "est_cost", "spent_usd", "output_sha256", "error_class", "owner"):
+    conn = S.open_ledger(tmp_path / "a.db")
+    db = sqlite_utils.Database(conn)
+    assert {row["name"] for row in db["_migrations"].rows} == {m.__name__ for m in MIGRATIONS}
+    columns = db["jobs"].columns_dict
+    for name in ("key", "state", "task_id", "attempts", "est_micros", "spent_micros", "possible_micros", "holds_slot", "lease", "owner"):
         assert name in columns
-    assert s.db.execute("pragma journal_mode").fetchone()[0] == "wal"
-    s.close()
-    again = Store(tmp_path / "a.db")  # applying twice changes nothing
-    assert again.db["_migrations"].count == len(MIGRATIONS)
+    assert conn.execute("pragma journal_mode").fetchone()[0] == "wal"
+    conn.close()
+    again = S.open_ledger(tmp_path / "a.db")  # applying twice changes nothing
+    assert again.execute("select count(*) from _migrations").fetchone()[0] == len(MIGRATIONS)
     again.close()
 
 
-def test_recording_a_plan_twice_keeps_state_and_sweep(ledger, four_jobs):
-    sweep = ledger.record_plan(four_jobs, {"model": "gen4_turbo"})
+def test_a_ledger_of_the_first_schema_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "old.db"
+    db = sqlite_utils.Database(path)
+    db["_migrations"].create({"name": str, "applied_at": str}, pk="name")
+    m001_initial(db)
+    db["_migrations"].insert({"name": "m001_initial", "applied_at": "2026-01-01"})
+    base = {"key": "a", "provider": "runway", "model": "gen4_turbo", "model_id": "gen4_turbo", "attempts": 1}
+    db["jobs"].insert({**base, "state": "succeeded", "est_cost": 0.25, "spent_usd": 0.25, "reserved_usd": 0.0})
+    db["jobs"].insert({**base, "key": "b", "state": "submitted", "est_cost": 0.1, "spent_usd": 0, "reserved_usd": 0.1})
+    db.conn.close()
+    conn = S.open_ledger(path)
+    rows = {r["key"]: r for r in S.rows(conn)}
+    assert rows["a"]["state"] == "generated" and rows["a"]["spent_micros"] == 250_000 and rows["a"]["holds_slot"] == 0
+    assert rows["b"]["state"] == "submitted" and rows["b"]["reserved_micros"] == 100_000 and rows["b"]["holds_slot"] == 1
+    assert "spent_usd" not in rows["a"]
+    conn.close()
+
+
+def test_recording_a_plan_twice_keeps_state_and_sweep(writer, four_jobs):
+    sweep = writer.sync(S.record_plan, four_jobs, {"model": "gen4_turbo"})
     key = four_jobs.jobs[0].key
-    assert ledger.claim(key, provider_limit=5, model_limit=None, budget_usd=None, sweep_id=sweep).granted
-    assert ledger.record_plan(four_jobs, {}) == sweep
-    assert ledger.job(key)["state"] == S.SUBMITTING
-    assert [e["to_state"] for e in ledger.events(key)] == [S.PLANNED, S.SUBMITTING]
+    [granted] = writer.sync(S.claim, "me", _candidates(four_jobs)[:1], {"runway": 5}, {}, None)
+    assert granted.fence == S.Fence("me", 1)
+    assert writer.sync(S.record_plan, four_jobs, {}) == sweep
+    assert writer.sync(S.job, key)["state"] == S.CLAIMED
+    assert [e["to_state"] for e in writer.sync(S.events, key)] == [S.PLANNED, S.CLAIMED]
 
 
-def test_claims_respect_provider_model_and_budget(ledger, four_jobs):
-    sweep = ledger.record_plan(four_jobs, {})
+def test_claims_respect_provider_and_model_limits(writer, four_jobs):
+    writer.sync(S.record_plan, four_jobs, {})
+    results = writer.sync(S.claim, "me", _candidates(four_jobs), {"runway": 3}, {("runway", "gen4_turbo"): 2}, None)
+    assert [r.reason for r in results] == ["", "", "model", "model"]
+    results = writer.sync(S.claim, "me", _candidates(four_jobs)[2:], {"runway": 2}, {}, None)
+    assert [r.reason for r in results] == ["provider", "provider"]
+
+
+def test_a_budget_is_exact_and_counts_what_its_jobs_already_cost(writer, four_jobs):
+    writer.sync(S.record_plan, four_jobs, {})
     keys = [j.key for j in four_jobs.jobs]
-    assert ledger.claim(keys[0], provider_limit=2, model_limit=1, budget_usd=None, sweep_id=sweep).granted
-    assert ledger.claim(keys[1], provider_limit=2, model_limit=1, budget_usd=None, sweep_id=sweep).reason == "model"
-    assert ledger.claim(keys[1], provider_limit=1, model_limit=None, budget_usd=None, sweep_id=sweep).reason == "provider"
-    # committed: one job reserved; the next would pass the budget
-    committed = float(ledger.committed_usd(sweep))
-    assert ledger.claim(keys[1], provider_limit=5, model_limit=None, budget_usd=committed + 0.01, sweep_id=sweep).reason == "budget"
-    assert ledger.claim(keys[1], provider_limit=5, model_limit=None, budget_usd=committed + 1.0, sweep_id=sweep).granted
+    writer.sync(S.join_budget, "run", 750_000, keys)
+    results = writer.sync(S.claim, "me", _candidates(four_jobs), {"runway": 9}, {}, "run")
+    assert [r.reason for r in results] == ["", "", "", "budget"]  # exactly at the budget runs
+    assert writer.sync(S.budget, "run") == (750_000, 750_000)
+    # Settled below the estimate: the difference is free again. A second budget over the same jobs
+    # starts from what they already cost.
+    first = results[0]
+    assert writer.sync(S.move, first.key, first.fence, S.GENERATED, reserve=0, spend=100_000)
+    assert writer.sync(S.budget, "run")[0] == 600_000
+    writer.sync(S.join_budget, "rerun", 1_000_000, keys)
+    assert writer.sync(S.budget, "rerun") == (600_000, 1_000_000)
 
 
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+def test_a_stale_fence_changes_nothing(writer, four_jobs):
+    writer.sync(S.record_plan, four_jobs, {})
+    [claim] = writer.sync(S.claim, "old", _candidates(four_jobs)[:1], {"runway": 5}, {}, None)
+    new = writer.sync(S.adopt, claim.key, claim.fence, "new")
+    assert new == S.Fence("new", 2)
+    assert not writer.sync(S.move, claim.key, claim.fence, S.SUBMITTING)  # the old owner is fenced out
+    assert writer.sync(S.adopt, claim.key, claim.fence, "third") is None  # the takeover already happened
+    assert writer.sync(S.move, claim.key, new, S.SUBMITTING)
+    assert writer.sync(S.job, claim.key)["state"] == S.SUBMITTING
 
 
-def test_jobs_of_a_dead_process_free_their_slot_and_can_be_adopted(ledger, four_jobs):
-    sweep = ledger.record_plan(four_jobs, {})
-    key = four_jobs.jobs[0].key
-    ledger.claim(key, provider_limit=1, model_limit=None, budget_usd=None, sweep_id=sweep)
-    assert ledger.in_flight("runway") == 1
-    ledger.update(key, owner=f"{S.HOST}:{_dead_pid()}")
-    assert ledger.in_flight("runway") == 0
-    assert ledger.adopt(key)["owner"] == S.this_owner()
-
-
-def test_a_live_owner_keeps_its_job(ledger, four_jobs):
-    sweep = ledger.record_plan(four_jobs, {})
-    key = four_jobs.jobs[0].key
-    ledger.claim(key, provider_limit=1, model_limit=None, budget_usd=None, sweep_id=sweep)
-    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
-        ledger.update(key, owner=f"{S.HOST}:{sleeper.pid}")
-        assert ledger.adopt(key) is None
-        assert ledger.in_flight("runway") == 1
-    finally:
-        sleeper.kill()
-        sleeper.wait()
-
-
-def _claim_all(path: str, keys: list[str], sweep: str, start, results) -> None:
-    s = Store(path)
+def _claim_all(path: str, candidates, start, results) -> None:
+    w = Writer(path)
     start.wait()
-    granted = [k for k in keys if s.claim(k, provider_limit=3, model_limit=None, budget_usd=None, sweep_id=sweep).granted]
+    granted = [r.key for c in candidates for r in w.sync(S.claim, f"p{id(w)}", [c], {"runway": 3}, {}, None) if r.fence]
     results.put(granted)
-    s.close()
+    w.close()
 
 
 def test_concurrent_processes_never_exceed_the_limit(tmp_path):
     many = plan(["model=gen4_turbo", "prompt_set=animate", "sweep.duration=[2,3,4,5,6,7,8,9,10]"])
     path = str(tmp_path / "shared.db")
-    s = Store(path)
-    sweep = s.record_plan(many, {})
-    keys = [j.key for j in many.jobs]
+    w = Writer(path)
+    w.sync(S.record_plan, many, {})
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_claim_all, args=(path, keys, sweep, start, results)) for _ in range(4)]
+    procs = [ctx.Process(target=_claim_all, args=(path, _candidates(many), start, results)) for _ in range(4)]
     for p in procs:
         p.start()
     start.set()
-    granted = [k for _ in procs for k in results.get(timeout=60)]
+    granted = [k for _ in procs for k in results.get(timeout=120)]
     for p in procs:
         p.join(timeout=60)
-    # Each claiming process has exited, so count what they claimed from the rows themselves.
-    claimed = [row for row in s.jobs(keys) if row["state"] == S.SUBMITTING]
+    claimed = [row for row in w.sync(S.rows) if row["state"] == S.CLAIMED]
     assert len(granted) == len(claimed) == 3
-    s.close()
+    w.close()
+
+
+def test_a_failing_change_does_not_undo_the_others_in_its_batch(writer, four_jobs):
+    writer.sync(S.record_plan, four_jobs, {})
+
+    def broken(conn):
+        conn.execute("update jobs set prompt_id = 'changed'")
+        raise ValueError("refused")
+
+    futures = [writer.submit(S.reopen, "nope", [S.FAILED], ""), writer.submit(broken), writer.submit(S.owner_gone, "x")]
+    assert futures[0].result() is False and futures[2].result() is None
+    with pytest.raises(ValueError):
+        futures[1].result()
+    assert {row["prompt_id"] for row in writer.sync(S.rows)} != {"changed"}
+
+
+def test_a_locked_ledger_makes_the_writer_wait_not_fail(tmp_path, four_jobs):
+    path = tmp_path / "locked.db"
+    waits: list[float] = []
+    w = Writer(path, on_wait=waits.append)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    future = w.submit(S.record_plan, four_jobs, {})
+    release = threading.Event()
+
+    def hold():
+        while not waits:  # until the writer has said it is waiting (past its busy timeout)
+            release.wait(0.05)
+        other.execute("COMMIT")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert future.result(timeout=120)
+    holder.join()
+    assert waits and len(w.sync(S.rows)) == len(four_jobs.jobs)
+    other.close()
+    w.close()
 
 
 def test_every_column_is_documented(tmp_path):
     doc = (Path(__file__).parent.parent / "docs" / "ledger.md").read_text()
-    s = Store(tmp_path / "doc.db")
-    for table in s.db.table_names():
-        for column in s.db[table].columns_dict:
+    db = sqlite_utils.Database(S.open_ledger(tmp_path / "doc.db"))
+    for table in db.table_names():
+        for column in db[table].columns_dict:
             assert f"`{column}`" in doc or f"`{table}.{column}`" in doc, (table, column)
-    s.close()

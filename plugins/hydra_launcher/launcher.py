@@ -12,16 +12,17 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import plugins
-from runner.app import fail
+from runner.app import COMMAND, fail
 from runner.errors import UserError
 from runner.plan import Plan, build_plan
 from runner.report import format_plan
-from runner.run import execute
+from runner.run import check_budget, execute
 
 #: Settings that belong to the run, not to a sweep point: they cannot differ between points.
 RUN_SETTINGS = (
-    "providers", "state_dir", "db", "outputs_dir", "dry_run", "budget_usd", "simulate", "sim_config", "max_attempts",
-    "retry_failed", "job_timeout_s", "cancel_on_interrupt", "quiet",
+    "providers", "state_dir", "db", "outputs_dir", "dry_run", "budget_usd", "prices", "allow_unpriced", "simulate",
+    "sim_config", "max_attempts", "retry_failed", "regenerate_lost", "max_outage_s", "job_timeout_s",
+    "cancel_on_interrupt", "quiet",
 )
 
 
@@ -57,15 +58,11 @@ class RunnerLauncher(Launcher):
             first = points[0][1]
             _same_run_settings(points)
             print(format_plan(merged))
-            if first.budget_usd is not None and merged.total > first.budget_usd:
-                raise UserError(
-                    f"the estimated total ${merged.total:.2f} is over budget_usd={first.budget_usd}; "
-                    f"raise budget_usd or plan fewer jobs (nothing was submitted)"
-                )
+            check_budget(merged, first.budget_usd, first.allow_unpriced)
             status = 0
             if not first.dry_run:
                 config = {"points": [OmegaConf.to_container(cfg, resolve=True) for _, cfg, _ in points]}
-                status = execute(first, merged, config, sys.argv[1:])
+                status = execute(first, merged, config, COMMAND or sys.argv[1:])
         except UserError as exc:
             fail(str(exc))
         if status:

@@ -10,8 +10,7 @@ from importlib.resources import files
 
 from runner.config import ProviderConf
 from runner.hookspecs import hookimpl
-from runner.inputs import replace_inputs
-from runner.providers import Handle, Job, Provider, ProviderError, Status, json_body, output_urls
+from runner.providers import Handle, Job, Provider, ProviderError, Result, Status, json_object, output_urls
 
 
 class Acme(Provider):
@@ -26,12 +25,16 @@ class Acme(Provider):
         return f"{self.settings.base_url.rstrip('/')}/v1/{path}"
 
     async def submit(self, job: Job) -> Handle:
-        body = replace_inputs(job.payload, {f.sha256: f.data_uri() for f in job.inputs})
-        data = json_body(await self.http("POST", self._url(job.endpoint), json={"model": job.model_id, **body}, submitting=True))
-        return Handle(task_id=data["id"])
+        if not job.prepared:  # inputs inline as data URIs: the base class's prepare()
+            job = await self.prepare(job)
+        response = await self.http("POST", self._url(job.endpoint), json={"model": job.model_id, **job.payload}, submitting=True)
+        data = json_object(response, submitting=True)
+        if "id" not in data:
+            raise ProviderError(f"Acme accepted the generation but sent no id: {data!r}", kind="retryable", maybe_accepted=True)
+        return Handle(task_id=str(data["id"]))
 
     async def poll(self, handle: Handle) -> Status:
-        data = json_body(await self.http("GET", self._url(f"generations/{handle.task_id}")))
+        data = json_object(await self.http("GET", self._url(f"generations/{handle.task_id}")))
         state = data["state"]
         if state == "done":
             return Status("succeeded", detail=state, outputs=(data["video_url"],))
@@ -41,15 +44,16 @@ class Acme(Provider):
             return Status("canceled", detail=state)
         return Status("queued" if state == "queued" else "running", detail=state)
 
-    async def result(self, handle: Handle, job: Job) -> list[str]:
-        data = json_body(await self.http("GET", self._url(f"generations/{handle.task_id}")))
+    async def result(self, handle: Handle, job: Job) -> Result:
+        data = json_object(await self.http("GET", self._url(f"generations/{handle.task_id}")))
         urls = output_urls(data, job.output_paths)
         if not urls:
             raise ProviderError(f"generation {handle.task_id} has no video", kind="permanent")
-        return urls
+        return Result(tuple(urls))
 
-    async def cancel(self, handle: Handle) -> None:
-        await self.http("DELETE", self._url(f"generations/{handle.task_id}"), ok=(404,))
+    async def cancel(self, handle: Handle) -> bool:
+        response = await self.http("DELETE", self._url(f"generations/{handle.task_id}"), ok=(404, 409))
+        return response.status_code < 300  # 409: it had already finished; 404: gone
 
 
 @hookimpl

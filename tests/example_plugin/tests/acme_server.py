@@ -82,6 +82,9 @@ class AcmeServer:
                 if gen is None:
                     self._send(404, {"error": "no such generation"})
                     return
+                if time.monotonic() - gen["created"] >= 0.3 and not gen["canceled"]:
+                    self._send(409, {"error": "generation already done"})
+                    return
                 gen["canceled"] = True
                 self._send(204)
 

@@ -1,0 +1,404 @@
+"""One job's way from a claimed slot to a file on disk, with every fault kept inside the job.
+
+Generation and collection are separate. Up to the provider saying the generation succeeded, a
+failure may start a new generation (a new charge, counted in `attempts`). From then on the job is
+paid for: it is settled at once, its task id is kept for good, and fetching the result and
+downloading are collection, retried on the same task, by this run or any later plain rerun. Only the
+provider saying the output is gone makes a job `lost`.
+
+Every step is committed before the next external one: `submitting` right before the create request
+leaves (so only a job whose request may have left is ever counted as a possible duplicate), the task
+id right after the answer. Every write is fenced by (owner, lease): if another process took the job
+over, the write changes nothing and the driver lets go (LostJob).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from runner import store as S
+from runner.catalog import Catalog
+from runner.inputs import InputChanged, InputFile
+from runner.money import to_micros
+from runner.progress import bucket
+from runner.outputs import EnvironmentFault, clear_partials, download, output_path
+from runner.providers import GenerationFailed, Handle, Job, ProviderError, Result, Status, make_job
+
+if TYPE_CHECKING:
+    from runner.engine import Engine, Lane
+
+FIRST_POLL_CAP_S = 600.0
+
+
+class LostJob(Exception):
+    """Another process holds this job now; this one must not touch it."""
+
+
+@dataclass(eq=False)
+class Tracked:
+    """A job as this process knows it: its ledger row (kept current) and its fence while driven."""
+
+    row: dict[str, Any]
+    fence: S.Fence | None = None
+
+    @property
+    def key(self) -> str:
+        return self.row["key"]
+
+
+class Driver:
+    def __init__(self, engine: "Engine", catalog: Catalog, downloads: httpx.AsyncClient, notify: Any):
+        self.engine = engine
+        self.catalog = catalog
+        self.downloads = downloads
+        self.notify = notify
+        self.learned: dict[str, tuple[float, float] | None] = {}  # model id -> (typical, longest) latency
+        self.overdue: dict[str, str] = {}  # key -> why it is only followed at leisure now
+
+    # -- entry points -------------------------------------------------------------------------------
+
+    async def claimed(self, job: Tracked) -> None:
+        """A job this process just claimed (a slot and its budget held): prepare, send, follow."""
+        await self._guard(job, self._send(job))
+
+    async def resume(self, job: Tracked) -> None:
+        """A job taken over from a process that is gone: carry on from the step it had reached."""
+        await self._guard(job, self._resume(job))
+
+    async def _resume(self, job: Tracked) -> None:
+        state = job.row["state"]
+        if state == S.CLAIMED:  # nothing was sent: not ambiguous
+            await self._release(job, "taken over before anything was sent")
+        elif state == S.SUBMITTING:  # the create request may have reached the provider
+            await self._ambiguous(job, "the runner that was submitting it stopped before the answer was recorded")
+            await self._send(job)
+        elif state == S.SUBMITTED:
+            await self._follow(job, self._handle(job), resumed=True)
+        elif state == S.GENERATED:
+            await self._collect(job, self._handle(job))
+
+    async def _guard(self, job: Tracked, step: Any) -> None:
+        """Faults stay in the job: anything unexpected is recorded on it, and the job is left where
+        a rerun carries it on (a claimed job goes back to planned; anything at the provider waits)."""
+        try:
+            await step
+        except (LostJob, EnvironmentFault, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            message = f"unexpected {type(exc).__name__}: {exc}"
+            if job.row["state"] == S.CLAIMED:
+                await self._release(job, message)
+            else:
+                await self._move(job, None, message, error_class="unexpected", error=message)
+                self.engine.park(job.key, message)
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    async def _send(self, job: Tracked) -> None:
+        lane = self._lane(job)
+        spec = self._spec(job)
+        sends = 0
+        while True:
+            try:
+                prepared = await self._retrying(lane, lambda: lane.provider.prepare(spec))
+            except InputChanged as exc:
+                return await self._finish_failed(job, str(exc), "permanent")
+            except ProviderError as exc:
+                return await self._not_sent(job, exc)
+            await self._move(job, S.SUBMITTING)  # committed before the request leaves
+            sends += 1
+            try:
+                handle = await lane.provider.submit(prepared)
+            except ProviderError as exc:
+                if not exc.maybe_accepted:
+                    return await self._not_sent(job, exc)
+                lane.reached()
+                await self._ambiguous(job, exc.message)
+                if exc.kind == "permanent" or self._too_many_unanswered(job, lane):
+                    return await self._finish_failed(job, exc.message, exc.kind)
+                if sends >= lane.conf.retry.max_attempts or self.engine.stopping:
+                    return await self._release(job, exc.message, backoff=True)
+                await asyncio.sleep(self._hold_s(job, lane, exc))
+                continue
+            except (InputChanged, EnvironmentFault):
+                raise
+            except Exception as exc:  # a plugin's bug reading the answer: the task may exist
+                message = f"unexpected {type(exc).__name__} while submitting: {exc}"
+                await self._ambiguous(job, message)
+                return await self._finish_failed(job, message, "permanent")
+            lane.reached()
+            break
+        attempts = (job.row["attempts"] or 0) + 1
+        await self._move(job, S.SUBMITTED, f"task {handle.task_id}", task_id=handle.task_id, task_urls=json.dumps(handle.urls),
+                         submitted_at=time.time(), attempts=attempts, provider_status=None, progress=None)
+        self.notify("submitted", job.row, handle.task_id)
+        await self._follow(job, handle, submitted=time.monotonic())
+
+    def _too_many_unanswered(self, job: Tracked, lane: "Lane") -> bool:
+        """A job whose submissions keep going unanswered stops: each one may be a paid generation."""
+        return (job.row["possible_duplicates"] or 0) >= self.engine.options.max_attempts * lane.conf.retry.max_attempts
+
+    async def _not_sent(self, job: Tracked, exc: ProviderError) -> None:
+        """Nothing reached the provider (or it refused before starting anything): not a generation."""
+        lane = self._lane(job)
+        if exc.status in (401, 403):
+            lane.stopped = lane.stopped or f"{lane.provider.name} refused the API key: {exc.message}"
+            return await self._release(job, exc.message)
+        if exc.kind == "permanent":
+            return await self._finish_failed(job, exc.message, "permanent")
+        if exc.never_sent:
+            lane.unreachable(self.engine.options.max_outage_s)
+        if exc.retry_after is not None and exc.retry_after > lane.conf.retry.backoff_max_s * 10:
+            lane.stopped = lane.stopped or f"{lane.provider.name} asks to wait {exc.retry_after:.0f} s: {exc.message}"
+        await self._release(job, exc.message, backoff=True, after=exc.retry_after)
+
+    async def _ambiguous(self, job: Tracked, message: str) -> None:
+        """A create request whose answer never arrived may have started a paid generation the ledger
+        cannot follow: count it once, and hold its estimate against the budget."""
+        await self._move(job, None, f"possible duplicate charge: {message}",
+                         possible=job.row["est_micros"] or 0, possible_duplicates=(job.row["possible_duplicates"] or 0) + 1)
+
+    def _hold_s(self, job: Tracked, lane: "Lane", exc: ProviderError) -> float:
+        """Before sending again after an ambiguous send, wait as long as the untracked task may run
+        (it may hold one of the account's slots) or as the provider asks, whichever is longer."""
+        learned = self.learned.get(job.row["model_id"])
+        hold = learned[1] if learned else lane.conf.min_poll_interval_s
+        return min(max(hold, exc.retry_after or 0.0, self._backoff(lane, 1)), self.engine.options.job_timeout_s)
+
+    # -- following ----------------------------------------------------------------------------------
+
+    async def _follow(self, job: Tracked, handle: Handle, resumed: bool = False, submitted: float | None = None) -> None:
+        """Poll a task until it ends; never faster than the provider allows."""
+        lane = self._lane(job)
+        interval = lane.conf.min_poll_interval_s
+        delay = interval if resumed else self._first_poll_delay(job, interval)
+        deadline = (job.row["submitted_at"] or time.time()) + self.engine.options.job_timeout_s
+        last_seen_running = submitted
+        while True:
+            await asyncio.sleep(delay)
+            delay = interval if job.key not in self.overdue else max(60.0, 10 * interval)
+            try:
+                status = await self._retrying(lane, lambda: lane.provider.poll(handle))
+            except ProviderError as exc:
+                if exc.status in (404, 410):
+                    return await self._finish_failed(job, f"task {handle.task_id} no longer exists at the provider", "permanent",
+                                                     release=True, possible=job.row["est_micros"] or 0)
+                if exc.kind == "permanent":
+                    if exc.status in (401, 403):
+                        lane.stopped = lane.stopped or f"{lane.provider.name} refused the API key: {exc.message}"
+                    return await self._park(job, f"polling failed: {exc.message}")
+                lane.unreachable(self.engine.options.max_outage_s)
+                if lane.stopped:
+                    return await self._park(job, f"polling failed: {exc.message}")
+                continue  # it still runs at the provider
+            lane.reached()
+            if status.state in ("queued", "running"):
+                last_seen_running = time.monotonic() if submitted is not None else None
+                if (status.detail, status.progress) != (job.row["provider_status"], job.row["progress"]):
+                    before = bucket(S.SUBMITTED, job.row["provider_status"])
+                    job.row.update(provider_status=status.detail, progress=status.progress)
+                    self.engine.db.submit(S.move, job.key, job.fence, None, "", provider_status=status.detail, progress=status.progress)
+                    if bucket(S.SUBMITTED, status.detail) != before:
+                        self.engine.changed(before, bucket(S.SUBMITTED, status.detail))
+                if time.time() > deadline and job.key not in self.overdue:
+                    await self._past_deadline(job, status)
+                continue
+            self.overdue.pop(job.key, None)
+            if submitted is not None:
+                self._learn(job, (last_seen_running or submitted) - submitted, time.monotonic() - submitted)
+            if status.state == "succeeded":
+                return await self._succeeded(job, handle, status)
+            if status.state == "canceled":
+                return await self._canceled(job, status.cost_usd)
+            return await self._generation_failed(job, status.error or "failed", status.error_kind or "retryable", status.cost_usd)
+
+    async def _past_deadline(self, job: Tracked, status: Status) -> None:
+        """Past job_timeout_s: give the slot back (the run must not wait on it) and follow it slowly."""
+        reason = f"passed job_timeout_s ({self.engine.options.job_timeout_s:g} s); still {status.detail} at the provider"
+        self.overdue[job.key] = reason
+        await self._slot_released(job, reason)
+
+    def _first_poll_delay(self, job: Tracked, interval: float) -> float:
+        """From the model's typical latency as runners measured it, so a slow model is not polled needlessly."""
+        learned = self.learned.get(job.row["model_id"])
+        return interval if not learned else min(FIRST_POLL_CAP_S, max(interval, 0.8 * learned[0]))
+
+    def _learn(self, job: Tracked, low_s: float, high_s: float) -> None:
+        model_id = job.row["model_id"]
+        before = self.learned.get(model_id)
+        self.learned[model_id] = (low_s, high_s) if not before else (0.8 * before[0] + 0.2 * low_s, max(before[1], high_s))
+        self.engine.db.submit(S.note_latency, model_id, low_s, high_s)
+
+    # -- outcomes -------------------------------------------------------------------------------------
+
+    async def _succeeded(self, job: Tracked, handle: Handle, status: Status) -> None:
+        """Generated and paid for: settle it now and keep the task for good, then collect."""
+        lane = self._lane(job)
+        result = Result(status.outputs, status.cost_usd)
+        if not result.outputs:
+            try:
+                result = await self._retrying(lane, lambda: lane.provider.result(handle, self._spec(job)))
+            except GenerationFailed as exc:
+                return await self._generation_failed(job, exc.message, exc.kind, exc.cost_usd, exc.may_be_billed)
+            except ProviderError as exc:
+                if exc.status in (404, 410):
+                    return await self._lost(job, f"the provider no longer has the result: {exc.message}", settle=True)
+                await self._slot_released(job, f"result not fetched yet: {exc.message}")
+                return await self._park(job, f"finished at the provider, result not fetched yet: {exc.message}")
+        cost = result.cost_usd if result.cost_usd is not None else status.cost_usd
+        spend = to_micros(cost) if cost is not None else (job.row["est_micros"] or 0)
+        await self._move(job, S.GENERATED, "generated", reserve=0, spend=spend, holds_slot=0, output_url=result.outputs[0],
+                         provider_status=status.detail, progress=1.0, finished_at=time.time(), error=None, error_class=None)
+        self.notify("generated", job.row, "")
+        await self._collect(job, handle)
+
+    async def _collect(self, job: Tracked, handle: Handle) -> None:
+        """Download the output to disk; an expired URL is renewed from the provider, a failed
+        transfer retried. What this run cannot collect stays `generated` for the next one."""
+        lane = self._lane(job)
+        row = job.row
+        path = output_path(self.engine.options.outputs_dir, row["sweep"], row["model"], row["prompt_id"], row["key"], row["extension"])
+        clear_partials(path)
+        url, renewed, problem = row["output_url"], False, ""
+        for attempt in range(1, lane.conf.retry.max_attempts + 1):
+            try:
+                got = await download(self.downloads, url, path, tag=f"{job.fence.owner}-{job.fence.lease}-{attempt}")
+            except ProviderError as exc:
+                problem = exc.message
+                if exc.kind == "permanent" and exc.status in (401, 403, 404, 410):
+                    if renewed and exc.status in (404, 410):
+                        return await self._lost(job, f"the provider's output file is gone: {exc.message}")
+                    try:
+                        url = (await self._retrying(lane, lambda: lane.provider.result(handle, self._spec(job)))).outputs[0]
+                    except ProviderError as again:
+                        if again.status in (404, 410):
+                            return await self._lost(job, f"the provider no longer has the output: {again.message}")
+                        problem = again.message
+                        break
+                    renewed = True
+                    self.engine.db.submit(S.move, job.key, job.fence, None, "output URL renewed", output_url=url)
+                    continue
+                await asyncio.sleep(self._backoff(lane, attempt))
+                continue
+            await self._move(job, S.DOWNLOADED, str(got.path), output_path=str(got.path), output_bytes=got.size,
+                             output_sha256=got.sha256, error=None, error_class=None)
+            self.notify("downloaded", job.row, str(got.path))
+            return
+        await self._park(job, f"paid for, not collected yet: download failed: {problem}")
+
+    async def _generation_failed(self, job: Tracked, message: str, kind: str, cost: Decimal | None,
+                                 may_be_billed: bool = False) -> None:
+        """A generation ended without output: a new generation if allowed (a new charge), else failed."""
+        spend = to_micros(cost) or 0
+        possible = (job.row["est_micros"] or 0) if cost is None and may_be_billed else 0
+        attempts = job.row["attempts"] or 0
+        if kind != "permanent" and attempts < self.engine.options.max_attempts:
+            await self._move(job, S.PLANNED, f"attempt {attempts} failed, will retry: {message}", reserve=0, spend=spend,
+                             possible=possible, holds_slot=0, error_class=kind, error=message, task_id=None, task_urls=None)
+            self.engine.retry_later(job.key, self._backoff(self._lane(job), attempts))
+            return
+        await self._finish_failed(job, message, kind, spend=spend, possible=possible)
+
+    async def _canceled(self, job: Tracked, cost: Decimal | None) -> None:
+        """Canceled at the provider: settled at its bill, or at the estimate if it may have run."""
+        queued = bucket(S.SUBMITTED, job.row["provider_status"]) == "queued"
+        spend = to_micros(cost) if cost is not None else (0 if queued else job.row["est_micros"] or 0)
+        await self._move(job, S.CANCELED, "canceled at the provider", reserve=0, spend=spend, holds_slot=0, finished_at=time.time())
+        self.notify("canceled", job.row, "")
+
+    async def cancel(self, job: Tracked) -> bool:
+        """Cancel a task this process holds at the provider (cancel_on_interrupt); False when it had
+        already finished: then it is paid for and is collected as usual by a rerun."""
+        lane = self._lane(job)
+        if not await lane.provider.cancel(self._handle(job)):
+            return False
+        await self._canceled(job, None)
+        return True
+
+    async def _lost(self, job: Tracked, reason: str, settle: bool = False) -> None:
+        await self._move(job, S.LOST, reason, reserve=0, spend=(job.row["est_micros"] or 0) if settle else 0,
+                         holds_slot=0, error_class="lost", error=reason, finished_at=time.time())
+        self.notify("lost", job.row, reason)
+
+    async def _finish_failed(self, job: Tracked, message: str, kind: str, *, spend: int = 0, possible: int = 0) -> None:
+        await self._move(job, S.FAILED, message, reserve=0, spend=spend, possible=possible, holds_slot=0,
+                         error_class=kind, error=message, finished_at=time.time())
+        self.notify("failed", job.row, message)
+
+    async def _release(self, job: Tracked, reason: str, backoff: bool = False, after: float | None = None) -> None:
+        """Back to `planned`, its slot and reservation freed: nothing was generated for it."""
+        await self._move(job, S.PLANNED, reason, reserve=0, holds_slot=0, error=reason, error_class="retryable")
+        if not self.engine.stopping and not self._lane(job).stopped:
+            self.engine.retry_later(job.key, after if after is not None else self._backoff(self._lane(job), 1) if backoff else 0.0)
+
+    async def _slot_released(self, job: Tracked, reason: str) -> None:
+        if job.row["holds_slot"]:
+            await self._move(job, None, reason, holds_slot=0)
+
+    async def _park(self, job: Tracked, reason: str) -> None:
+        await self._move(job, None, reason, error=reason)
+        self.engine.park(job.key, reason)
+
+    # -- plumbing -----------------------------------------------------------------------------------
+
+    async def _move(self, job: Tracked, state: str | None, detail: str = "", **fields: Any) -> bool:
+        """A fenced change of the job, committed before the caller goes on; LostJob if fenced out."""
+        if not await self.engine.db(S.move, job.key, job.fence, state, detail, **fields):
+            raise LostJob(job.key)
+        row = job.row
+        before = bucket(row["state"], row["provider_status"])
+        if fields.get("holds_slot") == 0 and row["holds_slot"]:
+            self._lane(job).held -= 1
+            self.engine.wake()
+        if "reserve" in fields:
+            row["reserved_micros"] = fields.pop("reserve")
+            self.engine.money_freed()
+        spend = fields.pop("spend", 0)
+        row["spent_micros"] = (row["spent_micros"] or 0) + spend
+        row["possible_micros"] = (row["possible_micros"] or 0) + fields.pop("possible", 0)
+        row.update(fields)
+        if state is not None:
+            row["state"] = state
+        after = bucket(row["state"], row["provider_status"])
+        if after != before or spend:
+            self.engine.changed(before, after, spend)
+        return True
+
+    def _lane(self, job: Tracked) -> "Lane":
+        return self.engine.lanes[job.row["provider"]]
+
+    def _spec(self, job: Tracked) -> Job:
+        row = job.row
+        inputs = tuple(InputFile(**f) for f in json.loads(row["inputs"]))
+        return make_job(row["key"], self.catalog.models[row["model"]], row["endpoint"], json.loads(row["payload"]), inputs)
+
+    @staticmethod
+    def _handle(job: Tracked) -> Handle:
+        return Handle(job.row["task_id"], json.loads(job.row["task_urls"] or "{}"))
+
+    @staticmethod
+    def _backoff(lane: "Lane", attempt: int) -> float:
+        """Exponential backoff with full jitter."""
+        ceiling = min(lane.conf.retry.backoff_max_s, lane.conf.retry.backoff_base_s * 2 ** max(0, attempt - 1))
+        return random.uniform(0, ceiling)
+
+    async def _retrying(self, lane: "Lane", call: Any) -> Any:
+        """A call that starts nothing at the provider (prepare, poll, result), retried on 429, 5xx
+        and network errors with backoff, honouring Retry-After."""
+        for attempt in range(1, lane.conf.retry.max_attempts + 1):
+            try:
+                return await call()
+            except ProviderError as exc:
+                if exc.kind == "permanent" or attempt == lane.conf.retry.max_attempts or self.engine.stopping:
+                    raise
+                wait = exc.retry_after if exc.retry_after is not None else self._backoff(lane, attempt)
+                await asyncio.sleep(min(wait, lane.conf.retry.backoff_max_s))
+        raise AssertionError("unreachable")

@@ -1,0 +1,140 @@
+"""The ledger's one writer: a thread that runs every change in short, batched transactions.
+
+The event loop never touches SQLite: it hands a change (a function of `runner.store` and its
+arguments) to this thread and awaits the result. The thread takes everything queued, runs it in one
+`BEGIN IMMEDIATE` transaction (each change in its own savepoint, so one failing change does not undo
+the others), commits, and only then answers: a job's step is on disk before the engine acts on it.
+
+A ledger locked by another process makes the run wait, saying so, never crash: the busy timeout is
+short and retried for as long as it takes. Errors SQLite cannot wait out (disk full, I/O error, a
+read-only file) fail the changes with `LedgerUnusable`, an environment fault the engine stops on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from runner.store import open_ledger
+
+T = TypeVar("T")
+BATCH = 512  # changes per transaction at most: a commit every few ms under load
+
+
+@dataclass(frozen=True)
+class _Change:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    future: Future[Any]
+
+
+class LedgerUnusable(Exception):
+    """The ledger cannot be written (disk full, I/O error, permissions): nothing more can be recorded."""
+
+
+class Writer:
+    def __init__(self, path: str | Path, on_wait: Callable[[float], None] = lambda seconds: None):
+        self.path = Path(path)
+        self.on_wait = on_wait  # told how long the ledger has been locked by another process
+        self.conn = open_ledger(self.path)
+        self._queue: queue.SimpleQueue[_Change | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="runner-ledger", daemon=True)
+        self._thread.start()
+
+    # -- the caller's side --------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        """Queue `fn(conn, *args, **kwargs)`; its future resolves once the transaction holding it committed."""
+        future: Future[T] = Future()
+        self._queue.put(_Change(fn, args, kwargs, future))
+        return future
+
+    async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+
+    def sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """For code outside the event loop (setup, summaries)."""
+        return self.submit(fn, *args, **kwargs).result()
+
+    def close(self) -> None:
+        """Finish what is queued, then close the connection."""
+        self._queue.put(None)
+        self._thread.join()
+        self.conn.close()
+
+    # -- the thread ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            batch = [item]
+            while len(batch) < BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._queue.put(None)  # close after this batch
+                    break
+                batch.append(more)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Change]) -> None:
+        try:
+            self._begin()
+            outcomes: list[tuple[bool, Any]] = []
+            for change in batch:
+                self.conn.execute("SAVEPOINT change")
+                try:
+                    outcomes.append((True, change.fn(self.conn, *change.args, **change.kwargs)))
+                    self.conn.execute("RELEASE change")
+                except sqlite3.OperationalError:
+                    raise  # the database itself failed: the whole batch is in doubt
+                except Exception as exc:  # a bug or a refused change: only this change is undone
+                    self.conn.execute("ROLLBACK TO change")
+                    self.conn.execute("RELEASE change")
+                    outcomes.append((False, exc))
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            failure = LedgerUnusable(f"the ledger {self.path} cannot be written: {exc}")
+            for change in batch:
+                _answer(change.future, False, failure)
+            return
+        for (ok, value), change in zip(outcomes, batch):
+            _answer(change.future, ok, value)
+
+    def _begin(self) -> None:
+        """BEGIN IMMEDIATE, waiting as long as another process holds the ledger."""
+        started = time.monotonic()
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                self.on_wait(time.monotonic() - started)
+
+
+def _answer(future: Future[Any], ok: bool, value: Any) -> None:
+    """Resolve a change's future. A caller that stopped waiting (its task was cancelled at an
+    interrupt) still had its change applied: that is the point of queueing it."""
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
