@@ -3,87 +3,15 @@ twice, concurrency limits across processes, the budget cap, and interrupts."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
 import signal
-import sqlite3
-import subprocess
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from runner.inputs import InputFile, replace_inputs
-from runner.sim import SimConfig, Simulator, payload_sha256, read_ledger
-from runner.sim.media import mp4_info
+from runner.sim import SimConfig, Simulator, read_ledger
 from tests.conftest import run_cli
-
-KEYLESS = ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
-
-
-def sim_args(sim: Simulator, poll: float = 0.05, **concurrency: int) -> list[str]:
-    args = [
-        f"providers.runway.base_url={sim.runway_url}",
-        f"providers.fal.base_url={sim.fal_url}",
-        f"providers.runway.min_poll_interval_s={poll}",
-        f"providers.fal.min_poll_interval_s={poll}",
-        "providers.runway.retry.backoff_base_s=0.05",
-        "providers.fal.retry.backoff_base_s=0.05",
-        "providers.runway.request_timeout_s=5",
-        "providers.fal.request_timeout_s=5",
-    ]
-    args += [f"providers.{name}.concurrency={n}" for name, n in concurrency.items()]
-    return args
-
-
-def sim_env(sim: Simulator) -> dict[str, str]:
-    return {"RUNWAYML_API_SECRET": sim.keys["runway"], "FAL_KEY": sim.keys["fal"]}
-
-
-def ledger_rows(folder: Path) -> list[dict]:
-    conn = sqlite3.connect(folder / ".runner" / "ledger.db")
-    conn.row_factory = sqlite3.Row
-    rows = [dict(r) for r in conn.execute("select * from jobs")]
-    conn.close()
-    return rows
-
-
-def assert_complete(folder: Path, expected_jobs: int) -> list[dict]:
-    """Every job downloaded once: its file on disk with the ledger's sha256, no partial files."""
-    rows = ledger_rows(folder)
-    assert len(rows) == expected_jobs
-    assert Counter(r["state"] for r in rows) == {"downloaded": expected_jobs}, Counter(r["state"] for r in rows)
-    for row in rows:
-        path = folder / row["output_path"]
-        data = path.read_bytes()
-        assert hashlib.sha256(data).hexdigest() == row["output_sha256"] and len(data) == row["output_bytes"]
-        assert mp4_info(data)["codec"] == "avc1"
-    files = [p for p in (folder / "outputs").rglob("*") if p.is_file()]
-    assert len(files) == expected_jobs and not [p for p in files if p.suffix == ".part"]
-    return rows
-
-
-def submitted_body(row: dict) -> dict:
-    """The request body the runner sent for a job (input files inline as data URIs)."""
-    inputs = [InputFile(**f) for f in json.loads(row["inputs"])]
-    body = replace_inputs(json.loads(row["payload"]), {f.sha256: f.data_uri() for f in inputs})
-    return {"model": row["model_id"], **body} if row["provider"] == "runway" else body
-
-
-def assert_no_paid_twice(sim: Simulator, rows: list[dict]) -> None:
-    """Each job reached the provider once, unless the ledger owns up to a possible duplicate, and
-    the task the ledger recorded is one the provider accepted."""
-    entries = sim.ledger()
-    by_payload = Counter((entry["endpoint"], entry["payload_sha256"]) for entry in entries)
-    for row in rows:
-        sent = by_payload[row["endpoint"], payload_sha256(submitted_body(row))]
-        assert 1 <= sent <= 1 + row["possible_duplicates"], (row["model"], row["prompt_id"], sent, row["possible_duplicates"])
-    assert {row["task_id"] for row in rows} <= {entry["task_id"] for entry in entries}
-    assert len(entries) <= len(rows) + sum(row["possible_duplicates"] for row in rows)
-
+from tests.helpers import assert_complete, assert_no_paid_twice, ledger_rows, sim_args, sim_env, start, states, wait_until
 
 def test_sweep_over_two_providers_and_six_models(tmp_path, sim):
     models = "gen4_turbo,gen4.5,gen3a_turbo,kling,hailuo,pika"
@@ -92,7 +20,7 @@ def test_sweep_over_two_providers_and_six_models(tmp_path, sim):
     assert "18 jobs: 18 downloaded" in result.stdout
     rows = assert_complete(tmp_path, 18)
     assert {r["model"] for r in rows} == {"gen4_turbo", "gen4.5", "gen3a_turbo", "fal-kling-v2.1-standard", "fal-hailuo-02-standard", "fal-pika-v2.2"}
-    assert_no_paid_twice(sim, rows)
+    assert_no_paid_twice(sim.ledger(), rows, tmp_path)
     # Runway reported what it billed; the ledger settled it.
     gen4 = [r for r in rows if r["model"] == "gen4_turbo"]
     assert sorted(r["spent_micros"] for r in gen4) == [250_000, 250_000, 500_000]
@@ -100,27 +28,6 @@ def test_sweep_over_two_providers_and_six_models(tmp_path, sim):
     again = run_cli("-m", f"model={models}", "prompt_set=ads", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
     assert again.returncode == 0 and "18 jobs: 18 downloaded" in again.stdout
     assert len(sim.ledger()) == 18
-
-
-def _start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
-    full = {k: v for k, v in os.environ.items() if k not in KEYLESS} | env
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def _wait_until(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
-
-
-def _states(folder: Path) -> Counter:
-    try:
-        return Counter(r["state"] for r in ledger_rows(folder))
-    except sqlite3.Error:
-        return Counter()
 
 
 @pytest.fixture
@@ -136,9 +43,9 @@ def test_killed_at_several_points_resumes_without_paying_twice(tmp_path, slow_si
     # First, a crash while a submit is on the wire: the provider accepts the task but its answer
     # never arrives, so the ledger holds the job in `submitting`: the one possible duplicate charge.
     sim.inject("hang", on="runway.create", after_accept=True, seconds=20)
-    proc = _start(args, tmp_path, sim_env(sim))
+    proc = start(args, tmp_path, sim_env(sim))
     try:
-        _wait_until(lambda: any(e["provider"] == "runway" for e in sim.ledger()) or proc.poll() is not None)
+        wait_until(lambda: any(e["provider"] == "runway" for e in sim.ledger()) or proc.poll() is not None)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -150,16 +57,16 @@ def test_killed_at_several_points_resumes_without_paying_twice(tmp_path, slow_si
         lambda s: s["downloaded"] >= 6,
     ]
     for reached in kill_points:
-        proc = _start(args, tmp_path, sim_env(sim))
+        proc = start(args, tmp_path, sim_env(sim))
         try:
-            _wait_until(lambda: reached(_states(tmp_path)) or proc.poll() is not None)
+            wait_until(lambda: reached(states(tmp_path)) or proc.poll() is not None)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     final = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
     assert final.returncode == 0, final.stdout + final.stderr
     rows = assert_complete(tmp_path, total)
-    assert_no_paid_twice(sim, rows)
+    assert_no_paid_twice(sim.ledger(), rows, tmp_path)
     assert sum(r["possible_duplicates"] for r in rows) >= 1
     assert "possible duplicate charges" in final.stdout
 
@@ -167,14 +74,14 @@ def test_killed_at_several_points_resumes_without_paying_twice(tmp_path, slow_si
 def test_provider_limit_holds_across_two_processes(tmp_path, slow_sim):
     sim = slow_sim
     args = ["-m", "model=gen4_turbo,hailuo", "prompt_set=animate", "sweep.duration=[6,10]", *sim_args(sim, runway=2, fal=1)]
-    first, second = _start(args, tmp_path, sim_env(sim)), _start(args, tmp_path, sim_env(sim))
+    first, second = start(args, tmp_path, sim_env(sim)), start(args, tmp_path, sim_env(sim))
     out = [p.communicate(timeout=120) for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0, [o[0][-1500:] + o[1][-1500:] for o in out]
     rows = assert_complete(tmp_path, 8)
     stats = sim.stats()["providers"]
     assert stats["runway"]["max_in_flight"] == 2
     assert stats["fal"]["max_in_flight"] == 1
-    assert_no_paid_twice(sim, rows)
+    assert_no_paid_twice(sim.ledger(), rows, tmp_path)
 
 
 def test_budget_refuses_a_sweep_estimated_over_it(tmp_path, sim):
@@ -191,8 +98,8 @@ def test_budget_refuses_a_sweep_estimated_over_it(tmp_path, sim):
 def test_interrupt_stops_submitting_and_says_how_to_resume(tmp_path, slow_sim):
     sim = slow_sim
     args = ["model=gen4_turbo", "prompt_set=animate", "sweep.duration=[4,6,8,10]", *sim_args(sim, runway=2)]
-    proc = _start(args, tmp_path, sim_env(sim))
-    _wait_until(lambda: _states(tmp_path)["submitted"] >= 2)
+    proc = start(args, tmp_path, sim_env(sim))
+    wait_until(lambda: states(tmp_path)["submitted"] >= 2)
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
@@ -237,7 +144,7 @@ def test_hydra_launchers_share_one_ledger_and_its_limits(tmp_path, slow_sim, lau
     assert result.returncode == 0, result.stdout + result.stderr
     rows = assert_complete(tmp_path, 4)
     assert sim.stats()["providers"]["runway"]["max_in_flight"] == 1
-    assert_no_paid_twice(sim, rows)
+    assert_no_paid_twice(sim.ledger(), rows, tmp_path)
 
 
 def test_expired_and_cut_downloads_are_collected_from_the_same_task(tmp_path, sim):
@@ -277,8 +184,8 @@ def test_a_job_past_its_deadline_is_reported_and_collected_later(tmp_path, slow_
 def test_interrupt_can_cancel_in_flight_tasks(tmp_path, slow_sim):
     sim = slow_sim
     args = ["model=gen4_turbo", "prompt_set=animate", "sweep.duration=[4,6,8,10]", "cancel_on_interrupt=true", *sim_args(sim, runway=2)]
-    proc = _start(args, tmp_path, sim_env(sim))
-    _wait_until(lambda: _states(tmp_path)["submitted"] >= 2)
+    proc = start(args, tmp_path, sim_env(sim))
+    wait_until(lambda: states(tmp_path)["submitted"] >= 2)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130
@@ -311,9 +218,9 @@ def test_simulate_true_resumes_after_kill_9(tmp_path):
     # simulate=true keeps the simulator's state in the state dir, as a real provider keeps tasks
     # after the runner dies: the rerun collects the tasks the killed run submitted.
     args = ["model=gen4_turbo", "prompt_set=animate", "simulate=true", "providers.runway.min_poll_interval_s=0.5"]
-    proc = _start(args, tmp_path, {})
+    proc = start(args, tmp_path, {})
     try:
-        _wait_until(lambda: _states(tmp_path)["submitted"] >= 1 or proc.poll() is not None)
+        wait_until(lambda: states(tmp_path)["submitted"] >= 1 or proc.poll() is not None)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
