@@ -34,6 +34,10 @@ def format_plan(plan: Plan) -> str:
     if plan.merged:
         total += f"; {plan.merged} repeated point{'s' if plan.merged != 1 else ''} merged into the same job"
     lines.append(total)
+    sources = sorted({f"{j.model}: {j.cost_source}" for j in plan.jobs if j.cost is not None and j.cost_source})
+    if sources:
+        lines.append(f"prices from: {'; '.join(sources)}")
+    lines += [f"warning: {warning}" for warning in plan.warnings]
     return "\n".join(lines)
 
 
