@@ -62,14 +62,16 @@ def sniff_mime(data: bytes) -> str | None:
         return "audio/wav"
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "image/gif"
-    if data[4:8] == b"ftyp":
-        return "video/quicktime" if data[8:10] == b"qt" else "video/mp4"
+    if data[4:8] == b"ftyp":  # ISO media: the brand tells M4A audio from MP4 and QuickTime video
+        return {b"M4A ": "audio/mp4", b"qt  ": "video/quicktime"}.get(data[8:12], "video/mp4")
     if data.startswith(b"\x1a\x45\xdf\xa3"):
         return "video/webm"
     if data.startswith(b"ID3") or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
         return "audio/mpeg"
     if data.startswith(b"fLaC"):
         return "audio/flac"
+    if data[:2] in (b"\xff\xf1", b"\xff\xf9"):  # ADTS, the stream form of AAC
+        return "audio/aac"
     return None
 
 
