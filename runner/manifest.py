@@ -32,7 +32,7 @@ CANONICAL_PARAMS = {
     "video": "the input video to transform or follow (a prompt's `video`)",
     "audio_input": "the input audio: speech to convert, dub or clean (a prompt's `audio_input`)",
     "reference_images": "a list of reference images (a prompt's `reference_images`)",
-    "duration": "the output length in seconds (whole seconds, e.g. 5)",
+    "duration": "the output length in seconds, e.g. 5",
     "aspect_ratio": "the output shape as a simple ratio such as 16:9 (or the provider's own value)",
     "resolution": "the output resolution such as 720p or 1080p",
     "seed": "the random seed, for repeatable results",
@@ -214,10 +214,10 @@ class UrlRules(_Strict):
 class Limits(_Strict):
     """Input limits per kind of file, and the URL rules; a model's own limits replace its provider's per entry."""
 
-    image: MediaLimits | None = None
-    video: MediaLimits | None = None
-    audio: MediaLimits | None = None
-    urls: UrlRules | None = None
+    image: MediaLimits | None = Field(None, description="Limits for image inputs.")
+    video: MediaLimits | None = Field(None, description="Limits for video inputs.")
+    audio: MediaLimits | None = Field(None, description="Limits for audio inputs.")
+    urls: UrlRules | None = Field(None, description="Which input URLs the provider fetches.")
 
 
 class Output(_Strict):
@@ -242,7 +242,7 @@ class Mode(_Strict):
     params: dict[str, ParamSpec] = Field(description="Native field name -> its spec.")
     constraints: list[Constraint] = Field(default_factory=list, description="Rules between this mode's parameters.")
     pricing: Pricing | None = Field(None, description="This mode's price, where it differs from the model's.")
-    description: str = ""
+    description: str = Field("", description="What the mode does, for people.")
 
     @model_validator(mode="after")
     def _one_field_per_canonical(self) -> "Mode":
@@ -274,7 +274,7 @@ class Model(_Strict):
 
     name: str = Field(description="What a user selects: model=<name>.")
     id: str | None = Field(None, description="The provider's model identifier, where it differs from the name.")
-    title: str = ""
+    title: str = Field("", description="A readable name for listings.")
     sources: list[str] = Field(
         default_factory=list,
         description="Where this entry's facts come from, in a reader's words (\"Runway API reference, image_to_video\"). "
@@ -283,7 +283,7 @@ class Model(_Strict):
     aliases: list[str] = Field(default_factory=list, description="Other names a user may select it by.")
     modes: dict[str, Mode] = Field(description="Mode name -> mode.")
     pricing: Pricing | None = Field(None, description="The price of every mode without its own.")
-    output: Output
+    output: Output = Field(description="What the model produces and where to find it.")
     limits: Limits | None = Field(None, description="Input limits of this model, replacing the provider's per entry.")
     retired: Retired | None = Field(None, description="Set when the provider no longer offers the model.")
     notes: str = Field("", description="What a person should know about the entry, including where documents disagree.")
@@ -334,7 +334,7 @@ class ManifestFile(_Strict):
 
     provider: str = Field(description="The provider plugin that runs these models.")
     limits: Limits = Field(Limits(), description="Input limits and URL rules for every model of the file.")
-    models: list[Model]
+    models: list[Model] = Field(description="The provider's models.")
 
 
 def load_manifest(path: Path, text: str | None = None) -> ManifestFile:

@@ -171,7 +171,7 @@ def _retirement(model: CatalogModel, catalog: Catalog) -> list[str]:
         instead = f"; use model={retired.replacement} instead" if known else f"; its replacement is {retired.replacement}"
     if retired.refused:
         raise UserError(f"model {model.name} is retired: {model.provider} no longer accepts it{since}{instead}")
-    return [f"model {model.name} is deprecated by {model.provider}{since} and may stop working{instead}"]
+    return [f"model {model.name} is deprecated by {model.provider} and may stop working{since}{instead}"]
 
 
 def _layer(under: Mapping[str, _Value], over: Mapping[str, Any], source: str) -> dict[str, _Value]:

@@ -138,3 +138,64 @@ models:
     with pytest.raises(UserError) as err:
         build_catalog([("fal", fal), ("acme", a)])
     assert "'kling'" in str(err.value) and "fal.yaml" in str(err.value) and "acme" in str(err.value)
+
+
+# -- rules that name parameters: a rule that can never match is refused when the manifest loads -----
+
+RULED = """
+provider: acme
+models:
+  - name: m
+    output: {{url: [video.url], extension_by: {extension_by}}}
+    pricing: {{unit: clip, rates: [{{when: {when}, usd: 1}}]}}
+    modes:
+      t:
+        endpoint: e
+        constraints: [{{when: {{resolution: 1080p}}, allowed: {allowed}, reason: r}}]
+        params:
+          prompt: {{type: string, canonical: prompt}}
+          res: {{type: string, canonical: resolution, map: {{720p: 720P, 1080p: 1080P}}}}
+          seconds: {{type: integer, canonical: duration, enum: [5, 8]}}
+"""
+
+
+@pytest.mark.parametrize("when, allowed, extension_by, problem", [
+    ("{resolution: 1080P}", "{duration: [5]}", "{}", None),  # a canonical value in another case
+    ("{res: 1080P}", "{seconds: [5]}", "{res: {1080P: mov}}", None),  # native names take native values
+    ("{resolution: 4k}", "{duration: [5]}", "{}", "pricing: resolution='4k' is not a value resolution takes (allowed: 720p, 1080p)"),
+    ("{res: 1080p}", "{duration: [5]}", "{}", None),  # 1080p is 1080P in another case
+    ("{size: 1080p}", "{duration: [5]}", "{}", "pricing names 'size', which is neither a field nor a canonical parameter"),
+    ("{}", "{duration: [7]}", "{}", "constraints: duration='7' is not a value duration takes (allowed: 5, 8)"),
+    ("{}", "{length: []}", "{}", "constraints names 'length'"),
+    ("{}", "{duration: [5]}", "{format: {prores: mov}}", "output.extension_by names 'format', which is not a field of any mode"),
+])
+def test_rules_must_name_what_the_modes_take(tmp_path, when, allowed, extension_by, problem):
+    path = _write(tmp_path, RULED.format(when=when, allowed=allowed, extension_by=extension_by))
+    if problem is None:
+        assert load_manifest(path).models[0].sources == []  # sources are optional
+        return
+    with pytest.raises(UserError) as err:
+        load_manifest(path)
+    assert problem in str(err.value) and "'m'" in str(err.value)
+
+
+def test_a_deprecated_model_plans_with_a_warning_naming_its_replacement(tmp_path):
+    from runner.plan import build_plan
+    from runner.report import format_plan
+
+    path = _write(tmp_path, """
+provider: acme
+models:
+  - name: old
+    retired: {replacement: kling, refused: false, since: "Acme's changelog, 2026-10"}
+    output: {url: [video.url]}
+    pricing: {unit: clip, rates: [{usd: 1}]}
+    modes: {t: {endpoint: e, params: {prompt: {type: string, canonical: prompt}}}}
+""")
+    fal = Path(__file__).parent.parent / "manifests" / "fal.yaml"
+    catalog = build_catalog([("fal", fal), ("acme", path)])
+    conf = {"model": {"name": "old"}, "prompt_set": {"name": "p", "prompts": [{"id": "a", "text": "hi"}]}}
+    plan = build_plan(conf, catalog)
+    assert len(plan.jobs) == 1
+    assert plan.warnings == ["model old is deprecated by acme and may stop working; Acme's changelog, 2026-10; use model=kling instead"]
+    assert "warning: model old is deprecated" in format_plan(plan)
