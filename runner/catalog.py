@@ -221,11 +221,14 @@ def check_value(spec: ParamSpec, native: Any) -> str | None:
 def check_payload(mode: Mode, payload: Mapping[str, Any]) -> list[str]:
     """Every problem with a native request body: unknown fields, missing required ones, bad values."""
     problems = []
+    hosts = {spec.into for spec in mode.params.values() if spec.into}
     for name, value in payload.items():
         spec = mode.params.get(name)
-        if spec is None:
+        if spec is None or spec.into:
             problems.append(f"{name}: not a field of this endpoint{suggest(name, mode.params)}")
             continue
+        if name in hosts and isinstance(value, list):
+            continue  # several fields sent as one list: each item was checked before it was joined
         problem = check_value(spec, value)
         if problem:
             problems.append(f"{name}: {problem}")
@@ -233,6 +236,16 @@ def check_payload(mode: Mode, payload: Mapping[str, Any]) -> list[str]:
         if spec.required and name not in payload:
             problems.append(f"{name}: required")
     return problems
+
+
+def join(mode: Mode, payload: dict[str, Any]) -> None:
+    """Move each field sent inside another (`into`) there: the other becomes a list of both."""
+    for name, spec in mode.params.items():
+        if spec.into and name in payload:
+            joined = payload.pop(name)
+            host = payload.get(spec.into)
+            first = [] if host is None else [_fill(mode.params[spec.into].list_wrap or "$value", host)]
+            payload[spec.into] = [*first, joined]
 
 
 def wrap(spec: ParamSpec, value: Any) -> Any:

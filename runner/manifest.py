@@ -102,6 +102,12 @@ class ParamSpec(_Strict):
         description='JSON template for the native value, with "$value" where the value goes '
         '(`{type: image, uri: "$value"}`); applied per item on lists.',
     )
+    into: str | None = Field(
+        None,
+        description="Send this value inside another field (by native name) instead of under its own name: that field "
+        "becomes a list of both, each in its template (Veo's first and last frames, both in promptImage).",
+    )
+    list_wrap: Any = Field(None, description="This field's template when another field is sent inside it with `into`.")
     description: str = Field("", description="What the field does, for people.")
 
     @field_validator("canonical")
@@ -256,6 +262,9 @@ class Mode(_Strict):
                 seen[spec.canonical] = native
         if "prompt" not in seen and not any(s.type in ("audio", "video") for s in self.params.values()):
             raise ValueError("a mode needs a field carrying canonical 'prompt' or a media input")
+        for native, spec in self.params.items():
+            if spec.into is not None and (spec.into not in self.params or self.params[spec.into].into is not None):
+                raise ValueError(f"{native!r} goes into {spec.into!r}, which is not another field of this mode")
         for rule in self.constraints:
             _check_conditions("constraints", rule.when, [self])
             _check_conditions("constraints", rule.allowed, [self])

@@ -24,6 +24,7 @@ from runner.catalog import (
     broken_rule,
     check_value,
     effective_params,
+    join,
     price,
     spelled_native,
     to_canonical,
@@ -33,6 +34,7 @@ from runner.catalog import (
 from runner.config import RUN_LEVEL_PARAMS
 from runner.errors import UserError, suggest
 from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
+from runner.modes import select_mode
 
 #: Media a prompt can carry, as the prompt's field names (the same as the canonical names).
 PROMPT_MEDIA = tuple(MEDIA_PARAMS)
@@ -92,7 +94,8 @@ class Plan:
 
 
 def job_key(provider: str, model_id: str, endpoint: str, payload: Mapping[str, Any], replicate: int) -> str:
-    """sha256 of the canonical JSON of everything that changes the output (DESIGN.md "Job identity").
+    """sha256 of the canonical JSON of everything that changes the output, so a rerun of the same
+    sweep finds the same jobs in the ledger and a changed parameter makes a new one.
 
     Input files enter through their placeholders, which carry each file's sha256.
     """
@@ -194,9 +197,9 @@ def _grid(sweep: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]
 def _axes(sweep: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
     named = [(k, v) for k, v in sweep.items() if k != "native" and v is not None]
     named += [(f"native.{k}", v) for k, v in (sweep.get("native") or {}).items()]
-    for name, values in named:
-        if not isinstance(values, list) or not values:
-            raise UserError(f"sweep.{name}={values!r} is not allowed: give a non-empty list, e.g. sweep.{name}=[a,b]")
+    for name, axis in named:
+        if not isinstance(axis, list) or not axis:
+            raise UserError(f"sweep.{name}={axis!r} is not allowed: give a non-empty list, e.g. sweep.{name}=[a,b]")
     return named
 
 
@@ -212,7 +215,7 @@ def _job(
     checked: dict[tuple[str, str], inputs.InputFile | str],
 ) -> JobSpec:
     media = {k: _Value(prompt[k], where) for k in PROMPT_MEDIA if prompt.get(k)}
-    mode_name = _select_mode(model, set(media), conf.get("mode"), where)
+    mode_name = select_mode(model, set(media), conf.get("mode"), where)
     mode = model.mode(mode_name)
     label = f"model {model.name} ({mode_name})"
     by_canonical = {spec.canonical: name for name, spec in mode.params.items() if spec.canonical}
@@ -278,6 +281,7 @@ def _job(
         payload[field_name] = value
 
     _normalise(mode, payload, label, where)
+    join(mode, payload)
 
     pricing = model.spec.pricing_for(mode_name)
     effective = effective_params(mode, params, payload)
@@ -359,40 +363,3 @@ def _normalise(mode: Mode, payload: dict[str, Any], label: str, where: str) -> N
 
 def _same_value(a: Any, b: Any) -> bool:
     return canonical_json(a) == canonical_json(b)
-
-
-def _select_mode(model: CatalogModel, present: set[str], forced: str | None, where: str) -> str:
-    """The mode the prompt's inputs call for: every input used, every required input present."""
-    modes = model.spec.modes
-
-    def needs(mode: Mode) -> set[str]:
-        return {s.canonical for s in mode.params.values() if s.required and s.canonical in MEDIA_PARAMS}
-
-    def takes(mode: Mode) -> set[str]:
-        return {s.canonical for s in mode.params.values() if s.canonical in MEDIA_PARAMS}
-
-    if forced:
-        if forced not in modes:
-            raise UserError(
-                f"mode={forced} is not a mode of model {model.name}{suggest(forced, modes)}; its modes: {', '.join(modes)}"
-            )
-        candidates = [forced]
-    else:
-        candidates = list(modes)
-    fitting = [m for m in candidates if needs(modes[m]) <= present and present <= takes(modes[m])]
-    if fitting:
-        return max(fitting, key=lambda m: len(takes(modes[m]) & present))
-    name = candidates[0]
-    missing = needs(modes[name]) - present
-    extra = present - takes(modes[name])
-    kinds = ", ".join(candidates)
-    if len(candidates) == 1 and missing:
-        raise UserError(
-            f"model {model.name} is {kinds} only and needs {', '.join(sorted(missing))}, "
-            f"but {where} has none; use a prompt set whose prompts give {', '.join(sorted(missing))}, or a model that takes text alone"
-        )
-    given = ", ".join(sorted(present)) or "text only"
-    raise UserError(
-        f"model {model.name} has no mode for {where} ({given}): its modes are {kinds}"
-        + (f"; it does not take {', '.join(sorted(extra))}" if extra else "")
-    )

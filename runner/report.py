@@ -67,7 +67,8 @@ def _usd(value: Decimal) -> str:
 
 
 def _when(conditions: dict) -> str:
-    return " ".join(f"{k}={_text(v)}" for k, v in conditions.items())
+    """`duration=5 resolution=1080p`; a list of values any of which will do as `ratio=1:1|16:9`."""
+    return " ".join(f"{k}={'|'.join(_text(x) for x in v) if isinstance(v, list) else _text(v)}" for k, v in conditions.items())
 
 
 def _text(value: object) -> str:

@@ -235,3 +235,24 @@ def test_m4a_audio_is_audio(tmp_path):
 def test_the_plan_names_where_its_prices_come_from():
     text = format_plan(plan(["model=gen4_turbo", "prompt_set=animate"]))
     assert "prices from: gen4_turbo: Runway credit table" in text
+
+
+@pytest.mark.parametrize("model", ["veo3.1", "veo3.1_fast"])
+def test_veo31_takes_a_first_and_a_last_frame(prompt_sets, catalog, model):
+    from runner.catalog import check_payload
+
+    overrides = _one_prompt(prompt_sets, "frames", f"            text: hi\n            image: {ASSET}\n            end_image: ${{asset:portrait.jpg}}")
+    job = plan([*overrides, f"model={model}"]).jobs[0]
+    first, last = (f.placeholder() for f in job.inputs)
+    assert job.payload["promptImage"] == [{"uri": first, "position": "first"}, {"uri": last, "position": "last"}]
+    assert check_payload(catalog.resolve(model).mode(job.mode), job.payload) == []
+    single = plan(_one_prompt(prompt_sets, "first", f"            text: hi\n            image: {ASSET}") + [f"model={model}"]).jobs[0]
+    assert single.payload["promptImage"] == single.inputs[0].placeholder()  # one frame: the plain form, as before
+    assert "does not take end_image" in _error([*overrides, "model=gen4.5"])
+
+
+def test_price_lists_read_as_alternatives():
+    from runner.report import describe_pricing
+
+    text = describe_pricing(plugins.registry().catalog.resolve("gen4_image").spec.pricing_for("text-to-image"))
+    assert text.startswith("$0.08/image if ratio=1920:1080|1080:1920|1080:1080|1440:1080|1080:1440, else $0.05/image if ratio=1280:720|")
