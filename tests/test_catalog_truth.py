@@ -256,3 +256,13 @@ def test_price_lists_read_as_alternatives():
 
     text = describe_pricing(plugins.registry().catalog.resolve("gen4_image").spec.pricing_for("text-to-image"))
     assert text.startswith("$0.08/image if ratio=1920:1080|1080:1920|1080:1080|1440:1080|1080:1440, else $0.05/image if ratio=1280:720|")
+
+
+def test_each_input_file_is_read_once_per_plan(monkeypatch):
+    from runner import inputs
+
+    reads = []
+    real = inputs.resolve
+    monkeypatch.setattr(inputs, "resolve", lambda value, *rest: reads.append(value) or real(value, *rest))
+    p = plan(["model=gen4_turbo", "prompt_set=animate", "sweep.duration=[5,10]", "replicates=3"])
+    assert len(p.jobs) == 12 and len(reads) == 2
