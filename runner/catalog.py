@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import UserError, suggest
-from runner.manifest import Limits, ManifestFile, MediaLimits, Mode, Model, ParamSpec, Pricing, load_manifest
+from runner import values
+from runner.manifest import Constraint, Limits, ManifestFile, MediaLimits, Mode, Model, ParamSpec, Pricing, load_manifest
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -106,35 +107,22 @@ def build_catalog(manifests: Iterable[tuple[str, Path | str]]) -> Catalog:
 def _merge_limits(base: Limits, override: Limits | None) -> Limits:
     if override is None:
         return base
-    merged = {k: getattr(override, k) or getattr(base, k) for k in ("image", "video", "audio")}
+    merged = {k: getattr(override, k) or getattr(base, k) for k in ("image", "video", "audio", "urls")}
     return Limits(**merged)
 
 
 # -- canonical <-> native ------------------------------------------------------------------------
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Config values compare as written: 5 == "5", True == "true"; bools never equal numbers."""
-    return _norm(a) == _norm(b)
-
-
-def _norm(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
-
-
 def allowed_canonical(spec: ParamSpec) -> str:
     """The values a user may give for a param, as text for an error message."""
     if spec.map is not None:
-        return ", ".join(_norm(k) for k in spec.map)
+        return ", ".join(values.text(k) for k in spec.map)
     if spec.enum is not None:
-        return ", ".join(_norm(v) for v in spec.enum)
+        return ", ".join(values.text(v) for v in spec.enum)
     if spec.minimum is not None or spec.maximum is not None:
-        lo = "" if spec.minimum is None else _norm(spec.minimum)
-        hi = "" if spec.maximum is None else _norm(spec.maximum)
+        lo = "" if spec.minimum is None else values.text(spec.minimum)
+        hi = "" if spec.maximum is None else values.text(spec.maximum)
         return f"{lo}..{hi} ({spec.type})"
     if spec.max_length is not None:
         return f"text of at most {spec.max_length} characters"
@@ -142,27 +130,40 @@ def allowed_canonical(spec: ParamSpec) -> str:
 
 
 def to_native(spec: ParamSpec, value: Any) -> Any:
-    """Translate a canonical value to the native one; ValueError says why it is not allowed."""
+    """Translate a canonical value to the native one; ValueError says why it is not allowed.
+
+    A value spelled differently from an allowed one only in case (768P for 768p) means that value,
+    and the native spelling the manifest declares is what is sent."""
     if spec.map is not None:
-        for key, native in spec.map.items():
-            if _same(key, value):
-                return native
-        for native in spec.map.values():  # a native value is accepted as itself
-            if _same(native, value):
-                return native
+        key = values.spelled(value, spec.map)
+        if key is not None:
+            return spec.map[key]
+        native = values.spelled(value, spec.map.values())  # a native value is accepted as itself
+        if native is not None:
+            return native
         raise ValueError(f"allowed: {allowed_canonical(spec)}")
-    native = _coerce(spec, value)
+    native = spelled_native(spec, _coerce(spec, value))
     problem = check_value(spec, native)
     if problem:
         raise ValueError(problem)
     return native
 
 
+def spelled_native(spec: ParamSpec, native: Any) -> Any:
+    """A native value in the spelling the manifest declares for it (unchanged if it has none)."""
+    allowed = list(spec.map.values()) if spec.map is not None else spec.enum
+    if allowed is None or isinstance(native, (dict, list)):
+        return native
+    found = values.spelled(native, allowed)
+    return native if found is None else found
+
+
 def to_canonical(spec: ParamSpec, native: Any) -> Any:
     """The canonical value a native one stands for (used to price a job by its defaults)."""
     if spec.map is not None:
+        found = values.spelled(native, spec.map.values())
         for key, value in spec.map.items():
-            if _same(value, native):
+            if found is not None and values.same(value, found):
                 return key
     return native
 
@@ -175,7 +176,7 @@ def _coerce(spec: ParamSpec, value: Any) -> Any:
         if spec.type == "number" and isinstance(value, str):
             return float(value)
         if spec.type == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return _norm(value)
+            return values.text(value)
         if spec.type == "boolean" and isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
     except ValueError:
@@ -206,8 +207,8 @@ def check_value(spec: ParamSpec, native: Any) -> str | None:
     if not isinstance(native, types) or (isinstance(native, bool) and bool not in types):
         return f"expected {spec.type}, got {type(native).__name__} {native!r}"
     allowed = list(spec.map.values()) if spec.map is not None else spec.enum
-    if allowed is not None and not any(_same(native, a) for a in allowed):
-        return f"allowed: {', '.join(_norm(a) for a in allowed)}"
+    if allowed is not None and not any(values.same(native, a) for a in allowed):
+        return f"allowed: {', '.join(values.text(a) for a in allowed)}"
     if spec.minimum is not None and native < spec.minimum:
         return f"allowed: {allowed_canonical(spec)}"
     if spec.maximum is not None and native > spec.maximum:
@@ -220,11 +221,14 @@ def check_value(spec: ParamSpec, native: Any) -> str | None:
 def check_payload(mode: Mode, payload: Mapping[str, Any]) -> list[str]:
     """Every problem with a native request body: unknown fields, missing required ones, bad values."""
     problems = []
+    hosts = {spec.into for spec in mode.params.values() if spec.into}
     for name, value in payload.items():
         spec = mode.params.get(name)
-        if spec is None:
+        if spec is None or spec.into:
             problems.append(f"{name}: not a field of this endpoint{suggest(name, mode.params)}")
             continue
+        if name in hosts and isinstance(value, list):
+            continue  # several fields sent as one list: each item was checked before it was joined
         problem = check_value(spec, value)
         if problem:
             problems.append(f"{name}: {problem}")
@@ -232,6 +236,16 @@ def check_payload(mode: Mode, payload: Mapping[str, Any]) -> list[str]:
         if spec.required and name not in payload:
             problems.append(f"{name}: required")
     return problems
+
+
+def join(mode: Mode, payload: dict[str, Any]) -> None:
+    """Move each field sent inside another (`into`) there: the other becomes a list of both."""
+    for name, spec in mode.params.items():
+        if spec.into and name in payload:
+            joined = payload.pop(name)
+            host = payload.get(spec.into)
+            first = [] if host is None else [_fill(mode.params[spec.into].list_wrap or "$value", host)]
+            payload[spec.into] = [*first, joined]
 
 
 def wrap(spec: ParamSpec, value: Any) -> Any:
@@ -258,24 +272,24 @@ def _fill(template: Any, value: Any) -> Any:
 
 def effective_params(mode: Mode, canonical: Mapping[str, Any], native: Mapping[str, Any]) -> dict[str, Any]:
     """Native fields and canonical values as the provider will see them, defaults included."""
-    values: dict[str, Any] = {}
+    found: dict[str, Any] = {}
     for name, spec in mode.params.items():
         value = native.get(name, spec.default)
         if value is None:
             continue
-        values[name] = value
+        found[name] = value
         if spec.canonical:
-            values[spec.canonical] = canonical.get(spec.canonical, to_canonical(spec, value))
+            found[spec.canonical] = canonical.get(spec.canonical, to_canonical(spec, value))
     for key, value in canonical.items():
-        values.setdefault(key, value)
-    return values
+        found.setdefault(key, value)
+    return found
 
 
 def price(pricing: Pricing, params: Mapping[str, Any]) -> Decimal | None:
     """The estimated cost in USD, or None where the price is unknown."""
     if pricing.unknown:
         return None
-    rate = next((r for r in pricing.rates if _matches(r.when, params)), None)
+    rate = next((r for r in pricing.rates if matches(r.when, params)), None)
     if rate is None:
         return None
     if pricing.quantity is None:
@@ -283,18 +297,30 @@ def price(pricing: Pricing, params: Mapping[str, Any]) -> Decimal | None:
     elif isinstance(pricing.quantity, int):
         quantity = pricing.quantity
     else:
-        quantity = params.get(pricing.quantity)
+        given = params.get(pricing.quantity)
+        # Text is priced per character; anything else counts as written ("8s" is 8 seconds).
+        quantity = len(given) if pricing.unit == "character" and isinstance(given, str) else values.number(given)
         if quantity is None:
             return None
-        if isinstance(quantity, str):  # text priced per character
-            quantity = len(quantity)
     units = math.ceil(Decimal(str(quantity)) / pricing.unit_size)
     cost = rate.usd * units
     for multiplier in pricing.multipliers:
-        if _matches(multiplier.when, params):
+        if matches(multiplier.when, params):
             cost *= multiplier.factor
     return cost
 
 
-def _matches(when: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
-    return all(key in params and _same(params[key], value) for key, value in when.items())
+def matches(when: Mapping[str, Any], params: Mapping[str, Any]) -> bool:
+    """Whether every condition holds: a value, or a list of values any of which will do."""
+    return all(key in params and values.matches(value, params[key]) for key, value in when.items())
+
+
+def broken_rule(mode: Mode, params: Mapping[str, Any]) -> tuple[Constraint, str] | None:
+    """The first of the mode's constraints the parameters break, with the parameter breaking it."""
+    for rule in mode.constraints:
+        if not matches(rule.when, params):
+            continue
+        for name, allowed in rule.allowed.items():
+            if name in params and not (allowed and values.matches(allowed, params[name])):
+                return rule, name
+    return None

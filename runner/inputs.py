@@ -1,9 +1,10 @@
 """Input files for a job (images, videos, audio): found, identified, checked against provider limits.
 
-A prompt names an input as a local path, an http(s) URL or a data URI. Local files and data URIs are
-read once at plan time: their sha256 goes into the job key (so editing the file makes a new job),
-their type is sniffed from the bytes (not the file name), and the provider's size limits are
-checked before anything is spent. URLs are passed to the provider as they are.
+A prompt names an input as a local path, a URL or a data URI. Local files and data URIs are read
+once at plan time: their sha256 goes into the job key (so editing the file makes a new job), their
+type is sniffed from the bytes (not the file name), and the provider's size limits are checked
+before anything is spent. URLs are passed to the provider as they are, once they pass the
+provider's URL rules (Runway fetches only HTTPS URLs naming a domain, for instance).
 """
 
 from __future__ import annotations
@@ -11,17 +12,20 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from runner.manifest import MediaLimits
+from runner.manifest import MediaLimits, UrlRules
 
 #: In a planned payload an input file stands as {"$input": sha256}; the provider plugin replaces it
 #: with a data URI or an upload URI at submit time, so the ledger never holds the file's bytes.
 PLACEHOLDER = "$input"
 
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _DATA_URI = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*)(?P<b64>;base64)?,(?P<data>.*)$", re.S)
 
 
@@ -72,14 +76,16 @@ def sniff_mime(data: bytes) -> str | None:
         return "audio/wav"
     if data[:6] in (b"GIF87a", b"GIF89a"):
         return "image/gif"
-    if data[4:8] == b"ftyp":
-        return "video/quicktime" if data[8:10] == b"qt" else "video/mp4"
+    if data[4:8] == b"ftyp":  # ISO media: the brand tells M4A audio from MP4 and QuickTime video
+        return {b"M4A ": "audio/mp4", b"qt  ": "video/quicktime"}.get(data[8:12], "video/mp4")
     if data.startswith(b"\x1a\x45\xdf\xa3"):
         return "video/webm"
     if data.startswith(b"ID3") or data[:2] in (b"\xff\xfb", b"\xff\xf3", b"\xff\xf2"):
         return "audio/mpeg"
     if data.startswith(b"fLaC"):
         return "audio/flac"
+    if data[:2] in (b"\xff\xf1", b"\xff\xf9"):  # ADTS, the stream form of AAC
+        return "audio/aac"
     return None
 
 
@@ -95,13 +101,12 @@ def _decode_data_uri(uri: str) -> tuple[str | None, bytes]:
     return match["mime"], match["data"].encode()
 
 
-def is_remote(value: str) -> bool:
-    return value.startswith(("https://", "http://", "runway://"))
-
-
-def resolve(value: str, kind: str, limits: MediaLimits | None) -> InputFile | str:
+def resolve(value: str, kind: str, limits: MediaLimits | None, urls: UrlRules | None = None) -> InputFile | str:
     """A local input as an InputFile, or a URL as itself; ValueError says what is wrong with it."""
-    if is_remote(value):
+    if _URL.match(value):
+        problem = url_problem(value, urls or UrlRules())
+        if problem:
+            raise ValueError(problem)
         return value
     if value.startswith("data:"):
         _, data = _decode_data_uri(value)
@@ -124,6 +129,26 @@ def resolve(value: str, kind: str, limits: MediaLimits | None) -> InputFile | st
         raise ValueError(f"is {what}; allowed: {', '.join(allowed or [kind + '/*'])}")
     _check_size(len(data), limits)
     return InputFile(source=source, sha256=hashlib.sha256(data).hexdigest(), mime=mime, size=len(data))
+
+
+def url_problem(url: str, rules: UrlRules) -> str | None:
+    """Why the provider would not fetch this URL, or None."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    why = f"; {rules.reason}" if rules.reason else ""
+    if scheme not in rules.schemes:
+        takes = ", ".join(f"{s}://" for s in rules.schemes)
+        return f"is a {scheme}:// URL, which this provider does not fetch (it takes {takes}){why}"
+    if rules.max_length is not None and len(url) > rules.max_length:
+        return f"is a URL of {len(url)} characters; allowed: at most {rules.max_length}{why}"
+    if rules.domain_names_only and scheme in ("http", "https"):
+        host = parts.hostname or ""
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return None if host else f"is a URL without a host name{why}"
+        return f"names its host by IP address ({host}), not by a domain name{why}"
+    return None
 
 
 def _check_size(size: int, limits: MediaLimits | None) -> None:

@@ -24,6 +24,10 @@ def listing(filter_text: str = "") -> str:
         if filter_text and filter_text not in names:
             continue
         aliases = f"; aliases {', '.join(model.spec.aliases)}" if model.spec.aliases else ""
+        retired = model.spec.retired
+        if retired is not None:
+            aliases += f"; {'retired' if retired.refused else 'deprecated'}"
+            aliases += f", use {retired.replacement}" if retired.replacement else ""
         lines.append(f"  {model.name} ({model.provider}{aliases}) {model.spec.title}")
         for mode_name, mode in model.spec.modes.items():
             lines.append(f"    {mode_name:<22} {mode.endpoint:<55} {describe_pricing(model.spec.pricing_for(mode_name))}")

@@ -17,11 +17,24 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs
-from runner.catalog import Catalog, CatalogModel, check_value, effective_params, price, to_native, wrap
+from runner import inputs, values
+from runner.catalog import (
+    Catalog,
+    CatalogModel,
+    broken_rule,
+    check_value,
+    effective_params,
+    join,
+    price,
+    spelled_native,
+    to_canonical,
+    to_native,
+    wrap,
+)
 from runner.config import RUN_LEVEL_PARAMS
 from runner.errors import UserError, suggest
 from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
+from runner.modes import select_mode
 
 #: Media a prompt can carry, as the prompt's field names (the same as the canonical names).
 PROMPT_MEDIA = tuple(MEDIA_PARAMS)
@@ -45,9 +58,9 @@ class JobSpec:
     inputs: tuple[inputs.InputFile, ...]
     cost: Decimal | None  # None: price unknown
     cost_note: str  # why the price is unknown
-    cost_source: str  # where the price comes from: "price list", "your price"
     media: str
     extension: str
+    cost_source: str = ""  # where the price comes from, in a user's words ("your price" for prices.<model>=)
 
     @property
     def short_key(self) -> str:
@@ -58,6 +71,7 @@ class JobSpec:
 class Plan:
     jobs: list[JobSpec] = field(default_factory=list)
     merged: int = 0  # planned points that turned out to be the same job
+    warnings: list[str] = field(default_factory=list)  # what a person should know before running it
 
     @property
     def total(self) -> Decimal:
@@ -76,10 +90,12 @@ class Plan:
                 self.jobs.append(job)
                 seen.add(job.key)
         self.merged += other.merged
+        self.warnings += [w for w in other.warnings if w not in self.warnings]
 
 
 def job_key(provider: str, model_id: str, endpoint: str, payload: Mapping[str, Any], replicate: int) -> str:
-    """sha256 of the canonical JSON of everything that changes the output (DESIGN.md "Job identity").
+    """sha256 of the canonical JSON of everything that changes the output, so a rerun of the same
+    sweep finds the same jobs in the ledger and a changed parameter makes a new one.
 
     Input files enter through their placeholders, which carry each file's sha256.
     """
@@ -110,6 +126,7 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     model = catalog.resolve(conf["model"]["name"], source=f"model={model_choice}")
     for name in conf.get("prices") or {}:
         catalog.resolve(str(name), source=f"prices.{name}")
+    plan = Plan(warnings=_retirement(model, catalog))
     prompts = conf["prompt_set"].get("prompts") or []
     if not prompts:
         raise UserError(f"prompt_set={set_choice} has no prompts")
@@ -123,8 +140,8 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     base_native = _layer(base_native, conf.get("native") or {}, "the config or command line (native)")
     sweep_name = conf.get("name") or conf["prompt_set"]["name"]
 
-    plan = Plan()
     seen: set[str] = set()
+    checked: dict[tuple[str, str], inputs.InputFile | str] = {}  # each input is read and checked once per plan
     ids = [p["id"] for p in prompts]
     duplicates = {i for i in ids if ids.count(i) > 1}
     if duplicates:
@@ -137,13 +154,29 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
             canonical = _layer(canonical, prompt.get("params") or {}, f"{where} (params)")
             native = _layer(native, prompt.get("native") or {}, f"{where} (native)")
             for replicate in range(replicates):
-                job = _job(model, conf, prompt, where, canonical, native, replicate, sweep_name)
+                job = _job(model, conf, prompt, where, canonical, native, replicate, sweep_name, checked)
                 if job.key in seen:
                     plan.merged += 1
                     continue
                 seen.add(job.key)
                 plan.jobs.append(job)
     return plan
+
+
+def _retirement(model: CatalogModel, catalog: Catalog) -> list[str]:
+    """Nothing for a model the provider offers; a warning for a deprecated one; an error for one
+    its API refuses, naming what to use instead."""
+    retired = model.spec.retired
+    if retired is None:
+        return []
+    since = f"; {retired.since}" if retired.since else ""
+    instead = ""
+    if retired.replacement:
+        known = retired.replacement in catalog.models or retired.replacement in catalog.aliases
+        instead = f"; use model={retired.replacement} instead" if known else f"; its replacement is {retired.replacement}"
+    if retired.refused:
+        raise UserError(f"model {model.name} is retired: {model.provider} no longer accepts it{since}{instead}")
+    return [f"model {model.name} is deprecated by {model.provider} and may stop working{since}{instead}"]
 
 
 def _layer(under: Mapping[str, _Value], over: Mapping[str, Any], source: str) -> dict[str, _Value]:
@@ -166,9 +199,9 @@ def _grid(sweep: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]
 def _axes(sweep: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
     named = [(k, v) for k, v in sweep.items() if k != "native" and v is not None]
     named += [(f"native.{k}", v) for k, v in (sweep.get("native") or {}).items()]
-    for name, values in named:
-        if not isinstance(values, list) or not values:
-            raise UserError(f"sweep.{name}={values!r} is not allowed: give a non-empty list, e.g. sweep.{name}=[a,b]")
+    for name, axis in named:
+        if not isinstance(axis, list) or not axis:
+            raise UserError(f"sweep.{name}={axis!r} is not allowed: give a non-empty list, e.g. sweep.{name}=[a,b]")
     return named
 
 
@@ -181,9 +214,10 @@ def _job(
     native: dict[str, _Value],
     replicate: int,
     sweep_name: str,
+    checked: dict[tuple[str, str], inputs.InputFile | str],
 ) -> JobSpec:
     media = {k: _Value(prompt[k], where) for k in PROMPT_MEDIA if prompt.get(k)}
-    mode_name = _select_mode(model, set(media), conf.get("mode"), where)
+    mode_name = select_mode(model, set(media), conf.get("mode"), where)
     mode = model.mode(mode_name)
     label = f"model {model.name} ({mode_name})"
     by_canonical = {spec.canonical: name for name, spec in mode.params.items() if spec.canonical}
@@ -210,20 +244,23 @@ def _job(
                 f"{name}={given.value!r} is not allowed for {label} (from {given.source}); {exc}"
             ) from None
         payload[field_name] = wrap(spec, value)
-        params[name] = given.value
+        params[name] = to_canonical(spec, value)  # one spelling, however it was given (768P, "6", ...)
 
     files: list[inputs.InputFile] = []
     for name, given in media.items():
         field_name = by_canonical[name]
         spec = mode.params[field_name]
         kind = MEDIA_PARAMS[name]
-        values = given.value if isinstance(given.value, list) else [given.value]
+        items = given.value if isinstance(given.value, list) else [given.value]
         resolved = []
-        for value in values:
-            try:
-                item = inputs.resolve(str(value), kind, model.media_limits(kind))
-            except ValueError as exc:
-                raise UserError(f"{name}={str(value)[:120]!r} ({where}) {exc}") from None
+        for value in items:
+            item = checked.get((str(value), kind))
+            if item is None:
+                try:
+                    item = inputs.resolve(str(value), kind, model.media_limits(kind), model.limits.urls)
+                except ValueError as exc:
+                    raise UserError(f"{name}={str(value)[:120]!r} ({where}) {exc}") from None
+                checked[(str(value), kind)] = item
             if isinstance(item, inputs.InputFile):
                 files.append(item)
                 resolved.append(item.placeholder())
@@ -239,18 +276,21 @@ def _job(
                 f"native.{field_name} is not a field of {label} (from {given.source})"
                 f"{suggest(field_name, mode.params)}; its fields: {', '.join(mode.params)}"
             )
-        problem = check_value(spec, given.value)
+        value = spelled_native(spec, given.value)
+        problem = check_value(spec, value)
         if problem:
             raise UserError(f"native.{field_name}={given.value!r} is not allowed for {label} (from {given.source}); {problem}")
-        payload[field_name] = given.value
+        payload[field_name] = value
 
     _normalise(mode, payload, label, where)
+    join(mode, payload)
 
     pricing = model.spec.pricing_for(mode_name)
     effective = effective_params(mode, params, payload)
+    _check_rules(mode, effective, label, canonical, native)
     cost = price(pricing, effective)
     note = pricing.unknown or (f"no price for these parameters: {pricing.note}" if cost is None else "")
-    source = "price list" if cost is not None else ""
+    source = (pricing.source or "the provider's price list") if cost is not None else ""
     mine = _your_price(conf.get("prices") or {}, model)
     if mine is not None:
         cost, note, source = _priced(mine, effective, label), "", "your price"
@@ -270,9 +310,9 @@ def _job(
         inputs=tuple(files),
         cost=cost,
         cost_note=note,
-        cost_source=source,
         media=model.spec.output.media,
-        extension=model.spec.output.extension,
+        extension=_extension(model, payload),
+        cost_source=source,
     )
 
 
@@ -306,6 +346,42 @@ def _priced(given: tuple[str, Any], params: Mapping[str, Any], label: str) -> De
                         f"give a price per clip") from None
 
 
+def _check_rules(
+    mode: Mode, effective: Mapping[str, Any], label: str, canonical: Mapping[str, _Value], native: Mapping[str, _Value]
+) -> None:
+    """Refuse a combination the provider refuses ("1080p videos are limited to 5 seconds")."""
+    broken = broken_rule(mode, effective)
+    if broken is None:
+        return
+    rule, name = broken
+    allowed = rule.allowed[name]
+    given = {**canonical, **native}  # where each value came from, under its canonical and native names
+    for field_name, spec in mode.params.items():
+        if spec.canonical in canonical:
+            given.setdefault(field_name, canonical[spec.canonical])
+        if spec.canonical and field_name in native:
+            given.setdefault(spec.canonical, native[field_name])
+
+    def shown(key: str) -> str:
+        origin = f" from {given[key].source}" if key in given else " (the default)"
+        return f"{key}={values.text(effective[key])}{origin}"
+
+    conditions = ", ".join(shown(k) for k in rule.when)
+    what = f"takes {name} only as {', '.join(values.text(v) for v in allowed)}" if allowed else f"takes no {name}"
+    raise UserError(f"{label} {what} when {conditions}; {shown(name)} is not allowed: {rule.reason}")
+
+
+def _extension(model: CatalogModel, payload: Mapping[str, Any]) -> str:
+    """The saved file's extension: the model's, unless a field such as outputFormat changes it."""
+    output = model.spec.output
+    for field_name, by_value in output.extension_by.items():
+        if field_name in payload:
+            for value, extension in by_value.items():
+                if values.same(value, payload[field_name]):
+                    return extension
+    return output.extension
+
+
 def _normalise(mode: Mode, payload: dict[str, Any], label: str, where: str) -> None:
     """Fill in defaults (or drop values equal to an unsent default), so a job is keyed by what the
     provider will do: `duration=5` on a model whose default is 5 is the same job as no duration."""
@@ -323,40 +399,3 @@ def _normalise(mode: Mode, payload: dict[str, Any], label: str, where: str) -> N
 
 def _same_value(a: Any, b: Any) -> bool:
     return canonical_json(a) == canonical_json(b)
-
-
-def _select_mode(model: CatalogModel, present: set[str], forced: str | None, where: str) -> str:
-    """The mode the prompt's inputs call for: every input used, every required input present."""
-    modes = model.spec.modes
-
-    def needs(mode: Mode) -> set[str]:
-        return {s.canonical for s in mode.params.values() if s.required and s.canonical in MEDIA_PARAMS}
-
-    def takes(mode: Mode) -> set[str]:
-        return {s.canonical for s in mode.params.values() if s.canonical in MEDIA_PARAMS}
-
-    if forced:
-        if forced not in modes:
-            raise UserError(
-                f"mode={forced} is not a mode of model {model.name}{suggest(forced, modes)}; its modes: {', '.join(modes)}"
-            )
-        candidates = [forced]
-    else:
-        candidates = list(modes)
-    fitting = [m for m in candidates if needs(modes[m]) <= present and present <= takes(modes[m])]
-    if fitting:
-        return max(fitting, key=lambda m: len(takes(modes[m]) & present))
-    name = candidates[0]
-    missing = needs(modes[name]) - present
-    extra = present - takes(modes[name])
-    kinds = ", ".join(candidates)
-    if len(candidates) == 1 and missing:
-        raise UserError(
-            f"model {model.name} is {kinds} only and needs {', '.join(sorted(missing))}, "
-            f"but {where} has none; use a prompt set with input images, or a text-to-video model"
-        )
-    given = ", ".join(sorted(present)) or "text only"
-    raise UserError(
-        f"model {model.name} has no mode for {where} ({given}): its modes are {kinds}"
-        + (f"; it does not take {', '.join(sorted(extra))}" if extra else "")
-    )

@@ -34,6 +34,10 @@ def format_plan(plan: Plan) -> str:
     if plan.merged:
         total += f"; {plan.merged} repeated point{'s' if plan.merged != 1 else ''} merged into the same job"
     lines.append(total)
+    sources = sorted({f"{j.model}: {j.cost_source}" for j in plan.jobs if j.cost is not None and j.cost_source})
+    if sources:
+        lines.append(f"prices from: {'; '.join(sources)}")
+    lines += [f"warning: {warning}" for warning in plan.warnings]
     return "\n".join(lines)
 
 
@@ -63,7 +67,8 @@ def _usd(value: Decimal) -> str:
 
 
 def _when(conditions: dict) -> str:
-    return " ".join(f"{k}={_text(v)}" for k, v in conditions.items())
+    """`duration=5 resolution=1080p`; a list of values any of which will do as `ratio=1:1|16:9`."""
+    return " ".join(f"{k}={'|'.join(_text(x) for x in v) if isinstance(v, list) else _text(v)}" for k, v in conditions.items())
 
 
 def _text(value: object) -> str:

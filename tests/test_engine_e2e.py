@@ -14,12 +14,12 @@ from tests.conftest import run_cli
 from tests.helpers import assert_complete, assert_no_paid_twice, ledger_rows, sim_args, sim_env, start, states, wait_until
 
 def test_sweep_over_two_providers_and_six_models(tmp_path, sim):
-    models = "gen4_turbo,gen4.5,gen3a_turbo,kling,hailuo,pika"
+    models = "gen4_turbo,gen4.5,seedance,kling,hailuo,pika"
     result = run_cli("-m", f"model={models}", "prompt_set=ads", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "18 jobs: 18 downloaded" in result.stdout
     rows = assert_complete(tmp_path, 18)
-    assert {r["model"] for r in rows} == {"gen4_turbo", "gen4.5", "gen3a_turbo", "fal-kling-v2.1-standard", "fal-hailuo-02-standard", "fal-pika-v2.2"}
+    assert {r["model"] for r in rows} == {"gen4_turbo", "gen4.5", "fal-seedance-v1-lite", "fal-kling-v2.1-standard", "fal-hailuo-02-standard", "fal-pika-v2.2"}
     assert_no_paid_twice(sim.ledger(), rows, tmp_path)
     # Runway reported what it billed; the ledger settled it.
     gen4 = [r for r in rows if r["model"] == "gen4_turbo"]

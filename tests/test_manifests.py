@@ -1,4 +1,4 @@
-"""The catalogue: every model the provider documents describe loads, with a source and sane specs."""
+"""The catalogue: every model the providers document loads, with its sources and sane specs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from runner.errors import UserError
 from runner.manifest import load_manifest
 
 RUNWAY_MODELS = [
-    "gen4.5", "gen4_turbo", "gen3a_turbo", "veo3", "veo3.1", "veo3.1_fast", "gen4_aleph", "act_two",
+    "gen4.5", "gen4_turbo", "gen3a_turbo", "veo3", "veo3.1", "veo3.1_fast", "gen4_aleph", "aleph2", "act_two",
     "gen4_image", "gen4_image_turbo", "gemini_2.5_flash", "eleven_multilingual_v2",
     "eleven_text_to_sound_v2", "eleven_voice_isolation", "eleven_voice_dubbing", "eleven_multilingual_sts_v2",
 ]
@@ -51,12 +51,12 @@ def catalog():
     return plugins.registry().catalog
 
 
-def test_every_runway_seed_model_is_catalogued(catalog):
+def test_every_runway_model_is_catalogued(catalog):
     runway = {m.model_id for m in catalog.models.values() if m.provider == "runway"}
     assert set(RUNWAY_MODELS) <= runway
 
 
-def test_every_fal_seed_model_id_is_an_endpoint(catalog):
+def test_every_fal_model_id_is_an_endpoint(catalog):
     endpoints = {mode.endpoint for m in catalog.models.values() if m.provider == "fal" for mode in m.spec.modes.values()}
     assert set(FAL_ENDPOINTS) <= endpoints
 
@@ -66,22 +66,21 @@ def test_short_aliases_a_person_would_type(catalog):
         assert catalog.resolve(alias).name
 
 
-def test_every_entry_names_its_seed_and_its_defaults_are_valid_payloads(catalog):
+def test_every_builtin_entry_names_its_sources_and_its_defaults_are_valid_payloads(catalog):
     for model in catalog.models.values():
-        assert model.spec.seeds, model.name
-        assert all(seed[:3].isdigit() for seed in model.spec.seeds), model.name
+        assert model.spec.sources, model.name
         for mode_name, mode in model.spec.modes.items():
             defaults = {name: spec.default for name, spec in mode.params.items() if spec.default is not None}
             problems = [p for p in check_payload(mode, defaults) if not p.endswith("required")]
             assert not problems, (model.name, mode_name, problems)
 
 
-def test_seed_file_is_named_in_a_comment_for_each_entry():
-    for name in ("runway.yaml", "fal.yaml"):
-        text = (Path(__file__).parent.parent / "manifests" / name).read_text()
-        for model in load_manifest(Path(name), text).models:
-            before = text[: text.index(f"- name: {model.name}\n")].rsplit("\n\n", 1)[-1]
-            assert any(seed in before for seed in model.seeds), model.name
+def test_every_retired_model_names_a_catalogued_replacement(catalog):
+    retired = {m.name: m.spec.retired for m in catalog.models.values() if m.spec.retired}
+    assert {name: r.replacement for name, r in retired.items()} == {
+        "gen3a_turbo": "gen4_turbo", "veo3": "veo3.1", "gen4_aleph": "aleph2",
+    }
+    assert all(r.refused and catalog.models[r.replacement].spec.retired is None for r in retired.values())
 
 
 def _write(tmp_path, text):
@@ -95,7 +94,6 @@ def test_malformed_manifest_names_file_entry_and_field(tmp_path):
 provider: acme
 models:
   - name: good-model
-    seeds: [x.txt]
     output: {url: [video.url]}
     pricing: {unit: clip, rates: [{usd: 1}]}
     modes:
@@ -118,7 +116,6 @@ def test_manifest_without_price_or_reason_is_rejected(tmp_path):
 provider: acme
 models:
   - name: m
-    seeds: [x.txt]
     output: {url: [video.url]}
     pricing: {unit: clip}
     modes: {t: {endpoint: e, params: {prompt: {type: string, canonical: prompt}}}}
@@ -133,7 +130,6 @@ provider: acme
 models:
   - name: m1
     aliases: [kling]
-    seeds: [x.txt]
     output: {url: [video.url]}
     pricing: {unit: clip, rates: [{usd: 1}]}
     modes: {t: {endpoint: e, params: {prompt: {type: string, canonical: prompt}}}}
@@ -142,3 +138,64 @@ models:
     with pytest.raises(UserError) as err:
         build_catalog([("fal", fal), ("acme", a)])
     assert "'kling'" in str(err.value) and "fal.yaml" in str(err.value) and "acme" in str(err.value)
+
+
+# -- rules that name parameters: a rule that can never match is refused when the manifest loads -----
+
+RULED = """
+provider: acme
+models:
+  - name: m
+    output: {{url: [video.url], extension_by: {extension_by}}}
+    pricing: {{unit: clip, rates: [{{when: {when}, usd: 1}}]}}
+    modes:
+      t:
+        endpoint: e
+        constraints: [{{when: {{resolution: 1080p}}, allowed: {allowed}, reason: r}}]
+        params:
+          prompt: {{type: string, canonical: prompt}}
+          res: {{type: string, canonical: resolution, map: {{720p: 720P, 1080p: 1080P}}}}
+          seconds: {{type: integer, canonical: duration, enum: [5, 8]}}
+"""
+
+
+@pytest.mark.parametrize("when, allowed, extension_by, problem", [
+    ("{resolution: 1080P}", "{duration: [5]}", "{}", None),  # a canonical value in another case
+    ("{res: 1080P}", "{seconds: [5]}", "{res: {1080P: mov}}", None),  # native names take native values
+    ("{resolution: 4k}", "{duration: [5]}", "{}", "pricing: resolution='4k' is not a value resolution takes (allowed: 720p, 1080p)"),
+    ("{res: 1080p}", "{duration: [5]}", "{}", None),  # 1080p is 1080P in another case
+    ("{size: 1080p}", "{duration: [5]}", "{}", "pricing names 'size', which is neither a field nor a canonical parameter"),
+    ("{}", "{duration: [7]}", "{}", "constraints: duration='7' is not a value duration takes (allowed: 5, 8)"),
+    ("{}", "{length: []}", "{}", "constraints names 'length'"),
+    ("{}", "{duration: [5]}", "{format: {prores: mov}}", "output.extension_by names 'format', which is not a field of any mode"),
+])
+def test_rules_must_name_what_the_modes_take(tmp_path, when, allowed, extension_by, problem):
+    path = _write(tmp_path, RULED.format(when=when, allowed=allowed, extension_by=extension_by))
+    if problem is None:
+        assert load_manifest(path).models[0].sources == []  # sources are optional
+        return
+    with pytest.raises(UserError) as err:
+        load_manifest(path)
+    assert problem in str(err.value) and "'m'" in str(err.value)
+
+
+def test_a_deprecated_model_plans_with_a_warning_naming_its_replacement(tmp_path):
+    from runner.plan import build_plan
+    from runner.report import format_plan
+
+    path = _write(tmp_path, """
+provider: acme
+models:
+  - name: old
+    retired: {replacement: kling, refused: false, since: "Acme's changelog, 2026-10"}
+    output: {url: [video.url]}
+    pricing: {unit: clip, rates: [{usd: 1}]}
+    modes: {t: {endpoint: e, params: {prompt: {type: string, canonical: prompt}}}}
+""")
+    fal = Path(__file__).parent.parent / "manifests" / "fal.yaml"
+    catalog = build_catalog([("fal", fal), ("acme", path)])
+    conf = {"model": {"name": "old"}, "prompt_set": {"name": "p", "prompts": [{"id": "a", "text": "hi"}]}}
+    plan = build_plan(conf, catalog)
+    assert len(plan.jobs) == 1
+    assert plan.warnings == ["model old is deprecated by acme and may stop working; Acme's changelog, 2026-10; use model=kling instead"]
+    assert "warning: model old is deprecated" in format_plan(plan)

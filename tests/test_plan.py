@@ -1,4 +1,4 @@
-"""Plans: expansion, job keys, prices from the seeds' tables, and every validation failure."""
+"""Plans: expansion, job keys, prices from the providers' price tables, and every validation failure."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from runner.plan import job_key
         (["model=sora2", "prompt_set=nature", "duration=8"], "0.80"),
     ],
 )
-def test_prices_follow_the_seed_tables(overrides, each):
+def test_prices_follow_the_providers_price_tables(overrides, each):
     p = plan(overrides)
     assert p.jobs and all(job.cost == Decimal(each) for job in p.jobs)
     assert p.total == Decimal(each) * len(p.jobs)

@@ -52,7 +52,7 @@ MODEL = """\
 provider: {provider}
 models:
   - name: {model}
-    seeds: [api.md]
+    sources: [api.md]
     aliases: [{alias}]
     output: {{url: [video_url]}}
     pricing: {{unit: clip, rates: [{{usd: 0.1}}]}}
