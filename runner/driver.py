@@ -356,8 +356,7 @@ class Driver:
         row = job.row
         before = bucket(row["state"], row["provider_status"])
         if fields.get("holds_slot") == 0 and row["holds_slot"]:
-            self._lane(job).held -= 1
-            self.engine.wake()
+            self.engine.slot_freed(self._lane(job), row["model_id"])
         if "reserve" in fields:
             row["reserved_micros"] = fields.pop("reserve")
             self.engine.money_freed()

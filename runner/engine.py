@@ -156,6 +156,13 @@ class Engine:
         self.spent += spent
         self.on_change(self.counts, self.spent)
 
+    def slot_freed(self, lane: Lane, model_id: str) -> None:
+        """A slot this process held is free: its lane (and model) may be claimed from at once."""
+        lane.held -= 1
+        lane.blocked.discard(None)
+        lane.blocked.discard(model_id)
+        self._wake.set()
+
     def money_freed(self) -> None:
         self._budget_blocked = False
         self._wake.set()

@@ -120,17 +120,25 @@ def recorded_task_ids(folder: Path) -> dict[str, list[str]]:
 def assert_no_paid_twice(entries: list[dict[str, Any]], rows: list[dict[str, Any]], folder: Path) -> int:
     """Each job reached the provider once per generation it recorded, plus at most the submissions
     the ledger owns up to as possible duplicates; returns the simulator's count of orphans (accepted
-    submissions whose answer the runner never recorded)."""
+    submissions whose answer the runner never recorded).
+
+    Replicates of one point send identical requests, so the provider's side is compared per request
+    body, against the jobs that send it."""
     recorded = recorded_task_ids(folder)
     known = {task for tasks in recorded.values() for task in tasks}
-    by_payload = Counter((entry["endpoint"], entry["payload_sha256"]) for entry in entries)
-    orphans_by_payload = Counter((e["endpoint"], e["payload_sha256"]) for e in entries if e["task_id"] not in known)
+    sent = Counter((entry["endpoint"], entry["payload_sha256"]) for entry in entries)
+    orphans = Counter((e["endpoint"], e["payload_sha256"]) for e in entries if e["task_id"] not in known)
+    generations: Counter = Counter()
+    owned_up: Counter = Counter()
     for row in rows:
-        where = (row["endpoint"], payload_sha256(submitted_body(row)))
-        generations = len(recorded.get(row["key"], []))
-        assert by_payload[where] == generations + orphans_by_payload[where], (row["model"], row["prompt_id"])
-        assert orphans_by_payload[where] <= row["possible_duplicates"], (row["model"], row["prompt_id"], orphans_by_payload[where])
-    return sum(orphans_by_payload.values())
+        body = (row["endpoint"], payload_sha256(submitted_body(row)))
+        generations[body] += len(recorded.get(row["key"], []))
+        owned_up[body] += row["possible_duplicates"]
+    for body in generations:
+        assert sent[body] == generations[body] + orphans[body], (body, sent[body], generations[body], orphans[body])
+        assert orphans[body] <= owned_up[body], (body, orphans[body], owned_up[body])
+    assert set(sent) <= set(generations), "the provider received requests no job of this ledger sends"
+    return sum(orphans.values())
 
 
 class SimProcess:
