@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 soak: install
 	RUNNER_SOAK_KILLS=200 $(BIN)/python -m pytest -q tests/test_kill_campaign.py -k campaign_never_pays_twice

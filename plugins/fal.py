@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 
 from runner.hookspecs import hookimpl
-from runner.inputs import replace_inputs
 from runner.providers import GenerationFailed, Handle, Job, Provider, ProviderError, Result, Status, json_object, output_urls
 from runner_manifests import path
 
@@ -35,7 +34,10 @@ class Fal(Provider):
         return key
 
     def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Key {self.settings.key}", "x-app-fal-disable-fallback": "true"}
+        # Fallback to another model is switched off under the header's documented name
+        # (docs.fal.ai, "Reliability") and its older one, so a comparison measures the model asked for.
+        return {"Authorization": f"Key {self.settings.key}", "x-fal-disable-fallbacks": "true",
+                "x-app-fal-disable-fallback": "true"}
 
     def error_message(self, response: httpx.Response) -> str:
         """fal's `detail`: a message, or a list of per-field validation errors."""

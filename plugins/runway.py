@@ -13,7 +13,7 @@ import httpx
 
 from runner.hookspecs import hookimpl
 from runner.inputs import replace_inputs
-from runner.providers import Handle, Job, Provider, ProviderError, Result, Status, classify_status, classify_transport, json_object, output_urls
+from runner.providers import Handle, Job, Provider, ProviderError, Result, Status, classify_status, classify_transport, json_object
 from runner_manifests import path
 
 API_VERSION = "2024-11-06"

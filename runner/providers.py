@@ -185,6 +185,9 @@ class Provider:
             raise classify_transport(exc, submitting=submitting) from None
         except httpx.InvalidURL as exc:
             raise ProviderError(f"invalid URL {url!r}: {exc}", kind="permanent", never_sent=True) from None
+        except httpx.HTTPError as exc:  # an undecodable body, a redirect loop: the answer, not the request, failed
+            raise ProviderError(f"unreadable answer: {type(exc).__name__}: {exc}", kind="retryable",
+                                maybe_accepted=submitting) from None
         if response.status_code in ok:
             return response
         if 300 <= response.status_code < 400:
@@ -254,8 +257,14 @@ def _bounded(seconds: float) -> float | None:
 
 
 def classify_status(response: httpx.Response, message: str, *, submitting: bool = False) -> ProviderError:
-    """An HTTP error as the engine should treat it: 429 and 5xx retryable, other 4xx permanent."""
+    """An HTTP error as the engine should treat it: 429 and 5xx retryable, other 4xx permanent, unless
+    the server says otherwise in `x-should-retry` (as Runway's API does and its SDK obeys)."""
     code = response.status_code
+    told = response.headers.get("x-should-retry")
+    if told == "false":
+        return ProviderError(message, kind="permanent", status=code, maybe_accepted=submitting and code >= 500)
+    if told == "true" and code < 500 and code != 429:
+        return ProviderError(message, kind="retryable", status=code, retry_after=retry_after(response))
     if code == 429:
         return ProviderError(message, kind="rate_limited", status=code, retry_after=retry_after(response))
     if code in (408, 409) or code >= 500:

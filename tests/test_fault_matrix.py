@@ -5,12 +5,9 @@ error, nothing paid for lost": never a traceback or a hang, and a rerun generate
 
 from __future__ import annotations
 
-import os
 import shutil
-import sqlite3
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
