@@ -13,7 +13,7 @@ import httpx
 
 from runner.hookspecs import hookimpl
 from runner.inputs import replace_inputs
-from runner.providers import Handle, Job, Provider, ProviderError, Result, Status, classify_status, classify_transport, json_object
+from runner.providers import AccountLimits, Handle, Job, Provider, ProviderError, Result, Status, classify_status, classify_transport, json_object
 from runner_manifests import path
 
 API_VERSION = "2024-11-06"
@@ -106,14 +106,24 @@ class Runway(Provider):
                 raise
         return True
 
-    async def concurrency_limits(self) -> dict[str, int]:
+    async def account_limits(self) -> AccountLimits:
+        """Per-model concurrency and what is left of today's generations, from GET /v1/organization."""
         org = json_object(await self._call("GET", "organization"))
-        models = (org.get("tier") or {}).get("models") or {}
-        return {
-            model: int(limits["maxConcurrentGenerations"])
-            for model, limits in models.items()
-            if isinstance(limits, dict) and limits.get("maxConcurrentGenerations") is not None
-        }
+        tier = _table(_table(org.get("tier")).get("models"))
+        used = _table(_table(org.get("usage")).get("models"))
+        concurrency, daily_left = {}, {}
+        for model, limits in tier.items():
+            limits = _table(limits)
+            if isinstance(limits.get("maxConcurrentGenerations"), int):
+                concurrency[model] = limits["maxConcurrentGenerations"]
+            if isinstance(limits.get("maxDailyGenerations"), int):
+                done = _table(used.get(model)).get("dailyGenerations")
+                daily_left[model] = max(0, limits["maxDailyGenerations"] - (done if isinstance(done, int) else 0))
+        return AccountLimits(concurrency, daily_left)
+
+
+def _table(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def task_status(task: dict[str, Any]) -> Status:

@@ -156,8 +156,11 @@ class Driver:
             return await self._finish_failed(job, exc.message, "permanent")
         if exc.never_sent:
             lane.unreachable(self.engine.options.max_outage_s)
-        if exc.retry_after is not None and exc.retry_after > lane.conf.retry.backoff_max_s * 10:
-            lane.stopped = lane.stopped or f"{lane.provider.name} asks to wait {exc.retry_after:.0f} s: {exc.message}"
+        if exc.kind == "rate_limited" and exc.retry_after is not None and exc.retry_after > lane.conf.retry.backoff_max_s * 10:
+            # Not a burst to back off from: a quota (Runway's daily generation limit answers 429 with
+            # the time until it resets). Retrying would only burn requests; this model waits for a rerun.
+            lane.stop_model(job.row["model_id"], f"rate limited for {exc.retry_after:.0f} s (a quota, such as a daily "
+                                                 f"generation limit): {exc.message}")
         await self._release(job, exc.message, backoff=True, after=exc.retry_after)
 
     async def _ambiguous(self, job: Tracked, message: str) -> None:
@@ -336,7 +339,7 @@ class Driver:
     async def _release(self, job: Tracked, reason: str, backoff: bool = False, after: float | None = None) -> None:
         """Back to `planned`, its slot and reservation freed: nothing was generated for it."""
         await self._move(job, S.PLANNED, reason, reserve=0, holds_slot=0, error=reason, error_class="retryable")
-        if not self.engine.stopping and not self._lane(job).stopped:
+        if not self.engine.stopping and self._lane(job).sendable(job.row["model_id"]):
             self.engine.retry_later(job.key, after if after is not None else self._backoff(self._lane(job), 1) if backoff else 0.0)
 
     async def _slot_released(self, job: Tracked, reason: str) -> None:

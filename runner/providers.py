@@ -136,6 +136,14 @@ def make_job(
 
 
 @dataclass(frozen=True)
+class AccountLimits:
+    """What an account allows, by the provider's model id: generations at once, and left today."""
+
+    concurrency: dict[str, int] = field(default_factory=dict)
+    daily_left: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Settings:
     """A provider account as the run config gives it."""
 
@@ -222,9 +230,9 @@ class Provider:
         """Stop a task; False when it had already finished (its output is then still collectable)."""
         raise NotImplementedError
 
-    async def concurrency_limits(self) -> dict[str, int]:
-        """Per-model concurrency the account allows, where the provider says (else empty)."""
-        return {}
+    async def account_limits(self) -> "AccountLimits":
+        """Per-model limits the account has, where the provider says (`limits_from_provider=true`)."""
+        return AccountLimits()
 
 
 # -- helpers every HTTP provider needs -------------------------------------------------------------

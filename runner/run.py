@@ -204,8 +204,12 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
             lane = lanes[name]
             lane.provider = registry.providers[name](Settings(account.base_url, account.key, conf.request_timeout_s), clients[name])
             if conf.limits_from_provider:
-                told = await lane.provider.concurrency_limits()
-                lane.model_limits = {**told, **lane.model_limits}
+                told = await lane.provider.account_limits()
+                lane.model_limits = {**told.concurrency, **lane.model_limits}
+                lane.daily_left = dict(told.daily_left)
+                for model_id, left in told.daily_left.items():
+                    if left <= 0:
+                        lane.stop_model(model_id, "the account's daily generation limit for this model is reached")
 
         def notify(event: str, row: dict[str, Any], detail: str) -> None:
             progress.event(event, row, detail)

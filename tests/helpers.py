@@ -79,9 +79,10 @@ def ledger_rows(folder: Path) -> list[dict[str, Any]]:
     return query(folder, "select * from jobs")
 
 
-def states(folder: Path) -> Counter:
+def states(folder: Path, column: str = "state") -> Counter:
+    """How many jobs are in each state (or value of another column); empty before the ledger exists."""
     try:
-        return Counter(r["state"] for r in ledger_rows(folder))
+        return Counter(r[column] for r in query(folder, f"select {column} from jobs"))
     except sqlite3.Error:
         return Counter()
 
