@@ -135,6 +135,21 @@ def make_job(
     )
 
 
+class Uploads:
+    """Files the provider already holds, by sha256, so a file is uploaded once while its copy lasts
+    (the runner keeps them in the ledger, across jobs and runs; this default keeps them in memory)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, float]] = {}
+
+    async def get(self, sha256: str) -> str | None:
+        uri, expires_at = self._held.get(sha256, ("", 0.0))
+        return uri if expires_at > time.time() else None
+
+    async def put(self, sha256: str, uri: str, ttl_s: float) -> None:
+        self._held[sha256] = (uri, time.time() + ttl_s)
+
+
 @dataclass(frozen=True)
 class AccountLimits:
     """What an account allows, by the provider's model id: generations at once, and left today."""
@@ -162,9 +177,10 @@ class Provider:
     #: it: a third-party plugin ships its defaults here, and they become `provider=<name>`.
     default_conf: ClassVar[ProviderConf | None] = None
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient):
+    def __init__(self, settings: Settings, client: httpx.AsyncClient, uploads: Uploads | None = None):
         self.settings = settings
         self.client = client
+        self.uploads = uploads or Uploads()
 
     @classmethod
     def key_from_env(cls, environ: Mapping[str, str], configured: str | None = None) -> str | None:

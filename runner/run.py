@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from runner.money import to_micros
 from runner.owners import Heartbeat, Identity
 from runner.plan import Plan
 from runner.progress import Progress
-from runner.providers import Settings
+from runner.providers import Settings, Uploads
 from runner.summary import EXIT_INTERRUPTED, summarize
 from runner.writer import LedgerUnusable, Writer
 
@@ -202,7 +203,8 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
         for name, account in found.items():
             conf = cfg.providers[name]
             lane = lanes[name]
-            lane.provider = registry.providers[name](Settings(account.base_url, account.key, conf.request_timeout_s), clients[name])
+            settings = Settings(account.base_url, account.key, conf.request_timeout_s)
+            lane.provider = registry.providers[name](settings, clients[name], LedgerUploads(writer, name))
             if conf.limits_from_provider:
                 told = await lane.provider.account_limits()
                 lane.model_limits = {**told.concurrency, **lane.model_limits}
@@ -243,6 +245,20 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
     finally:
         for client in [*clients.values(), downloads]:
             await client.aclose()
+
+
+class LedgerUploads(Uploads):
+    """Files a provider holds, kept in the ledger: reused across jobs, runs and processes."""
+
+    def __init__(self, writer: Writer, provider: str):
+        self.writer = writer
+        self.provider = provider
+
+    async def get(self, sha256: str) -> str | None:
+        return await self.writer(S.upload, self.provider, sha256, time.time())
+
+    async def put(self, sha256: str, uri: str, ttl_s: float) -> None:
+        await self.writer(S.keep_upload, self.provider, sha256, uri, time.time() + ttl_s)
 
 
 def _client(conf: ProviderConf, *, follow_redirects: bool, pool: int | None = None) -> httpx.AsyncClient:

@@ -305,6 +305,17 @@ def note_latency(conn: sqlite3.Connection, model_id: str, low_s: float, high_s: 
     )
 
 
+def upload(conn: sqlite3.Connection, provider: str, sha256: str, now: float) -> str | None:
+    """A provider-held copy of a file that is still valid at `now` (epoch seconds), if any."""
+    row = conn.execute("select uri from uploads where provider = ? and sha256 = ? and expires_at > ?", [provider, sha256, now]).fetchone()
+    return None if row is None else row[0]
+
+
+def keep_upload(conn: sqlite3.Connection, provider: str, sha256: str, uri: str, expires_at: float) -> None:
+    conn.execute("insert or replace into uploads (provider, sha256, uri, expires_at) values (?, ?, ?, ?)",
+                 [provider, sha256, uri, expires_at])
+
+
 def _event(conn: sqlite3.Connection, key: str, from_state: str | None, to_state: str | None, detail: str) -> None:
     conn.execute(
         "insert into events (job_key, at, from_state, to_state, detail) values (?, ?, ?, ?, ?)",

@@ -7,6 +7,7 @@ import signal
 from collections import Counter
 
 from runner.sim import SimConfig, Simulator
+from runner.sim.media import make_image
 from tests.conftest import run_cli
 from tests.helpers import ledger_rows, sim_args, sim_env, start, states, wait_until
 
@@ -46,3 +47,21 @@ def test_cancel_on_interrupt_settles_what_may_have_run_and_a_rerun_says_it_pays_
         assert again.returncode == 0, again.stdout + again.stderr
         assert "2 job(s) canceled earlier were generated again (a new charge each)" in again.stdout
         assert states(tmp_path) == {"downloaded": 2}
+
+
+def test_a_large_input_is_uploaded_once_and_reused_across_jobs_and_runs(tmp_path, sim, prompt_sets):
+    big = tmp_path / "big.png"
+    big.write_bytes(make_image("big") + b"\0" * 4_000_000)  # over Runway's inline limit: the upload flow
+    overrides = prompt_sets("upload", f"""
+        name: upload
+        prompts:
+          - {{id: big, text: the beam turns, image: {big}}}
+    """)
+    args = ["model=gen4_turbo", *overrides, "replicates=3", *sim_args(sim)]
+    assert run_cli(*args, cwd=tmp_path, env=sim_env(sim)).returncode == 0
+    uploads = sim.stats()["server"]["routes"]["runway.upload"]["requests"]
+    assert uploads == 2  # one ticket and one form post for three jobs
+    again = run_cli(*args, "seed=7", cwd=tmp_path, env=sim_env(sim))  # new jobs, the same file
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert sim.stats()["server"]["routes"]["runway.upload"]["requests"] == uploads
+    assert len(sim.ledger()) == 6
