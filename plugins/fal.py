@@ -20,6 +20,7 @@ from runner_manifests import path
 #: Errors in a COMPLETED status that are the caller's fault; the rest are the platform's.
 PERMANENT_ERROR_TYPES = {"bad_request", "content_policy_violation"}
 CANCELED_ERROR_TYPES = {"client_cancelled"}
+MODERATION = "content_policy_violation"
 
 
 class Fal(Provider):
@@ -51,7 +52,8 @@ class Fal(Provider):
             for item in detail:
                 if isinstance(item, dict):
                     loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                    parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+                    text = f"{loc}: {item.get('msg')}" if loc else str(item.get("msg"))
+                    parts.append(text + (f" ({item['type']})" if item.get("type") else ""))
             detail = "; ".join(parts) or detail
         error_type = body.get("error_type") if isinstance(body, dict) else None
         return f"HTTP {response.status_code}: {detail}" + (f" ({error_type})" if error_type else "")
@@ -68,7 +70,28 @@ class Fal(Provider):
             raise ProviderError(f"fal accepted the request but the answer lacks its URLs: {data!r}", kind="retryable", maybe_accepted=True) from None
 
     async def poll(self, handle: Handle) -> Status:
-        return request_status(json_object(await self.http("GET", handle.urls["status"], params={"logs": "0"})))
+        status = request_status(json_object(await self.http("GET", handle.urls["status"], params={"logs": "0"})))
+        if status.state == "failed" and status.detail == "COMPLETED":
+            return await self._explained(handle, status)
+        return status
+
+    async def _explained(self, handle: Handle, status: Status) -> Status:
+        """fal explains a failed request in its result response (docs.fal.ai, "Request errors"): a
+        model error is a 4xx with `detail[{loc, msg, type}]` and may still be billed; a platform
+        error is a 5xx and is not; `X-Fal-Retryable` says whether trying again can help. When the
+        result cannot be read, the status's own error type decides."""
+        try:
+            response = await self.client.get(handle.urls["response"], headers=self.auth_headers())
+        except httpx.HTTPError:
+            return status
+        if response.status_code < 400:
+            return status
+        types = _error_types(response)
+        told = response.headers.get("x-fal-retryable", "").lower()
+        model_error = response.status_code < 500 or MODERATION in types
+        kind = "permanent" if told == "false" or (model_error and told != "true") else "retryable"
+        return Status("failed", detail=status.detail, error=self.error_message(response), error_kind=kind,  # type: ignore[arg-type]
+                      may_be_billed=model_error)
 
     async def result(self, handle: Handle, job: Job) -> Result:
         """The outputs of a completed request. A model error (a 4xx with fal's `detail`) means the
@@ -88,6 +111,18 @@ class Fal(Provider):
     async def cancel(self, handle: Handle) -> bool:
         response = await self.http("PUT", handle.urls["cancel"], ok=(400, 404))
         return response.status_code < 300  # 400: already completed (collect it); 404: gone
+
+
+def _error_types(response: httpx.Response) -> set[str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return set()
+    if not isinstance(body, dict):
+        return set()
+    detail = body.get("detail")
+    found = {item.get("type") for item in detail if isinstance(item, dict)} if isinstance(detail, list) else set()
+    return {str(t) for t in found | {body.get("error_type"), response.headers.get("x-fal-error-type")} if t}
 
 
 def request_status(data: dict[str, Any]) -> Status:

@@ -25,8 +25,10 @@ CREDIT_USD = Decimal("0.01")
 
 
 def failure_kind(code: str | None) -> str:
-    """Moderation and bad assets fail the same way again; internal and partner faults may not."""
-    if code and code.startswith(("SAFETY.", "INPUT_PREPROCESSING.SAFETY", "ASSET.")):
+    """Whether a failed task is worth a new generation, as Runway's task-failure guide says: not
+    after moderation or a bad asset, and not after INTERNAL.BAD_OUTPUT ("may retry, but not likely
+    to succeed": each retry is paid). Internal and third-party faults may pass."""
+    if code and code.startswith(("SAFETY.", "INPUT_PREPROCESSING.SAFETY", "ASSET.", "INTERNAL.BAD_OUTPUT")):
         return "permanent"
     return "retryable"
 

@@ -221,7 +221,8 @@ class Driver:
                 return await self._succeeded(job, handle, status)
             if status.state == "canceled":
                 return await self._canceled(job, status.cost_usd)
-            return await self._generation_failed(job, status.error or "failed", status.error_kind or "retryable", status.cost_usd)
+            return await self._generation_failed(job, status.error or "failed", status.error_kind or "retryable", status.cost_usd,
+                                                 status.may_be_billed)
 
     async def _past_deadline(self, job: Tracked, status: Status) -> None:
         """Past job_timeout_s: give the slot back (the run must not wait on it) and follow it slowly."""

@@ -92,6 +92,7 @@ class Status:
     error_kind: ErrorClass | None = None
     cost_usd: Decimal | None = None  # what the provider says this generation cost, when it says
     outputs: tuple[str, ...] = ()  # output URLs, when the status already carries them
+    may_be_billed: bool = False  # a failure the provider may still charge for (when cost_usd is None)
 
 
 @dataclass(frozen=True)

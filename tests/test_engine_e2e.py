@@ -109,7 +109,7 @@ def test_missing_key_stops_before_anything_runs(tmp_path, sim):
 
 
 def test_failed_generations_retry_then_fail_permanently(tmp_path, sim):
-    sim.inject("task_failed", on="runway.create", failure_code="INTERNAL.BAD_OUTPUT.CODE01")
+    sim.inject("task_failed", on="runway.create", failure_code="INTERNAL")
     sim.inject("task_failed", on="fal.submit", model="fal-kling-v2.1-standard", failure_code="SAFETY.INPUT.IMAGE", count=3)
     result = run_cli("-m", "model=gen4_turbo,kling", "prompt_set=animate", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
     rows = {(r["model"], r["prompt_id"]): r for r in ledger_rows(tmp_path)}

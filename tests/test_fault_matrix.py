@@ -83,7 +83,7 @@ def test_a_lost_answer_to_an_accepted_submission_is_counted_once(tmp_path, sim, 
 
 
 def test_failed_generations_retry_or_fail_with_the_providers_reason(tmp_path, sim):
-    sim.inject("task_failed", on="runway.create", failure_code="INTERNAL.BAD_OUTPUT.CODE01")
+    sim.inject("task_failed", on="runway.create", failure_code="INTERNAL")
     sim.inject("task_failed", on="fal.submit", failure_code="SAFETY.INPUT.IMAGE", count=2)
     result = _run(sim, tmp_path)
     rows = ledger_rows(tmp_path)

@@ -65,3 +65,18 @@ def test_a_large_input_is_uploaded_once_and_reused_across_jobs_and_runs(tmp_path
     assert again.returncode == 0, again.stdout + again.stderr
     assert sim.stats()["server"]["routes"]["runway.upload"]["requests"] == uploads
     assert len(sim.ledger()) == 6
+
+
+def test_fal_failures_are_read_from_the_result_and_billed_as_fal_bills_them(tmp_path, sim):
+    # A moderation refusal is a model error: final, and fal may still charge for it. A platform
+    # error is not billed and may pass on a new attempt.
+    sim.inject("task_failed", on="fal.submit", model="fal-hailuo-02-standard", failure_code="SAFETY.INPUT.IMAGE")
+    sim.inject("task_failed", on="fal.submit", model="fal-hailuo-02-standard", failure_code="INTERNAL")
+    result = run_cli("model=hailuo", "prompt_set=animate", *sim_args(sim, fal=1), cwd=tmp_path, env=sim_env(sim))
+    assert result.returncode == 1
+    rows = {r["state"]: r for r in ledger_rows(tmp_path)}
+    refused, retried = rows["failed"], rows["downloaded"]
+    assert refused["error_class"] == "permanent" and "content_policy_violation" in refused["error"] and refused["attempts"] == 1
+    assert refused["spent_micros"] == 0 and refused["possible_micros"] == refused["est_micros"] == 270_000
+    assert retried["attempts"] == 2 and retried["spent_micros"] == 270_000 and retried["possible_micros"] == 0
+    assert "possibly billed on top of the settled spend: up to $0.27" in result.stdout
