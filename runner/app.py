@@ -137,4 +137,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UserError as exc:
         fail(str(exc))
     sys.argv = [sys.argv[0], *args]
-    _hydra_main()
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:  # outside the engine (planning, the last ledger writes): nothing is half-done
+        print("\ninterrupted; the ledger is consistent: run the same command to carry on", file=sys.stderr)
+        sys.exit(130)

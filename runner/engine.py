@@ -299,7 +299,7 @@ class Engine:
             model_limits = {(name, m): n for name, lane in self.lanes.items() for m, n in lane.model_limits.items()}
             candidates_est = {key: est for key, _, _, est in candidates}
             results = await self.db(S.claim, self.me.id, candidates, provider_limits, model_limits, self.options.budget_id)
-            for result, (key, name, model_id, _) in zip(results, candidates):
+            for result, (key, name, model_id, _) in reversed(list(zip(results, candidates))):  # put back in order
                 lane = self.lanes[name]
                 if result.fence is not None:
                     if model_id in lane.daily_left:

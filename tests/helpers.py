@@ -21,8 +21,8 @@ import httpx
 from runner.inputs import InputFile, replace_inputs
 from runner.sim import payload_sha256
 from runner.sim.media import mp4_info
+from tests.conftest import KEYLESS
 
-KEYLESS = ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
 
 
 def sim_args(sim: Any, poll: float = 0.05, timeout: float = 5, **concurrency: int) -> list[str]:
