@@ -78,8 +78,9 @@ class Driver:
         if state == S.CLAIMED:  # nothing was sent: not ambiguous
             await self._release(job, "taken over before anything was sent")
         elif state == S.SUBMITTING:  # the create request may have reached the provider
-            await self._ambiguous(job, "the runner that was submitting it stopped before the answer was recorded")
-            await self._send(job)
+            if await self._ambiguous(job, "the runner that was submitting it stopped before the answer was recorded"):
+                await asyncio.sleep(self._hold_s(job, self._lane(job)))
+                await self._send(job)
         elif state == S.SUBMITTED:
             await self._follow(job, self._handle(job), resumed=True)
         elif state == S.GENERATED:
@@ -121,18 +122,18 @@ class Driver:
                 if not exc.maybe_accepted:
                     return await self._not_sent(job, exc)
                 lane.reached()
-                await self._ambiguous(job, exc.message)
+                fits = await self._ambiguous(job, exc.message)
                 if exc.kind == "permanent" or self._too_many_unanswered(job, lane):
                     return await self._finish_failed(job, exc.message, exc.kind)
-                if sends >= lane.conf.retry.max_attempts or self.engine.stopping:
-                    return await self._release(job, exc.message, backoff=True)
-                await asyncio.sleep(self._hold_s(job, lane, exc))
+                if not fits or sends >= lane.conf.retry.max_attempts or self.engine.stopping:
+                    return await self._release(job, exc.message, backoff=fits)
+                await asyncio.sleep(self._hold_s(job, lane, exc.retry_after))
                 continue
             except (InputChanged, EnvironmentFault):
                 raise
             except Exception as exc:  # a plugin's bug reading the answer: the task may exist
                 message = f"unexpected {type(exc).__name__} while submitting: {exc}"
-                await self._ambiguous(job, message)
+                await self._ambiguous(job, message)  # counted whatever the budget: it is not sent again
                 return await self._finish_failed(job, message, "permanent")
             lane.reached()
             break
@@ -163,18 +164,26 @@ class Driver:
                                                  f"generation limit): {exc.message}")
         await self._release(job, exc.message, backoff=True, after=exc.retry_after)
 
-    async def _ambiguous(self, job: Tracked, message: str) -> None:
+    async def _ambiguous(self, job: Tracked, message: str) -> bool:
         """A create request whose answer never arrived may have started a paid generation the ledger
-        cannot follow: count it once, and hold its estimate against the budget."""
-        await self._move(job, None, f"possible duplicate charge: {message}",
-                         possible=job.row["est_micros"] or 0, possible_duplicates=(job.row["possible_duplicates"] or 0) + 1)
+        cannot follow: count it once and hold its estimate against the budget. True when the job may
+        be sent again within the budget (else it goes back to planned, and the run stops at its budget)."""
+        fits = await self.engine.db(S.ambiguous, job.key, job.fence, message, self.engine.options.budget_id)
+        if fits is None:
+            raise LostJob(job.key)
+        estimate = job.row["est_micros"] or 0
+        job.row["possible_micros"] = (job.row["possible_micros"] or 0) + estimate
+        job.row["possible_duplicates"] = (job.row["possible_duplicates"] or 0) + 1
+        if not fits:
+            self.engine.budget_reached()
+        return fits
 
-    def _hold_s(self, job: Tracked, lane: "Lane", exc: ProviderError) -> float:
+    def _hold_s(self, job: Tracked, lane: "Lane", retry_after: float | None = None) -> float:
         """Before sending again after an ambiguous send, wait as long as the untracked task may run
         (it may hold one of the account's slots) or as the provider asks, whichever is longer."""
         learned = self.learned.get(job.row["model_id"])
         hold = learned[1] if learned else lane.conf.min_poll_interval_s
-        return min(max(hold, exc.retry_after or 0.0, self._backoff(lane, 1)), self.engine.options.job_timeout_s)
+        return min(max(hold, retry_after or 0.0, self._backoff(lane, 1)), self.engine.options.job_timeout_s)
 
     # -- following ----------------------------------------------------------------------------------
 

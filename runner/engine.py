@@ -175,6 +175,9 @@ class Engine:
         lane.blocked.discard(model_id)
         self._wake.set()
 
+    def budget_reached(self) -> None:
+        self._budget_blocked = self.outcome.budget_stopped = True
+
     def money_freed(self) -> None:
         self._budget_blocked = False
         self._wake.set()

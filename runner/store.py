@@ -266,6 +266,19 @@ def move(
     return True
 
 
+def ambiguous(conn: sqlite3.Connection, key: str, fence: Fence, detail: str, budget_id: str | None) -> bool | None:
+    """Count a create request whose answer never arrived: one possible duplicate, its estimate held
+    against the budget. Then: may the job be sent again (its reservation still held) within the
+    budget? None when fenced out."""
+    row = conn.execute("select est_micros, possible_duplicates from jobs where key = ? and owner = ? and lease = ?",
+                       [key, fence.owner, fence.lease]).fetchone()
+    if row is None:
+        return None
+    move(conn, key, fence, None, f"possible duplicate charge: {detail}", possible=row[0] or 0, possible_duplicates=row[1] + 1)
+    committed, limit = budget(conn, budget_id) if budget_id else (0, None)
+    return limit is None or committed <= limit
+
+
 def adopt(conn: sqlite3.Connection, key: str, old: Fence, owner: str) -> Fence | None:
     """Take over a job whose owner is gone; None if it changed hands meanwhile."""
     new = Fence(owner, old.lease + 1)

@@ -99,3 +99,17 @@ def test_unpriced_jobs_run_under_a_budget_only_when_allowed(tmp_path, fast_sim):
                      cwd=tmp_path, env=sim_env(sim))
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(sim.ledger()) == 2
+
+
+def test_a_lost_answer_at_the_budget_is_not_sent_again(tmp_path, fast_sim):
+    # The only job the budget allows loses its answer: the provider may be generating it, so sending
+    # it again could bill twice the budget. It waits for a rerun (and a larger budget).
+    sim = fast_sim
+    sim.inject("reset", on="runway.create", after_accept=True)
+    args = ["model=gen4_turbo", "prompt_set=animate", "duration=5", "budget_usd=0.5", *sim_args(sim, runway=1)]
+    result = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
+    assert result.returncode == 1 and "stopped at budget_usd" in result.stdout, result.stdout
+    assert len(sim.ledger()) <= 2 and _billed(sim) <= Decimal("0.5")
+    rows = ledger_rows(tmp_path)
+    assert sum(r["possible_duplicates"] for r in rows) == 1
+    assert sum(r["spent_micros"] + r["possible_micros"] for r in rows) <= 500_000
