@@ -138,3 +138,9 @@ def m002_fenced_jobs_exact_money_budgets(db: sqlite_utils.Database) -> None:
 def m003_uploads(db: sqlite_utils.Database) -> None:
     """Files a provider holds for a while (Runway's runway:// uploads, 24 h): reused, not sent again."""
     db["uploads"].create({"provider": str, "sha256": str, "uri": str, "expires_at": float}, pk=("provider", "sha256"))
+
+
+@migration
+def m004_hook_cursors(db: sqlite_utils.Database) -> None:
+    """How far each plugin's lifecycle hooks have been given the ledger's events (at least once)."""
+    db["hook_cursors"].create({"plugin": str, "event_id": int, "updated_at": str}, pk="plugin")

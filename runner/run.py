@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +29,9 @@ from runner import plugins
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
+from runner.delivery import Delivery
 from runner.engine import Engine, Lane, Options, Outcome
+from runner.jobview import RunContext
 from runner.errors import UserError
 from runner.money import to_micros
 from runner.owners import Heartbeat, Identity
@@ -163,8 +166,12 @@ def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]
             max_outage_s=cfg.max_outage_s, retry_failed=cfg.retry_failed, regenerate_lost=cfg.regenerate_lost,
         )
         progress = Progress(len(keys), quiet=cfg.quiet)
+        context = RunContext(
+            run_id=os.environ.get(RUN_ID_ENV) or sweep_id, sweep_id=sweep_id, sweep_names=tuple(sorted({j.sweep for j in plan.jobs})),
+            config=MappingProxyType(dict(config)), outputs_dir=Path(cfg.outputs_dir), ledger=writer.path,
+        )
         try:
-            outcome = asyncio.run(_drive(cfg, writer, keys, lanes, found, options, me, progress))
+            outcome = asyncio.run(_drive(cfg, writer, keys, lanes, found, options, me, progress, Delivery(writer, context)))
         finally:
             progress.close()
         return summarize(writer.sync(S.rows, keys), outcome, plan, command)
@@ -195,7 +202,7 @@ def _lane_limits(name: str, conf: ProviderConf, catalog: Catalog) -> Lane:
 
 
 async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lane], found: dict[str, Account],
-                 options: Options, me: Identity, progress: Progress) -> Outcome:
+                 options: Options, me: Identity, progress: Progress, delivery: Delivery) -> Outcome:
     registry = plugins.registry()
     clients = {name: _client(cfg.providers[name], follow_redirects=False) for name in found}
     downloads = _client(next(iter(cfg.providers.values())), follow_redirects=True, pool=sum(c.concurrency for c in cfg.providers.values()))
@@ -213,11 +220,7 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
                     if left <= 0:
                         lane.stop_model(model_id, "the account's daily generation limit for this model is reached")
 
-        def notify(event: str, row: dict[str, Any], detail: str) -> None:
-            progress.event(event, row, detail)
-            plugins.notify(event, row, detail)
-
-        engine = Engine(writer, keys, lanes, registry.catalog, options, downloads, me, notify, progress.update)
+        engine = Engine(writer, keys, lanes, registry.catalog, options, downloads, me, progress.event, progress.update)
         loop = asyncio.get_running_loop()
         interrupts = 0
 
@@ -232,6 +235,7 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
 
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
         loop.add_signal_handler(signal.SIGTERM, on_interrupt)
+        observing = asyncio.create_task(delivery.until_stopped())
         try:
             outcome = await engine.run()
             if outcome.interrupted and cfg.cancel_on_interrupt:
@@ -239,8 +243,10 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
                 print(f"canceled {canceled} task(s) at the provider (cancel_on_interrupt=true)", file=sys.stderr)
             progress.update(engine.counts, engine.spent, force=True)
         finally:
+            delivery.stop()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+        await observing  # the run's last events, before the summary
         return outcome
     finally:
         for client in [*clients.values(), downloads]:

@@ -329,6 +329,36 @@ def keep_upload(conn: sqlite3.Connection, provider: str, sha256: str, uri: str, 
                  [provider, sha256, uri, expires_at])
 
 
+#: The events lifecycle hooks are told of.
+OBSERVED = (SUBMITTED, GENERATED, DOWNLOADED, FAILED, LOST)
+
+
+def hook_cursors(conn: sqlite3.Connection, plugins: Sequence[str]) -> dict[str, int]:
+    """The last event each plugin was given; a plugin seen for the first time starts now (the
+    ledger's history is not replayed to it)."""
+    latest = conn.execute("select coalesce(max(id), 0) from events").fetchone()[0]
+    conn.executemany("insert or ignore into hook_cursors (plugin, event_id, updated_at) values (?, ?, ?)",
+                     [(name, latest, now_iso()) for name in plugins])
+    marks = ",".join("?" * len(plugins))
+    return {row[0]: row[1] for row in conn.execute(f"select plugin, event_id from hook_cursors where plugin in ({marks})", list(plugins))}
+
+
+def observed_events(conn: sqlite3.Connection, after: int, limit: int) -> list[dict[str, Any]]:
+    """State changes hooks are told of, after event `after`, with each job's current row."""
+    marks = ",".join("?" * len(OBSERVED))
+    return [dict(r) for r in conn.execute(
+        f"select events.id as event_id, events.to_state as event_state, events.detail as event_detail, jobs.* "
+        f"from events join jobs on jobs.key = events.job_key where events.id > ? and events.to_state in ({marks}) "
+        f"and events.from_state is not events.to_state order by events.id limit ?",
+        [after, *OBSERVED, limit],
+    )]
+
+
+def advance_cursor(conn: sqlite3.Connection, plugin: str, old: int, new: int) -> bool:
+    return conn.execute("update hook_cursors set event_id = ?, updated_at = ? where plugin = ? and event_id = ?",
+                        [new, now_iso(), plugin, old]).rowcount == 1
+
+
 def _event(conn: sqlite3.Connection, key: str, from_state: str | None, to_state: str | None, detail: str) -> None:
     conn.execute(
         "insert into events (job_key, at, from_state, to_state, detail) values (?, ?, ?, ?, ?)",
