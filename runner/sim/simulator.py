@@ -242,7 +242,7 @@ class Simulator:
 
     def stats(self) -> dict[str, Any]:
         """Per provider and model: in-flight / running counts and maxima, request counts; server time."""
-        return self.app.snapshot()
+        return self.app.control.snapshot()
 
     def inject(self, kind: str, *, on: str, count: int = 1, model: str | None = None,
                after_accept: bool = False, **detail: Any) -> None:
