@@ -131,6 +131,8 @@ Point the runner at it:
   python -m runner ... providers.runway.base_url={sim.runway_url} providers.fal.base_url={sim.fal_url}
 Official clients: RunwayML(base_url="{sim.runway_url}", api_key=...);
   fal_client: import fal_client.client as fc; fc.QUEUE_URL_FORMAT = "{sim.fal_url}/"
+              fc.REST_URL = "{sim.base_url}/fal-rest"; fc.CDN_URL = "{sim.base_url}/fal-cdn"
+fal Platform API: {sim.base_url}/fal-api/v1/models/requests/by-endpoint | /fal-api/v1/models/pricing
 Control: GET {sim.base_url}/_sim/ledger | /_sim/stats ; POST {sim.base_url}/_sim/faults
 Ctrl-C to stop.""", flush=True)
     stop = threading.Event()

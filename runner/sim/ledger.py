@@ -1,9 +1,9 @@
-"""The billing ledger: every submission the simulated providers accepted, and what it would cost.
+"""The billing ledger: every submission the simulated providers accepted, and what it cost.
 
 It is the ground truth a client's own bookkeeping is checked against: one entry per accepted
 task (including ones whose response the client never saw), keyed by the payload's hash so a test
-can prove that no job was submitted twice, and billed per the manifests' prices so a test can
-prove what a sweep spent. With a path, every change is appended as a JSON line (the last line for
+can prove that no job was submitted twice, and billed as the providers bill (`billing.charge`:
+successes, unrefunded failures, cancels of running tasks) so a test can prove what a sweep spent. With a path, every change is appended as a JSON line (the last line for
 a task id is its current state), so a ledger survives the simulator process. A simulator with a
 state file (`SimConfig.state_path`) rebuilds its ledger from that file when it starts, so the
 ledger then covers every run on the file, not only this process.
