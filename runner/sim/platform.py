@@ -105,8 +105,9 @@ class PlatformAPI:
         return json_response(200, {"items": chunk, "next_cursor": next_cursor, "has_more": more}, route=ROUTE)
 
     def _item(self, task: Task, payloads: bool) -> dict[str, Any]:
-        wall = self.app.board.wall
-        started = task.run_at if task.run_at is not None and (task.ended is None or task.run_at <= task.ended) else None
+        wall, now = self.app.board.wall, self.app.board.now()
+        # it started once its pending time was over, if that happened before it ended (or now)
+        started = task.run_at if task.run_at is not None and task.run_at <= (task.ended or now) else None
         item: dict[str, Any] = {
             "request_id": task.id, "endpoint_id": task.endpoint,
             "started_at": None if started is None else iso_time(wall(started)),
