@@ -104,7 +104,7 @@ def test_fal_string_durations_and_unknown_prices(sim, client):
     video = client.get(queued["response_url"], headers=fk(sim)).json()["video"]
     assert mp4_info(client.get(video["url"]).content)["duration"] == 4.0
     assert Decimal(ledger_entry(sim, queued["request_id"])["billed_usd"]) == Decimal("1.60")  # $0.40/s with audio
-    kling = submit(client, sim, ok_kling())  # no price in the seeds: billed as unknown
+    kling = submit(client, sim, ok_kling())  # no price in its manifest: billed at an unknown price
     wait_fal(client, sim, kling)
     entry = ledger_entry(sim, kling["request_id"])
     assert entry["status"] == "succeeded" and entry["billed_usd"] is None and entry["fallback_disabled"] is False
