@@ -166,6 +166,7 @@ class Settings:
     base_url: str
     key: str = field(repr=False)  # never in a repr, a log line or a traceback
     request_timeout_s: float = 60.0
+    endpoints: Mapping[str, str] = field(default_factory=dict)  # the provider's other services, by name
 
 
 class Provider:
@@ -234,6 +235,13 @@ class Provider:
         """Send the create request, once (the engine decides about retries); `job` comes from
         `prepare` (a job that was not prepared is prepared first)."""
         raise NotImplementedError
+
+    async def find(self, job: Job, since: float) -> list[Handle] | None:
+        """Tasks the provider holds for exactly this (prepared) request, sent since `since` (epoch
+        seconds), newest first: a submit whose answer was lost is looked up here and adopted instead
+        of paid for again. [] means provably none; None (the default) that the provider keeps no
+        such history (the engine then counts a possible duplicate and sends again)."""
+        return None
 
     async def poll(self, handle: Handle) -> Status:
         raise NotImplementedError

@@ -53,6 +53,7 @@ class Account:
 
     base_url: str
     key: str = field(repr=False)
+    endpoints: Mapping[str, str] = field(default_factory=dict)  # else the provider's configured ones
 
 
 def check_budget(plan: Plan, budget_usd: float | None, allow_unpriced: bool) -> None:
@@ -110,7 +111,7 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
                 f"no API key for {name}: set the environment variable {conf.key_env} "
                 f"(export {conf.key_env}=...), or try the simulator with no key: {DEMO}"
             )
-        found[name] = Account(conf.base_url, key)
+        found[name] = Account(conf.base_url, key, dict(conf.endpoints))
     return found
 
 
@@ -125,7 +126,8 @@ def simulator(config_path: str | None, state_dir: str) -> Iterator[dict[str, Acc
     except ValueError as exc:
         raise UserError(f"sim_config={config_path}: {exc}") from None
     with Simulator(config, state_path=config.state_path or Path(state_dir) / "simulator.jsonl") as sim:
-        yield {"runway": Account(sim.runway_url, sim.keys["runway"]), "fal": Account(sim.fal_url, sim.keys["fal"])}
+        yield {"runway": Account(sim.runway_url, sim.keys["runway"]),
+               "fal": Account(sim.fal_url, sim.keys["fal"], sim.fal_endpoints)}
 
 
 def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]) -> int:
@@ -210,7 +212,7 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
         for name, account in found.items():
             conf = cfg.providers[name]
             lane = lanes[name]
-            settings = Settings(account.base_url, account.key, conf.request_timeout_s)
+            settings = Settings(account.base_url, account.key, conf.request_timeout_s, account.endpoints)
             lane.provider = registry.providers[name](settings, clients[name], LedgerUploads(writer, name))
             if conf.limits_from_provider:
                 told = await lane.provider.account_limits()

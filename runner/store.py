@@ -279,6 +279,13 @@ def ambiguous(conn: sqlite3.Connection, key: str, fence: Fence, detail: str, bud
     return limit is None or committed <= limit
 
 
+def known_tasks(conn: sqlite3.Connection, task_ids: Sequence[str]) -> set[str]:
+    """Which of these task ids the ledger has recorded for some job, now or in an earlier attempt."""
+    return {t for t in task_ids if conn.execute(
+        "select 1 from jobs where task_id = ? union all select 1 from events where detail = ? limit 1", [t, f"task {t}"]
+    ).fetchone()}
+
+
 def adopt(conn: sqlite3.Connection, key: str, old: Fence, owner: str) -> Fence | None:
     """Take over a job whose owner is gone; None if it changed hands meanwhile."""
     new = Fence(owner, old.lease + 1)

@@ -36,6 +36,7 @@ def sim_args(sim: Any, poll: float = 0.05, timeout: float = 5, **concurrency: in
         "providers.fal.retry.backoff_base_s=0.05",
         f"providers.runway.request_timeout_s={timeout}",
         f"providers.fal.request_timeout_s={timeout}",
+        *(f"providers.fal.endpoints.{name}={url}" for name, url in sim.fal_endpoints.items()),
     ]
     args += [f"providers.{name}.concurrency={n}" for name, n in concurrency.items()]
     return args
@@ -156,6 +157,7 @@ class SimProcess:
         assert match, first + self.proc.stderr.read()
         self.base_url = match[1]
         self.runway_url, self.fal_url = f"{self.base_url}/runway", f"{self.base_url}/fal"
+        self.fal_endpoints = {"platform": f"{self.base_url}/fal-api/v1", "storage": f"{self.base_url}/fal-rest"}
         self.keys = {}
         for _ in range(3):
             line = self.proc.stdout.readline()

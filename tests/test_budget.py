@@ -37,6 +37,18 @@ def test_a_provider_billing_double_stops_the_sweep_at_the_cap(tmp_path):
         assert "stopped at budget_usd: 4 job(s) not submitted" in result.stdout
 
 
+def test_fal_billing_double_is_read_from_its_billable_units(tmp_path):
+    # fal says what a result cost in X-Fal-Billable-Units, at the unit price its price list gives:
+    # a provider billing double is seen, and the budget holds.
+    with Simulator(SimConfig(latency={"default": 0.05}, pending_s=0.01, bill_factor=2.0)) as sim:
+        args = ["model=hailuo", "prompt_set=animate", "replicates=4", "budget_usd=2.16", *sim_args(sim, fal=1)]
+        result = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
+        rows = ledger_rows(tmp_path)
+        assert result.returncode == 1 and "stopped at budget_usd" in result.stdout, result.stdout
+        assert sum(r["spent_micros"] for r in rows) == int(_billed(sim) * 1_000_000) <= 2_160_000
+        assert {r["spent_micros"] for r in rows if r["state"] == "downloaded"} == {540_000}
+
+
 def test_lost_submit_answers_are_held_against_the_budget(tmp_path, fast_sim):
     # Each lost answer may be a generation the provider bills: it keeps its estimate, so the
     # resubmissions cannot carry the real bill past the budget.

@@ -16,8 +16,8 @@ import pytest
 from runner.sim import SimConfig, Simulator
 from tests.conftest import run_cli
 from tests.helpers import (
-    assert_complete, assert_no_paid_twice, ledger_path, ledger_rows, recorded_task_ids, sim_args, sim_env, start, states,
-    wait_until,
+    assert_complete, assert_no_paid_twice, ledger_path, ledger_rows, query, recorded_task_ids, sim_args, sim_env, start,
+    states, wait_until,
 )
 
 JOBS = 4  # gen4_turbo and hailuo x the two prompts of `animate`
@@ -36,6 +36,9 @@ KINDS = {
     "malformed_json": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.result"], {}),
     "expired_url": (["runway.poll", "fal.result", "download"], {}),
     "truncated": (["download"], {"fraction": 0.4}),
+    "not_object": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.result"], {}),
+    "redirect": (["runway.poll", "fal.status", "fal.result", "download"], {}),
+    "gzip": (["download"], {}),
 }
 
 
@@ -72,14 +75,27 @@ def test_each_fault_kind_at_every_point_it_applies_to(tmp_path, sim, case):
 
 
 @pytest.mark.parametrize("point", ["runway.create", "fal.submit"])
-@pytest.mark.parametrize("kind", ["http_503", "reset", "hang", "malformed_json"])
-def test_a_lost_answer_to_an_accepted_submission_is_counted_once(tmp_path, sim, point, kind):
+@pytest.mark.parametrize("kind", ["http_503", "reset", "hang", "malformed_json", "not_object", "redirect"])
+def test_a_lost_answer_to_an_accepted_submission(tmp_path, sim, point, kind):
+    # Runway keeps no request history: the lost answer is counted once as a possible duplicate. fal
+    # lists its requests: the runner finds the one it sent and adopts it, paying for nothing twice.
     sim.inject(kind, on=point, after_accept=True, **({"seconds": 3} if kind == "hang" else {}))
     result = _run(sim, tmp_path)
-    assert result.returncode == 0, result.stdout
-    assert "possible duplicate charges: 1 submission(s)" in result.stdout
-    rows = assert_complete(tmp_path, JOBS)
-    assert assert_no_paid_twice(sim.ledger(), rows, tmp_path) == 1
+    refused = kind == "redirect" and point == "runway.create"
+    if refused:  # a 3xx is an error, not a success: the job fails, its possible charge counted
+        assert result.returncode == 1 and "unexpected redirect" in result.stdout, result.stdout
+        rows = ledger_rows(tmp_path)
+    else:
+        assert result.returncode == 0, result.stdout
+        rows = assert_complete(tmp_path, JOBS)
+    if point == "runway.create":
+        assert "possible duplicate charges: 1 submission(s)" in result.stdout
+    else:
+        assert "possible duplicate charges" not in result.stdout and sum(r["possible_duplicates"] for r in rows) == 0
+        found = query(tmp_path, "select detail from events where detail like '%found in the provider''s request history'")
+        assert len(found) == 1, result.stdout
+    if not refused:
+        assert assert_no_paid_twice(sim.ledger(), rows, tmp_path) == (1 if point == "runway.create" else 0)
 
 
 def test_failed_generations_retry_or_fail_with_the_providers_reason(tmp_path, sim):

@@ -80,3 +80,20 @@ def test_fal_failures_are_read_from_the_result_and_billed_as_fal_bills_them(tmp_
     assert refused["spent_micros"] == 0 and refused["possible_micros"] == refused["est_micros"] == 270_000
     assert retried["attempts"] == 2 and retried["spent_micros"] == 270_000 and retried["possible_micros"] == 0
     assert "possibly billed on top of the settled spend: up to $0.27" in result.stdout
+
+
+def test_fal_stores_a_large_local_input_once_and_sends_its_url(tmp_path, sim, prompt_sets):
+    image = tmp_path / "big.png"
+    image.write_bytes(make_image("fal-big") + b"\0" * 1_500_000)  # over the inline threshold
+    overrides = prompt_sets("stored", f"""
+        name: stored
+        prompts:
+          - {{id: big, text: waves, image: {image}}}
+    """)
+    args = ["model=kling", *overrides, "replicates=3", *sim_args(sim)]
+    result = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
+    assert result.returncode == 0, result.stdout + result.stderr
+    bodies = [sim.app.board.get(e["task_id"]).body for e in sim.ledger()]
+    urls = {body["image_url"] for body in bodies}
+    assert len(bodies) == 3 and len(urls) == 1 and next(iter(urls)).startswith(sim.base_url + "/fal-cdn/files/")
+    assert sim.stats()["server"]["routes"]["fal.upload"]["requests"] == 2  # the initiate call and the PUT, once

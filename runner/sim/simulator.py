@@ -226,6 +226,11 @@ class Simulator:
         return f"{self.base_url}/fal"
 
     @property
+    def fal_endpoints(self) -> dict[str, str]:
+        """fal's other services as the fal plugin's `providers.fal.endpoints` names them."""
+        return {"platform": f"{self.base_url}/fal-api/v1", "storage": f"{self.base_url}/fal-rest"}
+
+    @property
     def keys(self) -> dict[str, str]:
         """The API keys the simulator accepts, by provider."""
         return dict(self.config.keys)
