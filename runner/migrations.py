@@ -132,3 +132,23 @@ def m002_fenced_jobs_exact_money_budgets(db: sqlite_utils.Database) -> None:
     db["model_stats"].create(
         {"model_id": str, "samples": int, "latency_s": float, "max_s": float, "updated_at": str}, pk="model_id"
     )
+
+
+@migration
+def m003_probes_and_lookups(db: sqlite_utils.Database) -> None:
+    """What each downloaded clip turned out to be, and the indexes the companion CLI reads by.
+
+    `probes` holds one row per job: the facts read from its file (duration, size, frame rate, codecs)
+    and how they differ from what was asked, keyed to the sha256 of the file probed, so a file
+    collected again is probed again. The indexes let `video-runner` answer on a large ledger
+    without scanning it: jobs by sweep folder, prompt and failure, a sweep's jobs with their state.
+    """
+    db["probes"].create(
+        {"job_key": str, "output_sha256": str, "duration_s": float, "width": int, "height": int, "fps": float,
+         "video_codec": str, "audio_codec": str, "poster_path": str, "mismatch": str, "error": str, "probed_at": str},
+        pk="job_key",
+    )
+    db["jobs"].create_index(["sweep", "state"])
+    db["jobs"].create_index(["prompt_id"])
+    db["sweeps"].create_index(["name"])
+    db["sweeps"].create_index(["created_at"])
