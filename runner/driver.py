@@ -265,7 +265,7 @@ class Driver:
         transfer retried. What this run cannot collect stays `generated` for the next one."""
         lane = self._lane(job)
         row = job.row
-        path = output_path(self.engine.options.outputs_dir, row["sweep"], row["model"], row["prompt_id"], row["key"], row["extension"])
+        path = output_path(self.engine.options.outputs_dir, row)
         clear_partials(path)
         url, renewed, problem = row["output_url"], False, ""
         for attempt in range(1, lane.conf.retry.max_attempts + 1):
