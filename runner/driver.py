@@ -30,6 +30,7 @@ from runner.inputs import InputChanged, InputFile
 from runner.money import to_micros
 from runner.progress import bucket
 from runner.outputs import EnvironmentFault, clear_partials, download, output_path
+from runner.probe import examine
 from runner.providers import GenerationFailed, Handle, Job, ProviderError, Result, Status, make_job
 
 if TYPE_CHECKING:
@@ -290,6 +291,8 @@ class Driver:
                 continue
             await self._move(job, S.DOWNLOADED, str(got.path), output_path=str(got.path), output_bytes=got.size,
                              output_sha256=got.sha256, error=None, error_class=None)
+            facts = await asyncio.to_thread(examine, got.path, row["params"], got.sha256)  # what was delivered
+            self.engine.db.submit(S.record_probe, job.key, facts)
             self.notify("downloaded", job.row, str(got.path))
             return
         await self._park(job, f"paid for, not collected yet: download failed: {problem}")
