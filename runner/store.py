@@ -18,14 +18,16 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
 from runner.migrations import migrate
 from runner.money import to_micros
 from runner.owners import Identity
-from runner.plan import JobSpec, Plan, canonical_json
+
+if TYPE_CHECKING:  # the planner (and Hydra with it) loads only where plans are recorded: `video-runner` starts fast
+    from runner.plan import JobSpec, Plan
 
 PLANNED = "planned"
 CLAIMED = "claimed"  # a slot and its budget are held; nothing has been sent yet
@@ -136,6 +138,8 @@ def record_plan(conn: sqlite3.Connection, plan: Plan, config: Mapping[str, Any])
 
     The sweep id is the hash of its job keys: the same command finds the same sweep again.
     """
+    from runner.plan import canonical_json
+
     keys = sorted(job.key for job in plan.jobs)
     sweep_id = hashlib.sha256(canonical_json(keys).encode()).hexdigest()[:16]
     stamp = now_iso()
@@ -343,6 +347,8 @@ def _budgets(conn: sqlite3.Connection, key: str, delta: int) -> None:
 
 
 def _row(job: JobSpec, stamp: str) -> dict[str, Any]:
+    from runner.plan import canonical_json
+
     return {
         "key": job.key,
         "sweep": job.sweep,
