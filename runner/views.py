@@ -42,8 +42,7 @@ def select(conn: sqlite3.Connection, given: str | None) -> Selection:
         return _one(row["id"], row["name"], "latest")
     ids = tuple(r[0] for r in conn.execute("select id from sweeps where name = ? order by created_at", [given]))
     if ids or conn.execute("select 1 from jobs where sweep = ? limit 1", [given]).fetchone():
-        marks = ",".join("?" * len(ids))
-        where = f"(jobs.sweep = ? or jobs.key in (select job_key from sweep_jobs where sweep_id in ({marks})))"
+        where = f"(jobs.sweep = ? or {_member(len(ids))})"
         runs = f"{len(ids)} run{'s' if len(ids) != 1 else ''}"
         return Selection(f"sweep {given} ({runs})", given, where, (given, *ids), ids)
     found = conn.execute("select id, name from sweeps where id like ? escape '\\' limit 2",
@@ -57,7 +56,16 @@ def select(conn: sqlite3.Connection, given: str | None) -> Selection:
 
 def _one(sweep_id: str, name: str, note: str) -> Selection:
     label = f"sweep {sweep_id[:8]} ({name}{', ' + note if note else ''})"
-    return Selection(label, name, "jobs.key in (select job_key from sweep_jobs where sweep_id = ?)", (sweep_id,), (sweep_id,))
+    return Selection(label, name, _member(1), (sweep_id,), (sweep_id,))
+
+
+def _member(sweeps: int) -> str:
+    """A job belongs to one of `sweeps` sweeps: one index probe per job, so a condition on state or
+    model narrows first, and a whole sweep is summed from the covering index alone."""
+    if not sweeps:
+        return "0"
+    return ("exists (select 1 from sweep_jobs where sweep_jobs.job_key = jobs.key and "
+            f"sweep_jobs.sweep_id in ({','.join('?' * sweeps)}))")
 
 
 def sweeps(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -65,8 +73,9 @@ def sweeps(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for row in conn.execute("select id, name, created_at, jobs from sweeps order by created_at desc, rowid desc"):
         found[row["id"]] = {**dict(row), "models": set(), "states": Counter(), "est_micros": 0, "spent_micros": 0, "unpriced": 0}
-    query = ("select sj.sweep_id, j.model, j.state, count(*), sum(j.est_micros), sum(j.spent_micros), "
-             "sum(j.est_micros is null) from sweep_jobs sj join jobs j on j.key = sj.job_key group by sj.sweep_id, j.model, j.state")
+    query = ("select sweep_jobs.sweep_id, jobs.model, jobs.state, count(*), sum(jobs.est_micros), sum(jobs.spent_micros), "
+             "sum(jobs.est_micros is null) from jobs join sweep_jobs on sweep_jobs.job_key = jobs.key "
+             "group by sweep_jobs.sweep_id, jobs.model, jobs.state")
     for sweep_id, model, state, count, est, spent, unpriced in conn.execute(query):
         entry = found.get(sweep_id)
         if entry is None:
@@ -86,9 +95,9 @@ def status(conn: sqlite3.Connection, sel: Selection) -> dict[str, Any]:
     out: dict[str, Any] = {"states": Counter(), "est_micros": 0, "spent_micros": 0, "unpriced": 0, "est_planned": 0,
                            "possible_duplicates": 0, "possible_micros": 0}
     query = ("select state, count(*), sum(est_micros), sum(spent_micros), sum(est_micros is null), sum(possible_duplicates), "
-             f"sum(possible_micros) from jobs where {where} group by state")
+             f"sum(possible_micros) from jobs where {where} group by state, model")
     for state, count, est, spent, unpriced, dups, possible in conn.execute(query, args):
-        out["states"][state] = count
+        out["states"][state] += count
         out["est_micros"] += est or 0
         out["spent_micros"] += spent or 0
         out["unpriced"] += unpriced
@@ -104,8 +113,8 @@ def status(conn: sqlite3.Connection, sel: Selection) -> dict[str, Any]:
         f"where {where} and state in ({','.join('?' * len(IN_FLIGHT))}) group by provider, state, provider_status",
         (*args, *IN_FLIGHT))]
     out["mismatches"] = [dict(r) for r in conn.execute(
-        "select probes.mismatch, count(*) as jobs, group_concat(distinct jobs.model) as models from jobs "
-        f"join probes on probes.job_key = jobs.key where {where} and probes.mismatch is not null "
+        "select probes.mismatch, count(*) as jobs, group_concat(distinct jobs.model) as models from probes "
+        f"join jobs on jobs.key = probes.job_key where probes.mismatch is not null and {where} "
         "group by probes.mismatch order by jobs desc", args)]
     return out
 
@@ -132,7 +141,7 @@ def jobs(conn: sqlite3.Connection, sel: Selection, *, state: str | None = None, 
     tail = "" if limit is None else f" limit {int(limit)}"
     found = [dict(r) for r in conn.execute(
         f"select {_JOB_COLUMNS}, {_PROBE_COLUMNS} from jobs left join probes on probes.job_key = jobs.key "
-        f"where {where} order by jobs.prompt_id, jobs.model, jobs.params, jobs.replicate{tail}", args)]
+        f"where {where} order by jobs.state, jobs.model, jobs.prompt_id{tail}", args)]
     return total, found
 
 
