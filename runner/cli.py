@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_sweeps(conn: Any, found: Found, args: argparse.Namespace) -> int:
     table = [("sweep", "name", "planned at", "jobs", "models", "states", "est. $", "settled $")]
     for s in sweeps(conn):
-        counts = ", ".join(f"{n} {state}" for state, n in sorted(s["states"].items()))
+        counts = ", ".join(f"{s['states'][state]} {state}" for state in S.STATES if s["states"][state])
         est = usd_text(s["est_micros"]) + (f" + {s['unpriced']} unpriced" if s["unpriced"] else "")
         table.append((s["id"][:8], s["name"], s["created_at"][:19].replace("T", " "), str(s["jobs"]), ", ".join(sorted(s["models"])),
                       counts, est, usd_text(s["spent_micros"])))

@@ -3,7 +3,8 @@
 The runner keeps its ledger at `.runner/ledger.db` under the folder it was started in. A command
 started in a subfolder of that project finds it by walking up, as git finds `.git`;
 `RUNNER_STATE_DIR` names the state folder outright, and an explicit path wins over both. Output
-paths recorded relative to where the runner ran are resolved against the project folder found.
+paths recorded relative to where the runner ran are resolved against the folder holding `.runner/`
+(the runner's default layout), else against the current folder.
 """
 
 from __future__ import annotations
@@ -41,15 +42,20 @@ def find_ledger(db: str | None = None, cwd: Path | None = None, environ: Mapping
         path = (cwd / db).resolve()
         if not path.is_file():
             raise NoLedger(f"--db {db}: no such ledger file")
-        return Found(path, cwd)
+        return Found(path, _root(path, cwd))
     if environ.get(STATE_ENV):
         path = (cwd / environ[STATE_ENV] / LEDGER).resolve()
         if not path.is_file():
             raise NoLedger(f"{STATE_ENV}={environ[STATE_ENV]}: no {LEDGER} in that folder")
-        return Found(path, cwd)
+        return Found(path, _root(path, cwd))
     for folder in (cwd, *cwd.parents):
         path = folder / STATE_DIR / LEDGER
         if path.is_file():
             return Found(path, folder)
     raise NoLedger(f"no {STATE_DIR}/{LEDGER} in {cwd} or any folder above it: run a sweep here first "
                    f"(python -m runner ... simulate=true), or give --db PATH or {STATE_ENV}=FOLDER")
+
+
+def _root(path: Path, cwd: Path) -> Path:
+    """Where the runner that wrote this ledger ran: beside its `.runner/` folder, as by default."""
+    return path.parent.parent if path.parent.name == STATE_DIR else cwd
