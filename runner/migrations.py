@@ -150,7 +150,7 @@ def m003_probes_and_lookups(db: sqlite_utils.Database) -> None:
         pk="job_key",
     )
     # Covers the sums by state and model that `sweeps` and `status` make over a sweep's jobs, so
-    # they never read the wide job rows; in (state, model, prompt) order, as `jobs` lists them.
+    # they never read the wide job rows (and a filter by state, model or prompt narrows first).
     db.execute("create index jobs_overview on jobs(state, model, prompt_id, sweep, key, est_micros, spent_micros, "
                "possible_duplicates, possible_micros)")
     db["jobs"].create_index(["sweep", "state"])  # a sweep folder's jobs (manifest, gallery)

@@ -91,10 +91,23 @@ def publish(conn: sqlite3.Connection, found: Found, names: Iterable[str], output
     return done
 
 
+def publish_run(found: Found, rows: list[dict[str, Any]], outputs_dir: Path) -> tuple[list[Published], str | None]:
+    """After a run: the manifest and gallery of every sweep folder its jobs belong to, read from the
+    ledger on a connection of its own (the runner's writer is left alone). (published, problem)."""
+    conn = sqlite3.connect(found.db, timeout=60)
+    conn.row_factory = sqlite3.Row
+    try:
+        return publish(conn, found, {row["sweep"] for row in rows}, outputs_dir), None
+    except (OSError, sqlite3.Error) as exc:  # the clips are safe; only their description could not be written
+        return [], f"the gallery could not be written: {exc}"
+    finally:
+        conn.close()
+
+
 def _folder(rows: list[dict[str, Any]], found: Found, name: str, fallback: Path) -> Path:
     """Where most of the sweep's clips are (`<outputs_dir>/<sweep>/<model>/<file>`), else the fallback's."""
-    roots = Counter(found.resolve(row["output_path"]).parents[1] for row in rows if row["output_path"])
-    return roots.most_common(1)[0][0] if roots else fallback / safe_name(name)
+    roots = Counter(os.path.dirname(os.path.dirname(_absolute(row["output_path"], found))) for row in rows if row["output_path"])
+    return Path(roots.most_common(1)[0][0]) if roots else fallback / safe_name(name)
 
 
 def _thumbnail(row: dict[str, Any], found: Found, folder: Path) -> str | None:
@@ -133,21 +146,17 @@ def _usd(micros: int | None) -> float | None:
 
 
 def _path(recorded: str | None, found: Found, base: Path | None) -> str | None:
+    """A recorded path relative to `base` (strings, not pathlib: a sweep may have 100,000 of them)."""
     if not recorded:
         return None
     if base is None:
         return recorded
-    return os.path.relpath(found.resolve(recorded), base).replace(os.sep, "/")
+    full = _absolute(recorded, found)
+    prefix = os.path.join(base, "")
+    if full.startswith(prefix):
+        return full[len(prefix):].replace(os.sep, "/")
+    return os.path.relpath(full, base).replace(os.sep, "/")
 
 
-def publish_run(found: Found, rows: list[dict[str, Any]], outputs_dir: Path) -> tuple[list[Published], str | None]:
-    """After a run: the manifest and gallery of every sweep folder its jobs belong to, read from the
-    ledger on a connection of its own (the runner's writer is left alone). (published, problem)."""
-    conn = sqlite3.connect(found.db, timeout=60)
-    conn.row_factory = sqlite3.Row
-    try:
-        return publish(conn, found, {row["sweep"] for row in rows}, outputs_dir), None
-    except (OSError, sqlite3.Error) as exc:  # the clips are safe; only their description could not be written
-        return [], f"the gallery could not be written: {exc}"
-    finally:
-        conn.close()
+def _absolute(recorded: str, found: Found) -> str:
+    return recorded if os.path.isabs(recorded) else os.path.join(found.root, recorded)

@@ -141,7 +141,7 @@ def jobs(conn: sqlite3.Connection, sel: Selection, *, state: str | None = None, 
     tail = "" if limit is None else f" limit {int(limit)}"
     found = [dict(r) for r in conn.execute(
         f"select {_JOB_COLUMNS}, {_PROBE_COLUMNS} from jobs left join probes on probes.job_key = jobs.key "
-        f"where {where} order by jobs.state, jobs.model, jobs.prompt_id{tail}", args)]
+        f"where {where} order by jobs.rowid{tail}", args)]  # the order they were planned in: no sort
     return total, found
 
 
