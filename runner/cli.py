@@ -23,6 +23,7 @@ from runner.naming import param_tag
 from runner.views import NotFound, jobs, parse_value, select, status, sweeps
 
 EXIT_USAGE = 2
+COMMANDS = ("sweeps", "status", "jobs", "retry", "export", "gallery", "verify")
 LIMIT = 50  # job rows shown by default
 
 _RERUN = {

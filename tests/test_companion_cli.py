@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.cli import COMMANDS
 from runner.sim import SimConfig, Simulator
 from tests.conftest import run_cli
 from tests.helpers import ledger_rows, query, sim_args, sim_env
@@ -215,9 +216,12 @@ def test_no_ledger_and_unknown_sweep_are_one_clear_message(tmp_path, swept):
 def test_help_lists_every_command(tmp_path):
     result = companion("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for command in ("sweeps", "status", "jobs", "retry", "export", "gallery", "verify"):
-        assert command in result.stdout
+    for command in COMMANDS:
+        assert companion(command, "--help", cwd=tmp_path).stdout.startswith(f"usage: video-runner {command}")
     assert "--permanent" in companion("retry", "--help", cwd=tmp_path).stdout
+    # Typed to the runner by mistake, a companion command is pointed to, not a Hydra parse error.
+    wrong = run_cli("status", cwd=tmp_path)
+    assert wrong.returncode == 2 and "it is a command of the companion CLI; run: video-runner status" in wrong.stderr
 
 
 def test_the_cli_loads_no_hydra_http_client_or_plugins(tmp_path):
