@@ -5,7 +5,6 @@ speed is measured outside the suite; here only what they say is checked."""
 from __future__ import annotations
 
 import json
-import random
 import sqlite3
 from pathlib import Path
 
@@ -16,50 +15,53 @@ from runner.cli import main
 
 JOBS = 100_000
 MODELS = ("gen4_turbo", "fal-kling-v2.1-standard", "fal-hailuo-02-standard", "fal-pika-v2.2")
-#: state -> share of the jobs, with the reasons failed and lost ones carry
-STATES = {S.DOWNLOADED: 0.80, S.FAILED: 0.05, S.LOST: 0.01, S.SUBMITTED: 0.04, S.PLANNED: 0.10}
-REASONS = {S.FAILED: [("permanent", "Input did not pass moderation"), ("retryable", "The model provider is temporarily unavailable")],
-           S.LOST: [("lost", "the provider no longer has the output: 404")]}
+#: i % 100 below each bound: the job's state (80% downloaded, 5% failed, 1% lost, 4% at the provider, 10% planned)
+STATES = ((80, S.DOWNLOADED), (85, S.FAILED), (86, S.LOST), (90, S.SUBMITTED), (100, S.PLANNED))
 
 
-def build(path: Path, jobs: int = JOBS, seed: int = 7) -> dict[str, int]:
-    """A ledger of `jobs` jobs in two sweeps (a big one, and a small one sharing 1,000 of its jobs),
-    with probes flagging every 10th clip; returns the count of jobs by state."""
-    rng = random.Random(seed)
+def state_of(i: int) -> str:
+    return next(state for bound, state in STATES if i % 100 < bound)
+
+
+def build(path: Path, jobs: int = JOBS) -> dict[str, int]:
+    """A ledger of `jobs` jobs, written by SQL in a few statements, in two sweeps (a big one, and a
+    later small one sharing its first 1,000 jobs): model i % 4, duration 5 or 10 by blocks of 4,
+    500 prompts; every 10th clip of 10 s came back 5 s. Returns the count of jobs by state."""
     conn = S.open_ledger(path)
-    counts = dict.fromkeys(STATES, 0)
-    stamp = "2026-01-01T00:00:00.000+00:00"
-    rows, links, probes = [], [], []
-    for i in range(jobs):
-        state = rng.choices(list(STATES), weights=list(STATES.values()))[0]
-        counts[state] += 1
-        key = f"{i:064x}"
-        model = MODELS[i % len(MODELS)]
-        duration = (5, 10)[i // len(MODELS) % 2]
-        error_class, error = rng.choice(REASONS[state]) if state in REASONS else (None, None)
-        done = state == S.DOWNLOADED
-        rows.append((key, "big", "fal", model, model, "text-to-video", "/x", f"prompt-{i % 500:03d}", i // 2000,
-                     json.dumps({"duration": duration, "prompt": f"text {i % 500}"}), "{}", "[]", "video", "mp4", state,
-                     250_000, 250_000 if state in (S.DOWNLOADED, S.LOST) else 0, f"task-{i}" if state != S.PLANNED else None,
-                     f"outputs/big/{model}/p{i}.mp4" if done else None, "ab" * 32 if done else None, error_class, error, stamp, stamp))
-        links.append(("big-sweep-id-0001", key))
-        if i < 1000:
-            links.append(("small-sweep-id-02", key))
-        if done:
-            probes.append((key, "ab" * 32, float(duration if i % 10 else 5), 1280, 720, 24.0, "h264", None,
-                           f"asked {duration} s, got 5.0 s" if i % 10 == 0 and duration == 10 else None))
+    state = "case " + " ".join(f"when i % 100 < {bound} then '{name}'" for bound, name in STATES) + " end"
+    model = "case i % 4 " + " ".join(f"when {n} then '{m}'" for n, m in enumerate(MODELS)) + " end"
+    duration = "(case (i / 4) % 2 when 0 then 5 else 10 end)"
     conn.execute("BEGIN")
-    conn.executemany("insert into jobs (key, sweep, provider, model, model_id, mode, endpoint, prompt_id, replicate, params, payload, "
-                     "inputs, media, extension, state, est_micros, spent_micros, task_id, output_path, output_sha256, error_class, "
-                     "error, created_at, updated_at) values (" + ",".join("?" * 24) + ")", rows)
-    conn.executemany("insert into sweep_jobs (sweep_id, job_key) values (?, ?)", links)
+    conn.execute(f"""
+        insert into jobs (key, sweep, provider, model, model_id, mode, endpoint, prompt_id, replicate, params, payload, inputs,
+                          media, extension, state, est_micros, spent_micros, task_id, output_path, output_sha256, error_class,
+                          error, created_at, updated_at)
+        with recursive n(i) as (select 0 union all select i + 1 from n where i < {jobs - 1}),
+             j as (select i, printf('%064x', i) as key, {state} as state, {model} as model, {duration} as duration from n)
+        select key, 'big', 'fal', model, model, 'text-to-video', '/x', printf('prompt-%03d', i % 500), i / 2000,
+               json_object('duration', duration, 'prompt', 'text ' || (i % 500)), '{{}}', '[]', 'video', 'mp4', state, 250000,
+               case when state in ('downloaded', 'lost') then 250000 else 0 end,
+               case when state != 'planned' then 'task-' || i end,
+               case when state = 'downloaded' then 'outputs/big/' || model || '/p' || i || '.mp4' end,
+               case when state = 'downloaded' then '{"ab" * 32}' end,
+               case state when 'failed' then (case i % 2 when 0 then 'permanent' else 'retryable' end) when 'lost' then 'lost' end,
+               case state when 'failed' then (case i % 2 when 0 then 'Input did not pass moderation'
+                                               else 'The model provider is temporarily unavailable' end)
+                          when 'lost' then 'the provider no longer has the output: 404' end,
+               '2026-01-01T00:00:00.000+00:00', '2026-01-01T00:00:00.000+00:00'
+        from j""")
+    conn.execute("insert into sweep_jobs (sweep_id, job_key) select 'big-sweep-id-0001', key from jobs")
+    conn.execute("insert into sweep_jobs (sweep_id, job_key) select 'small-sweep-id-02', key from jobs order by rowid limit 1000")
     conn.executemany("insert into sweeps (id, name, created_at, config, jobs) values (?, ?, ?, '{}', ?)",
                      [("big-sweep-id-0001", "big", "2026-01-01T00:00:00", jobs), ("small-sweep-id-02", "small", "2026-01-02T00:00:00", 1000)])
-    conn.executemany("insert into probes (job_key, output_sha256, duration_s, width, height, fps, video_codec, audio_codec, mismatch) "
-                     "values (?, ?, ?, ?, ?, ?, ?, ?, ?)", probes)
+    conn.execute("""
+        insert into probes (job_key, output_sha256, duration_s, width, height, fps, video_codec, mismatch)
+        select key, output_sha256, case when rowid % 10 = 1 then 5.0 else json_extract(params, '$.duration') end, 1280, 720, 24.0, 'h264',
+               case when rowid % 10 = 1 and json_extract(params, '$.duration') = 10 then 'asked 10 s, got 5.0 s' end
+        from jobs where state = 'downloaded'""")
     conn.execute("COMMIT")
     conn.close()
-    return counts
+    return {name: sum(1 for i in range(jobs) if state_of(i) == name) for _, name in STATES}
 
 
 @pytest.fixture(scope="module")
