@@ -65,7 +65,7 @@ class Published:
 
 def folder_rows(conn: sqlite3.Connection, name: str) -> list[dict[str, Any]]:
     """Every job first planned under sweep `name` (the jobs of its outputs folder), with its probe."""
-    return jobs(conn, Selection(name, name, "jobs.sweep = ?", (name,)))[1]
+    return jobs(conn, Selection(name, "jobs.sweep = ?", (name,)))[1]
 
 
 def publish(conn: sqlite3.Connection, found: Found, names: Iterable[str], outputs_dir: Path | None = None) -> list[Published]:

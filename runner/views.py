@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from runner import store as S
@@ -26,10 +26,8 @@ class NotFound(Exception):
 @dataclass(frozen=True)
 class Selection:
     label: str  # in a person's words: "sweep ads (3 runs)" or "sweep 1a2b3c4d (ads)"
-    name: str  # the sweep's name (its outputs folder)
     where: str  # an SQL condition on `jobs`
     args: tuple[Any, ...] = ()
-    sweep_ids: tuple[str, ...] = field(default=())
 
 
 def select(conn: sqlite3.Connection, given: str | None) -> Selection:
@@ -44,7 +42,7 @@ def select(conn: sqlite3.Connection, given: str | None) -> Selection:
     if ids or conn.execute("select 1 from jobs where sweep = ? limit 1", [given]).fetchone():
         where = f"(jobs.sweep = ? or {_member(len(ids))})"
         runs = f"{len(ids)} run{'s' if len(ids) != 1 else ''}"
-        return Selection(f"sweep {given} ({runs})", given, where, (given, *ids), ids)
+        return Selection(f"sweep {given} ({runs})", where, (given, *ids))
     found = conn.execute("select id, name from sweeps where id like ? escape '\\' limit 2",
                          [given.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"]).fetchall()
     if len(found) == 1:
@@ -56,7 +54,7 @@ def select(conn: sqlite3.Connection, given: str | None) -> Selection:
 
 def _one(sweep_id: str, name: str, note: str) -> Selection:
     label = f"sweep {sweep_id[:8]} ({name}{', ' + note if note else ''})"
-    return Selection(label, name, _member(1), (sweep_id,), (sweep_id,))
+    return Selection(label, _member(1), (sweep_id,))
 
 
 def _member(sweeps: int) -> str:

@@ -4,7 +4,6 @@ speed is measured outside the suite; here only what they say is checked."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
