@@ -148,7 +148,9 @@ def test_an_unwritable_outputs_folder_is_refused_before_anything_is_sent(tmp_pat
 
 
 def test_outputs_turned_read_only_mid_run_stop_it_cleanly(tmp_path):
-    with Simulator(SimConfig(latency={"default": {"min": 0.3, "max": 1.0}}, pending_s=0.05)) as sim, \
+    # Long enough generations that the run cannot finish before the test turns the folder read-only,
+    # however loaded the machine.
+    with Simulator(SimConfig(latency={"default": {"min": 1.0, "max": 1.5}}, pending_s=0.05)) as sim, \
             _tmpfs(tmp_path / "out", "4m") as folder:
         proc = start([*ARGS, *sim_args(sim, runway=1, fal=1), f"outputs_dir={folder}", "replicates=3"], tmp_path, sim_env(sim))
         wait_until(lambda: states(tmp_path)["downloaded"] >= 1 or proc.poll() is not None)

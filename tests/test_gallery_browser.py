@@ -83,9 +83,9 @@ def test_the_gallery_of_a_simulated_sweep_plays_and_filters(tmp_path, sim, brows
     save_screenshot(browser, tmp_path, "gallery.png")
     # Filters hide cells: a model's column, then a state.
     browser.execute_script("document.querySelector('#models input[value=gen4_turbo]').click()")
-    assert browser.execute_script("return document.querySelectorAll('video').length") == 1
+    wait_for(browser, "return document.querySelectorAll('video').length === 1")
     browser.execute_script("document.querySelector('#states input[value=downloaded]').click()")
-    assert browser.execute_script("return document.querySelectorAll('video').length") == 0
+    wait_for(browser, "return document.querySelectorAll('video').length === 0")
     assert browser.execute_script("return document.querySelectorAll('.cell.off').length") == 1
     assert all(d > 0 for d in durations), durations
 
