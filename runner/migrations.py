@@ -169,3 +169,13 @@ def m005_probes_and_lookups(db: sqlite_utils.Database) -> None:
     db.execute("create index probes_mismatch on probes(mismatch) where mismatch is not null")
     db["sweeps"].create_index(["name"])
     db["sweeps"].create_index(["created_at"])
+
+
+@migration
+def m006_one_job_per_task(db: sqlite_utils.Database) -> None:
+    """A provider's task belongs to one job: replicates send identical requests, and a lost answer
+    looked up in the provider's history must never be adopted by two jobs. (A ledger that already
+    holds a task twice keeps a plain index: the engine's own checks still apply to it.)"""
+    shared = db.execute("select count(*) from (select task_id from jobs where task_id is not null group by task_id having count(*) > 1)").fetchone()[0]
+    unique = "unique " if not shared else ""
+    db.execute(f"create {unique}index jobs_task on jobs(task_id) where task_id is not null")

@@ -9,7 +9,7 @@ from collections import Counter
 from runner.sim import SimConfig, Simulator
 from runner.sim.media import make_image
 from tests.conftest import run_cli
-from tests.helpers import ledger_rows, sim_args, sim_env, start, states, wait_until
+from tests.helpers import assert_no_paid_twice, ledger_rows, sim_args, sim_env, start, states, wait_until
 
 
 def test_a_daily_generation_limit_stops_that_model_not_the_run(tmp_path):
@@ -97,3 +97,18 @@ def test_fal_stores_a_large_local_input_once_and_sends_its_url(tmp_path, sim, pr
     urls = {body["image_url"] for body in bodies}
     assert len(bodies) == 3 and len(urls) == 1 and next(iter(urls)).startswith(sim.base_url + "/fal-cdn/files/")
     assert sim.stats()["server"]["routes"]["fal.upload"]["requests"] == 2  # the initiate call and the PUT, once
+
+
+def test_replicates_sending_identical_requests_never_share_a_found_task(tmp_path):
+    # Replicates of one point send the same body. A lost answer looked up in fal's history must not
+    # adopt a sibling's request whose own answer is still on its way (or already recorded).
+    with Simulator(SimConfig(latency={"default": 0.3}, pending_s=0.01)) as sim:
+        for _ in range(3):
+            sim.inject("hang", on="fal.submit", after_accept=True, seconds=3)
+        args = ["model=hailuo", "prompt_set=animate", "replicates=6", *sim_args(sim, timeout=1, fal=6)]
+        result = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
+        assert result.returncode == 0, result.stdout + result.stderr
+        rows = ledger_rows(tmp_path)
+        assert len({r["task_id"] for r in rows}) == len(rows) == 12
+        assert assert_no_paid_twice(sim.ledger(), rows, tmp_path) == 0
+        assert sum(r["possible_duplicates"] for r in rows) == 0 and len(sim.ledger()) == 12
