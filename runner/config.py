@@ -24,23 +24,11 @@ class ModelConf:
 
 
 @dataclass
-class PromptConf:
-    id: str = MISSING
-    text: str = ""
-    image: Optional[str] = None  # local path, URL or data URI
-    end_image: Optional[str] = None
-    video: Optional[str] = None
-    audio_input: Optional[str] = None
-    reference_images: list[str] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)  # canonical params for this prompt only
-    native: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class PromptSetConf:
-    name: str = MISSING
-    description: str = ""
-    prompts: list[PromptConf] = field(default_factory=list)
+    """A prompt set is a file (runner/prompts.py reads it); the config only points at it."""
+
+    file: Optional[str] = None  # YAML, JSON lines or CSV; `pkg://package/name` for a bundled one
+    name: Optional[str] = None  # the sweep's default name; default: the file's `name:`, else its file name
 
 
 @dataclass

@@ -194,7 +194,9 @@ models:
 """)
     fal = Path(__file__).parent.parent / "manifests" / "fal.yaml"
     catalog = build_catalog([("fal", fal), ("acme", path)])
-    conf = {"model": {"name": "old"}, "prompt_set": {"name": "p", "prompts": [{"id": "a", "text": "hi"}]}}
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "text": "hi"}\n')
+    conf = {"model": {"name": "old"}, "prompt_set": {"file": str(prompts)}}
     plan = build_plan(conf, catalog)
     assert len(plan.jobs) == 1
     assert plan.warnings == ["model old is deprecated by acme and may stop working; Acme's changelog, 2026-10; use model=kling instead"]

@@ -167,7 +167,7 @@ def test_per_prompt_value_names_the_prompt(prompt_sets):
             params: {duration: 3}
     """) + ["model=sora2"]
     message = _error(overrides)
-    assert "duration=3 is not allowed" in message and "prompt 'tall' (params)" in message
+    assert "duration=3 is not allowed" in message and "prompt 'tall' at " in message and "p.yaml:4 (params)" in message
 
 
 def test_empty_sweep_and_unknown_native_field():
