@@ -93,6 +93,7 @@ class RunConfig:
     db: str = "${state_dir}/ledger.db"
     outputs_dir: str = "outputs"
     dry_run: bool = False
+    show_jobs: str = "20"  # the plan lists every job up to this many, else a summary; `all`: every job
     budget_usd: Optional[float] = None
     #: Your price per model (name or alias) where the price list has none, or to replace it:
     #: a number is per clip, `0.08/s` per second of output (prices.kling=0.28).
