@@ -165,9 +165,11 @@ def _prompt(row: Any, line: int, shown: str, folder: Path, problems: _Problems) 
         if field not in FIELDS:
             problems.add(line, f"unknown field {str(field)!r}{suggest(str(field), FIELDS)}; a prompt's fields: {', '.join(FIELDS)}")
     prompt_id = row.get("id")
-    if isinstance(prompt_id, bool) or not isinstance(prompt_id, (str, int)) or not str(prompt_id).strip():
-        problems.add(line, "a prompt needs an id (a non-empty name, unique in the file)"
-                     if prompt_id in (None, "") else f"id {prompt_id!r} is not a name")
+    if prompt_id is None or (isinstance(prompt_id, str) and not prompt_id.strip()):
+        problems.add(line, "a prompt needs an id (a non-empty name, unique in the file)")
+        return None
+    if isinstance(prompt_id, bool) or not isinstance(prompt_id, (str, int)):
+        problems.add(line, f"id {prompt_id!r} is not a name")
         return None
     prompt_id = str(prompt_id)
     text = row.get("text") or ""

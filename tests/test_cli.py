@@ -53,3 +53,20 @@ def test_multirun_plans_every_point(tmp_path):
     result = run_cli("-m", "model=gen4_turbo,hailuo", "prompt_set=animate", "dry_run=true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "gen4_turbo" in result.stdout and "fal-hailuo-02-standard" in result.stdout
+
+
+def test_a_plain_run_composes_the_config_once(tmp_path, monkeypatch, capsys):
+    # hydra.main composes twice (once only to read hydra.mode); the runner's own path, once.
+    from hydra._internal.hydra import Hydra
+
+    from runner import app
+
+    composed = []
+    compose = Hydra.compose_config
+    monkeypatch.setattr(Hydra, "compose_config", lambda self, *a, **k: composed.append(k["run_mode"]) or compose(self, *a, **k))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RUNNER_RUN_ID", "test")
+    app.main(["model=gen4_turbo", "prompt_set=animate", "duration=5", "dry_run=true"])
+    assert len(composed) == 1
+    assert "2 jobs, estimated total $0.50" in capsys.readouterr().out
+    assert list(tmp_path.glob(".runner/hydra/*/*/.hydra/config.yaml"))  # Hydra's run folder, as before
