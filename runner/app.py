@@ -69,7 +69,7 @@ def register_launcher() -> None:
 
 
 def setup() -> None:
-    """Everything Hydra must know before composing: schema, resolvers, launcher, the catalogue's models."""
+    """Everything Hydra must know before composing: schema, launcher, the catalogue's models."""
     register_schemas()
     register_launcher()
     register_catalog_options()
