@@ -37,7 +37,7 @@ from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
 from runner.modes import select_mode
 from runner.prompts import Prompt
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a sweep holds 100,000 of them; a __dict__ each would double the plan's memory
 class JobSpec:
     """One generation: everything needed to submit it, and the key that identifies it."""
 
