@@ -135,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parsed = get_args_parser().parse_args(args)
     if _only(parsed, "run"):
         _with_hydra(lambda app: app.run(config_name=CONFIG_NAME, task_function=run, overrides=[*parsed.overrides, "hydra.mode=RUN"]))
+    elif parsed.multirun and _only(parsed, "multirun"):
+        _with_hydra(lambda app: app.multirun(config_name=CONFIG_NAME, task_function=run,
+                                             overrides=[*parsed.overrides, "hydra.mode=MULTIRUN"]))
     elif parsed.help and _only(parsed, "help", "resolve"):
         _with_hydra(lambda app: print(_app_help(app, parsed.overrides, parsed.resolve)))
     else:
@@ -151,10 +154,11 @@ def _only(parsed: argparse.Namespace, *flags: str) -> bool:
 def _with_hydra(command: Callable[[Any], Any]) -> None:
     """Run a command on a Hydra app as `hydra.main` does, less the work it does for every command.
 
-    For a plain run `hydra.main` composes the whole config once only to read `hydra.mode` (does
-    the config ask for a multirun?), then again to run; the runner's config never sets hydra.mode
-    and `_only` saw no override of it, so a plain run is composed once, and run in Hydra's run
-    folder with its logging, as hydra.main would.
+    For a run or a multirun `hydra.main` composes the whole config once only to read `hydra.mode`
+    (does the config ask for a multirun?), then again to run; the runner's config never sets
+    hydra.mode and `_only` saw no override of it, so the mode is the command line's (-m or not):
+    the config is composed once, and run in Hydra's run or sweep folder with its logging, as
+    hydra.main would.
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path, run_and_report

@@ -55,7 +55,11 @@ def test_multirun_plans_every_point(tmp_path):
     assert "gen4_turbo" in result.stdout and "fal-hailuo-02-standard" in result.stdout
 
 
-def test_a_plain_run_composes_the_config_once(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("args, planned, saved", [
+    (["model=gen4_turbo", "prompt_set=animate", "duration=5"], "2 jobs, estimated total $0.50", "hydra/*/*/.hydra/config.yaml"),
+    (["-m", "model=gen4_turbo,hailuo", "prompt_set=animate"], "4 jobs, estimated total $1.04", "hydra/multirun/*/*/multirun.yaml"),
+])
+def test_a_run_or_multirun_composes_the_config_once(tmp_path, monkeypatch, capsys, args, planned, saved):
     # hydra.main composes twice (once only to read hydra.mode); the runner's own path, once.
     from hydra._internal.hydra import Hydra
 
@@ -66,7 +70,7 @@ def test_a_plain_run_composes_the_config_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(Hydra, "compose_config", lambda self, *a, **k: composed.append(k["run_mode"]) or compose(self, *a, **k))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("RUNNER_RUN_ID", "test")
-    app.main(["model=gen4_turbo", "prompt_set=animate", "duration=5", "dry_run=true"])
+    app.main([*args, "dry_run=true"])
     assert len(composed) == 1
-    assert "2 jobs, estimated total $0.50" in capsys.readouterr().out
-    assert list(tmp_path.glob(".runner/hydra/*/*/.hydra/config.yaml"))  # Hydra's run folder, as before
+    assert planned in capsys.readouterr().out
+    assert list((tmp_path / ".runner").glob(saved))  # Hydra's run or sweep folder, as before
