@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs, prompts, values
+from runner import inputs, prices, prompts, values
 from runner.catalog import (
     Catalog,
     CatalogModel,
@@ -69,6 +69,19 @@ class Plan:
     jobs: list[JobSpec] = field(default_factory=list)
     merged: int = 0  # planned points that turned out to be the same job
     warnings: list[str] = field(default_factory=list)  # what a person should know before running it
+    #: The keys of `jobs`, kept with them so adding a job (or a sweep point's plan) never rescans the list.
+    _keys: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._keys.update(job.key for job in self.jobs)
+
+    def add(self, job: JobSpec) -> None:
+        """A job, unless the plan has it already (another point that makes the same request)."""
+        if job.key in self._keys:
+            self.merged += 1
+        else:
+            self._keys.add(job.key)
+            self.jobs.append(job)
 
     @property
     def total(self) -> Decimal:
@@ -79,13 +92,8 @@ class Plan:
         return [j for j in self.jobs if j.cost is None]
 
     def extend(self, other: "Plan") -> None:
-        seen = {j.key for j in self.jobs}
         for job in other.jobs:
-            if job.key in seen:
-                self.merged += 1
-            else:
-                self.jobs.append(job)
-                seen.add(job.key)
+            self.add(job)
         self.merged += other.merged
         self.warnings += [w for w in other.warnings if w not in self.warnings]
 
@@ -142,7 +150,6 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     points = [(_layer(base, canonical, "sweep"), _layer(base_native, native, "sweep (native)"))
               for canonical, native in _grid(conf.get("sweep") or {})]
 
-    seen: set[str] = set()
     sweep = _Sweep(model, conf, replicates, sweep_name)
     for prompt in prompt_set.prompts:
         where = prompt.label
@@ -150,11 +157,7 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
             canonical = _layer(point_canonical, prompt.params, f"{where} (params)")
             native = _layer(point_native, prompt.native, f"{where} (native)")
             for job in _jobs(sweep, prompt, canonical, native):
-                if job.key in seen:
-                    plan.merged += 1
-                    continue
-                seen.add(job.key)
-                plan.jobs.append(job)
+                plan.add(job)
     return plan
 
 
@@ -305,9 +308,9 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: dict[str, _Value], native: d
     cost = price(pricing, effective)
     note = pricing.unknown or (f"no price for these parameters: {pricing.note}" if cost is None else "")
     source = (pricing.source or "the provider's price list") if cost is not None else ""
-    mine = _your_price(conf.get("prices") or {}, model)
+    mine = prices.yours(conf.get("prices") or {}, model)
     if mine is not None:
-        cost, note, source = _priced(mine, effective, label), "", "your price"
+        cost, note, source = prices.priced(mine, effective, label), "", "your price"
     params.update({k: effective[k] for k in CANONICAL_PARAMS if k in effective and k not in MEDIA_PARAMS})
     keys = job_keys(model.provider, model.model_id, mode.endpoint, payload, sweep.replicates)
     extension = _extension(model, payload)
@@ -318,36 +321,6 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: dict[str, _Value], native: d
                 extension=extension, cost_source=source)
         for replicate, key in enumerate(keys)
     ]
-
-
-def _your_price(prices: Mapping[str, Any], model: CatalogModel) -> tuple[str, Any] | None:
-    """The `prices.<name>` entry that names this model by any of its names: (key, value)."""
-    for name in (model.name, model.model_id, *model.spec.aliases):
-        if name in prices:
-            return name, prices[name]
-    return None
-
-
-def _priced(given: tuple[str, Any], params: Mapping[str, Any], label: str) -> Decimal:
-    """A user's price: a number per clip, or `<usd>/s` per second of output."""
-    name, value = given
-    text = str(value).strip().lower().replace("$", "")
-    amount, _, unit = text.partition("/")
-    try:
-        usd = Decimal(amount)
-    except ArithmeticError:
-        usd = Decimal(-1)
-    if not usd.is_finite() or usd < 0 or unit not in ("", "clip", "s", "second"):
-        raise UserError(f"prices.{name}={value!r} is not a price; give USD per clip (prices.{name}=0.40) "
-                        f"or per second of output (prices.{name}=0.08/s)")
-    if unit in ("", "clip"):
-        return usd
-    seconds = str(params.get("duration", "")).strip().rstrip("s")
-    try:
-        return usd * Decimal(seconds)
-    except ArithmeticError:
-        raise UserError(f"prices.{name}={value!r} is per second, but {label} has no duration to multiply it by; "
-                        f"give a price per clip") from None
 
 
 def _check_rules(
