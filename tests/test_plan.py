@@ -235,3 +235,11 @@ def test_model_preset_sets_default_parameters():
     p = plan(["model=veo31_fast_silent", "prompt_set=nature", "duration=8"])
     assert {job.model for job in p.jobs} == {"veo3.1_fast"}
     assert all(job.payload["audio"] is False and job.cost == Decimal("0.80") for job in p.jobs)
+
+
+def test_your_price_per_clip_or_per_second_by_any_of_the_models_names():
+    per_clip = plan(["model=kling", "prompt_set=ads", "+prices.kling=0.40"])
+    assert {job.cost for job in per_clip.jobs} == {Decimal("0.40")} and per_clip.jobs[0].cost_source == "your price"
+    per_second = plan(["model=kling", "prompt_set=ads", "+prices.kling_std=0.08/s"])
+    assert sorted(job.cost for job in per_second.jobs) == [Decimal("0.40"), Decimal("0.40"), Decimal("0.80")]
+    assert "prices.kling='cheap' is not a price" in _error(["model=kling", "prompt_set=ads", "+prices.kling=cheap"])
