@@ -1,12 +1,13 @@
 # make install: a virtualenv with the runner and its test tools; make test: the suite;
 # make demo: a real sweep against the bundled provider simulator (no keys, no network);
+# make soak: the crash campaign with 200 SIGKILLs instead of the suite's 20;
 # make bench: the benchmarks (docs/benchmarks.md), the official SDKs in a virtualenv of their own.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo soak bench clean
 
 install: $(VENV)/.installed
 
@@ -17,7 +18,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
+
+soak: install
+	RUNNER_SOAK_KILLS=200 $(BIN)/python -m pytest -q tests/test_kill_campaign.py -k campaign_never_pays_twice
 
 demo: install
 	$(BIN)/python -m runner model=kling prompt_set=ads simulate=true

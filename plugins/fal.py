@@ -8,24 +8,37 @@ comparison measures the model that was asked for.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 from runner.hookspecs import hookimpl
-from runner.inputs import replace_inputs
+from runner.inputs import InputFile, replace_inputs
 from runner.providers import GenerationFailed, Handle, Job, Provider, ProviderError, Result, Status, json_object, output_urls
 from runner_manifests import path
+from runner_plugins.fal_platform import FalPlatform
 
 #: Errors in a COMPLETED status that are the caller's fault; the rest are the platform's.
 PERMANENT_ERROR_TYPES = {"bad_request", "content_policy_violation"}
 CANCELED_ERROR_TYPES = {"client_cancelled"}
+MODERATION = "content_policy_violation"
+#: Local files up to this size go inline as data URIs; larger ones through fal's storage, as fal
+#: recommends (a data URI makes every request carry the file, and not every model takes one).
+INLINE_MAX_BYTES = 1_000_000
+#: How long a stored file's URL is reused for other jobs with the same file.
+STORED_TTL_S = 6 * 3600
 
 
 class Fal(Provider):
     name = "fal"
     key_env = ("FAL_KEY",)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.platform = FalPlatform(self)
+        self._upload_locks: dict[str, asyncio.Lock] = {}
 
     @classmethod
     def key_from_env(cls, environ: Mapping[str, str], configured: str | None = None) -> str | None:
@@ -35,7 +48,10 @@ class Fal(Provider):
         return key
 
     def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Key {self.settings.key}", "x-app-fal-disable-fallback": "true"}
+        # Fallback to another model is switched off under the header's documented name
+        # (docs.fal.ai, "Reliability") and its older one, so a comparison measures the model asked for.
+        return {"Authorization": f"Key {self.settings.key}", "x-fal-disable-fallbacks": "true",
+                "x-app-fal-disable-fallback": "true"}
 
     def error_message(self, response: httpx.Response) -> str:
         """fal's `detail`: a message, or a list of per-field validation errors."""
@@ -49,10 +65,33 @@ class Fal(Provider):
             for item in detail:
                 if isinstance(item, dict):
                     loc = ".".join(str(p) for p in item.get("loc", []) if p != "body")
-                    parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+                    text = f"{loc}: {item.get('msg')}" if loc else str(item.get("msg"))
+                    parts.append(text + (f" ({item['type']})" if item.get("type") else ""))
             detail = "; ".join(parts) or detail
         error_type = body.get("error_type") if isinstance(body, dict) else None
         return f"HTTP {response.status_code}: {detail}" + (f" ({error_type})" if error_type else "")
+
+    async def prepare(self, job: Job) -> Job:
+        """Small local files inline as data URIs (where the model's limit allows), the others stored with fal."""
+        uris: dict[str, str] = {}
+        for file in job.inputs:
+            limit = job.data_uri_max_bytes.get(file.mime.split("/")[0])
+            uri = file.data_uri() if file.size <= INLINE_MAX_BYTES else ""
+            uris[file.sha256] = uri if uri and (limit is None or len(uri) <= limit) else await self._stored(file)
+        return job.with_payload(replace_inputs(job.payload, uris))
+
+    async def _stored(self, file: InputFile) -> str:
+        async with self._upload_locks.setdefault(file.sha256, asyncio.Lock()):
+            url = await self.uploads.get(file.sha256)
+            if url is None:
+                url = await self.platform.upload(file)
+                await self.uploads.put(file.sha256, url, STORED_TTL_S)
+            return url
+
+    async def find(self, job: Job, since: float) -> list[Handle]:
+        """Requests fal holds for this exact input, sent since `since`: a lost submit answer is looked
+        up here instead of paid for again."""
+        return await self.platform.candidates(job, since)
 
     async def submit(self, job: Job) -> Handle:
         if not job.prepared:
@@ -66,7 +105,28 @@ class Fal(Provider):
             raise ProviderError(f"fal accepted the request but the answer lacks its URLs: {data!r}", kind="retryable", maybe_accepted=True) from None
 
     async def poll(self, handle: Handle) -> Status:
-        return request_status(json_object(await self.http("GET", handle.urls["status"], params={"logs": "0"})))
+        status = request_status(json_object(await self.http("GET", handle.urls["status"], params={"logs": "0"})))
+        if status.state == "failed" and status.detail == "COMPLETED":
+            return await self._explained(handle, status)
+        return status
+
+    async def _explained(self, handle: Handle, status: Status) -> Status:
+        """fal explains a failed request in its result response (docs.fal.ai, "Request errors"): a
+        model error is a 4xx with `detail[{loc, msg, type}]` and may still be billed; a platform
+        error is a 5xx and is not; `X-Fal-Retryable` says whether trying again can help. When the
+        result cannot be read, the status's own error type decides."""
+        try:
+            response = await self.client.get(handle.urls["response"], headers=self.auth_headers())
+        except httpx.HTTPError:
+            return status
+        if response.status_code < 400:
+            return status
+        types = _error_types(response)
+        told = response.headers.get("x-fal-retryable", "").lower()
+        model_error = response.status_code < 500 or MODERATION in types
+        kind = "permanent" if told == "false" or (model_error and told != "true") else "retryable"
+        return Status("failed", detail=status.detail, error=self.error_message(response), error_kind=kind,  # type: ignore[arg-type]
+                      may_be_billed=model_error)
 
     async def result(self, handle: Handle, job: Job) -> Result:
         """The outputs of a completed request. A model error (a 4xx with fal's `detail`) means the
@@ -75,17 +135,29 @@ class Fal(Provider):
         try:
             response = await self.http("GET", handle.urls["response"])
         except ProviderError as exc:
-            if exc.kind == "permanent" and exc.status not in (401, 403, 404, 410):
+            if exc.kind == "permanent" and exc.status is not None and 400 <= exc.status < 500 and exc.status not in (401, 403, 404, 410):
                 raise GenerationFailed(exc.message, kind="permanent", status=exc.status, may_be_billed=True) from None
             raise
         urls = output_urls(json_object(response), job.output_paths)
         if not urls:
             raise ProviderError(f"fal result has no output URL at {', '.join(job.output_paths)}: {response.text[:300]}", kind="permanent")
-        return Result(tuple(urls))
+        return Result(tuple(urls), await self.platform.bill(job.endpoint, response.headers.get("x-fal-billable-units")))
 
     async def cancel(self, handle: Handle) -> bool:
         response = await self.http("PUT", handle.urls["cancel"], ok=(400, 404))
         return response.status_code < 300  # 400: already completed (collect it); 404: gone
+
+
+def _error_types(response: httpx.Response) -> set[str]:
+    try:
+        body = response.json()
+    except ValueError:
+        return set()
+    if not isinstance(body, dict):
+        return set()
+    detail = body.get("detail")
+    found = {item.get("type") for item in detail if isinstance(item, dict)} if isinstance(detail, list) else set()
+    return {str(t) for t in found | {body.get("error_type"), response.headers.get("x-fal-error-type")} if t}
 
 
 def request_status(data: dict[str, Any]) -> Status:

@@ -6,23 +6,29 @@ answer was lost may have started a task: the engine, not this plugin, decides ab
 
 from __future__ import annotations
 
+import asyncio
+import mimetypes
 from decimal import Decimal
 from typing import Any
 
 import httpx
 
 from runner.hookspecs import hookimpl
-from runner.inputs import replace_inputs
-from runner.providers import Handle, Job, Provider, ProviderError, Result, Status, classify_status, classify_transport, json_object, output_urls
+from runner.inputs import InputFile, replace_inputs
+from runner.providers import AccountLimits, Handle, Job, Provider, ProviderError, Result, Status, classify_status, classify_transport, json_object
 from runner_manifests import path
 
 API_VERSION = "2024-11-06"
+#: How long a runway:// upload is reused: Runway keeps ephemeral uploads 24 h; an hour of margin.
+UPLOAD_TTL_S = 23 * 3600
 CREDIT_USD = Decimal("0.01")
 
 
 def failure_kind(code: str | None) -> str:
-    """Moderation and bad assets fail the same way again; internal and partner faults may not."""
-    if code and code.startswith(("SAFETY.", "INPUT_PREPROCESSING.SAFETY", "ASSET.")):
+    """Whether a failed task is worth a new generation, as Runway's task-failure guide says: not
+    after moderation or a bad asset, and not after INTERNAL.BAD_OUTPUT ("may retry, but not likely
+    to succeed": each retry is paid). Internal and third-party faults may pass."""
+    if code and code.startswith(("SAFETY.", "INPUT_PREPROCESSING.SAFETY", "ASSET.", "INTERNAL.BAD_OUTPUT")):
         return "permanent"
     return "retryable"
 
@@ -30,6 +36,10 @@ def failure_kind(code: str | None) -> str:
 class Runway(Provider):
     name = "runway"
     key_env = ("RUNWAYML_API_SECRET",)
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._upload_locks: dict[str, asyncio.Lock] = {}  # two jobs with one file wait for one upload
 
     def _url(self, endpoint: str) -> str:
         return f"{self.settings.base_url.rstrip('/')}/v1/{endpoint}"
@@ -58,11 +68,20 @@ class Runway(Provider):
         for file in job.inputs:
             limit = job.data_uri_max_bytes.get(file.mime.split("/")[0])
             uri = file.data_uri()
-            uris[file.sha256] = uri if limit is None or len(uri) <= limit else await self._upload(file)
+            uris[file.sha256] = uri if limit is None or len(uri) <= limit else await self._uploaded(file)
         return job.with_payload(replace_inputs(job.payload, uris))
 
-    async def _upload(self, file: Any) -> str:
-        name = f"{file.sha256[:16]}.{file.mime.split('/')[1]}"
+    async def _uploaded(self, file: InputFile) -> str:
+        """A runway:// URI for the file: uploaded once, then reused by every job while it lasts."""
+        async with self._upload_locks.setdefault(file.sha256, asyncio.Lock()):
+            uri = await self.uploads.get(file.sha256)
+            if uri is None:
+                uri = await self._upload(file)
+                await self.uploads.put(file.sha256, uri, UPLOAD_TTL_S)
+            return uri
+
+    async def _upload(self, file: InputFile) -> str:
+        name = f"{file.sha256[:16]}{mimetypes.guess_extension(file.mime) or '.' + file.mime.split('/')[1]}"
         ticket = json_object(await self._call("POST", "uploads", json={"filename": name, "type": "ephemeral"}))
         try:  # the upload URL is presigned: no Runway headers, as the official SDK does
             response = await self.client.post(
@@ -106,14 +125,24 @@ class Runway(Provider):
                 raise
         return True
 
-    async def concurrency_limits(self) -> dict[str, int]:
+    async def account_limits(self) -> AccountLimits:
+        """Per-model concurrency and what is left of today's generations, from GET /v1/organization."""
         org = json_object(await self._call("GET", "organization"))
-        models = (org.get("tier") or {}).get("models") or {}
-        return {
-            model: int(limits["maxConcurrentGenerations"])
-            for model, limits in models.items()
-            if isinstance(limits, dict) and limits.get("maxConcurrentGenerations") is not None
-        }
+        tier = _table(_table(org.get("tier")).get("models"))
+        used = _table(_table(org.get("usage")).get("models"))
+        concurrency, daily_left = {}, {}
+        for model, limits in tier.items():
+            limits = _table(limits)
+            if isinstance(limits.get("maxConcurrentGenerations"), int):
+                concurrency[model] = limits["maxConcurrentGenerations"]
+            if isinstance(limits.get("maxDailyGenerations"), int):
+                done = _table(used.get(model)).get("dailyGenerations")
+                daily_left[model] = max(0, limits["maxDailyGenerations"] - (done if isinstance(done, int) else 0))
+        return AccountLimits(concurrency, daily_left)
+
+
+def _table(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def task_status(task: dict[str, Any]) -> Status:

@@ -133,16 +133,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     except UserError as exc:
         fail(str(exc))
     parsed = get_args_parser().parse_args(args)
-    if _only(parsed, "run"):
-        _with_hydra(lambda app: app.run(config_name=CONFIG_NAME, task_function=run, overrides=[*parsed.overrides, "hydra.mode=RUN"]))
-    elif parsed.multirun and _only(parsed, "multirun"):
-        _with_hydra(lambda app: app.multirun(config_name=CONFIG_NAME, task_function=run,
-                                             overrides=[*parsed.overrides, "hydra.mode=MULTIRUN"]))
-    elif parsed.help and _only(parsed, "help", "resolve"):
-        _with_hydra(lambda app: print(_app_help(app, parsed.overrides, parsed.resolve)))
-    else:
-        sys.argv = [sys.argv[0], *args]
-        _hydra_main()
+    try:
+        if _only(parsed, "run"):
+            _with_hydra(lambda app: app.run(config_name=CONFIG_NAME, task_function=run,
+                                            overrides=[*parsed.overrides, "hydra.mode=RUN"]))
+        elif parsed.multirun and _only(parsed, "multirun"):
+            _with_hydra(lambda app: app.multirun(config_name=CONFIG_NAME, task_function=run,
+                                                 overrides=[*parsed.overrides, "hydra.mode=MULTIRUN"]))
+        elif parsed.help and _only(parsed, "help", "resolve"):
+            _with_hydra(lambda app: print(_app_help(app, parsed.overrides, parsed.resolve)))
+        else:
+            sys.argv = [sys.argv[0], *args]
+            _hydra_main()
+    except KeyboardInterrupt:  # outside the engine (planning, the last ledger writes): nothing is half-done
+        print("\ninterrupted; the ledger is consistent: run the same command to carry on", file=sys.stderr)
+        sys.exit(130)
 
 
 def _only(parsed: argparse.Namespace, *flags: str) -> bool:

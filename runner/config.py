@@ -50,6 +50,8 @@ class ProviderConf:
     min_poll_interval_s: float = 5.0
     request_timeout_s: float = 60.0
     retry: RetryConf = field(default_factory=RetryConf)
+    #: The provider's other services, by name, for the plugin (fal: `platform`, `storage`).
+    endpoints: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -78,8 +78,7 @@ class Driver:
         if state == S.CLAIMED:  # nothing was sent: not ambiguous
             await self._release(job, "taken over before anything was sent")
         elif state == S.SUBMITTING:  # the create request may have reached the provider
-            await self._ambiguous(job, "the runner that was submitting it stopped before the answer was recorded")
-            await self._send(job)
+            await self._send(job, lost=(job.row["submitted_at"] or time.time() - self.engine.options.job_timeout_s, None))
         elif state == S.SUBMITTED:
             await self._follow(job, self._handle(job), resumed=True)
         elif state == S.GENERATED:
@@ -102,7 +101,11 @@ class Driver:
 
     # -- sending ------------------------------------------------------------------------------------
 
-    async def _send(self, job: Tracked) -> None:
+    async def _send(self, job: Tracked, lost: tuple[float, ProviderError | None] | None = None) -> None:
+        """Prepare and send the create request until the provider answers with a task id.
+
+        `lost` is a send whose answer never arrived (when it left, and why): it is resolved first
+        (`_lost_answer`), by this run after a timeout or a reset, or after a takeover."""
         lane = self._lane(job)
         spec = self._spec(job)
         sends = 0
@@ -113,7 +116,21 @@ class Driver:
                 return await self._finish_failed(job, str(exc), "permanent")
             except ProviderError as exc:
                 return await self._not_sent(job, exc)
-            await self._move(job, S.SUBMITTING)  # committed before the request leaves
+            if lost is not None:
+                sent_at, error = lost
+                found = await self._lost_answer(job, prepared, sent_at, error.message if error else "a runner stopped mid-submit")
+                if found is None:
+                    return
+                if isinstance(found, Handle):
+                    handle = found
+                    break
+                lost = None
+                if error is not None and (error.kind == "permanent" or self._too_many_unanswered(job, lane)):
+                    return await self._finish_failed(job, error.message, error.kind)
+                if error is not None and (sends >= lane.conf.retry.max_attempts or self.engine.stopping):
+                    return await self._release(job, error.message, backoff=True)
+            sent_at = time.time()
+            await self._move(job, S.SUBMITTING, submitted_at=sent_at)  # committed before the request leaves
             sends += 1
             try:
                 handle = await lane.provider.submit(prepared)
@@ -121,18 +138,13 @@ class Driver:
                 if not exc.maybe_accepted:
                     return await self._not_sent(job, exc)
                 lane.reached()
-                await self._ambiguous(job, exc.message)
-                if exc.kind == "permanent" or self._too_many_unanswered(job, lane):
-                    return await self._finish_failed(job, exc.message, exc.kind)
-                if sends >= lane.conf.retry.max_attempts or self.engine.stopping:
-                    return await self._release(job, exc.message, backoff=True)
-                await asyncio.sleep(self._hold_s(job, lane, exc))
+                lost = (sent_at, exc)
                 continue
             except (InputChanged, EnvironmentFault):
                 raise
             except Exception as exc:  # a plugin's bug reading the answer: the task may exist
                 message = f"unexpected {type(exc).__name__} while submitting: {exc}"
-                await self._ambiguous(job, message)
+                await self._ambiguous(job, message)  # counted whatever the budget: it is not sent again
                 return await self._finish_failed(job, message, "permanent")
             lane.reached()
             break
@@ -141,6 +153,35 @@ class Driver:
                          submitted_at=time.time(), attempts=attempts, provider_status=None, progress=None)
         self.notify("submitted", job.row, handle.task_id)
         await self._follow(job, handle, submitted=time.monotonic())
+
+    async def _lost_answer(self, job: Tracked, prepared: Job, sent_at: float, message: str) -> Handle | bool | None:
+        """A create request whose answer never arrived may have started a paid generation.
+
+        Where the provider keeps a request history (fal), look it up: adopt the request if it is
+        there (nothing paid twice), send again if it provably is not, and leave the job for a later
+        run if the history cannot be read. Elsewhere (Runway) count one possible duplicate, held
+        against the budget, and wait as long as the untracked task may run before sending again.
+        Returns the adopted task, True to send again, None when the job was left or released."""
+        lane = self._lane(job)
+        try:
+            found = await self._retrying(lane, lambda: lane.provider.find(prepared, sent_at))
+        except ProviderError as exc:
+            await self._park(job, f"a submission's answer was lost ({message}) and the provider's request history "
+                                  f"cannot be read ({exc.message}); a later run looks it up again")
+            return None
+        if found is not None:
+            known = await self.engine.db(S.known_tasks, [handle.task_id for handle in found])
+            fresh = [handle for handle in found if handle.task_id not in known]
+            if fresh:
+                await self._move(job, None, f"answer lost ({message}); task {fresh[0].task_id} found in the provider's request history")
+                return fresh[0]
+            await self._move(job, None, f"answer lost ({message}); the provider has no such request: sending again")
+            return True
+        if not await self._ambiguous(job, message):
+            await self._release(job, message)
+            return None
+        await asyncio.sleep(self._hold_s(job, lane))
+        return True
 
     def _too_many_unanswered(self, job: Tracked, lane: "Lane") -> bool:
         """A job whose submissions keep going unanswered stops: each one may be a paid generation."""
@@ -156,22 +197,33 @@ class Driver:
             return await self._finish_failed(job, exc.message, "permanent")
         if exc.never_sent:
             lane.unreachable(self.engine.options.max_outage_s)
-        if exc.retry_after is not None and exc.retry_after > lane.conf.retry.backoff_max_s * 10:
-            lane.stopped = lane.stopped or f"{lane.provider.name} asks to wait {exc.retry_after:.0f} s: {exc.message}"
+        if exc.kind == "rate_limited" and exc.retry_after is not None and exc.retry_after > lane.conf.retry.backoff_max_s * 10:
+            # Not a burst to back off from: a quota (Runway's daily generation limit answers 429 with
+            # the time until it resets). Retrying would only burn requests; this model waits for a rerun.
+            lane.stop_model(job.row["model_id"], f"rate limited for {exc.retry_after:.0f} s (a quota, such as a daily "
+                                                 f"generation limit): {exc.message}")
         await self._release(job, exc.message, backoff=True, after=exc.retry_after)
 
-    async def _ambiguous(self, job: Tracked, message: str) -> None:
+    async def _ambiguous(self, job: Tracked, message: str) -> bool:
         """A create request whose answer never arrived may have started a paid generation the ledger
-        cannot follow: count it once, and hold its estimate against the budget."""
-        await self._move(job, None, f"possible duplicate charge: {message}",
-                         possible=job.row["est_micros"] or 0, possible_duplicates=(job.row["possible_duplicates"] or 0) + 1)
+        cannot follow: count it once and hold its estimate against the budget. True when the job may
+        be sent again within the budget (else it goes back to planned, and the run stops at its budget)."""
+        fits = await self.engine.db(S.ambiguous, job.key, job.fence, message, self.engine.options.budget_id)
+        if fits is None:
+            raise LostJob(job.key)
+        estimate = job.row["est_micros"] or 0
+        job.row["possible_micros"] = (job.row["possible_micros"] or 0) + estimate
+        job.row["possible_duplicates"] = (job.row["possible_duplicates"] or 0) + 1
+        if not fits:
+            self.engine.budget_reached()
+        return fits
 
-    def _hold_s(self, job: Tracked, lane: "Lane", exc: ProviderError) -> float:
-        """Before sending again after an ambiguous send, wait as long as the untracked task may run
-        (it may hold one of the account's slots) or as the provider asks, whichever is longer."""
+    def _hold_s(self, job: Tracked, lane: "Lane") -> float:
+        """Before sending again after an ambiguous send, wait as long as the untracked task may run:
+        it may hold one of the account's slots."""
         learned = self.learned.get(job.row["model_id"])
         hold = learned[1] if learned else lane.conf.min_poll_interval_s
-        return min(max(hold, exc.retry_after or 0.0, self._backoff(lane, 1)), self.engine.options.job_timeout_s)
+        return min(max(hold, self._backoff(lane, 1)), self.engine.options.job_timeout_s)
 
     # -- following ----------------------------------------------------------------------------------
 
@@ -218,7 +270,8 @@ class Driver:
                 return await self._succeeded(job, handle, status)
             if status.state == "canceled":
                 return await self._canceled(job, status.cost_usd)
-            return await self._generation_failed(job, status.error or "failed", status.error_kind or "retryable", status.cost_usd)
+            return await self._generation_failed(job, status.error or "failed", status.error_kind or "retryable", status.cost_usd,
+                                                 status.may_be_billed)
 
     async def _past_deadline(self, job: Tracked, status: Status) -> None:
         """Past job_timeout_s: give the slot back (the run must not wait on it) and follow it slowly."""
@@ -336,7 +389,7 @@ class Driver:
     async def _release(self, job: Tracked, reason: str, backoff: bool = False, after: float | None = None) -> None:
         """Back to `planned`, its slot and reservation freed: nothing was generated for it."""
         await self._move(job, S.PLANNED, reason, reserve=0, holds_slot=0, error=reason, error_class="retryable")
-        if not self.engine.stopping and not self._lane(job).stopped:
+        if not self.engine.stopping and self._lane(job).sendable(job.row["model_id"]):
             self.engine.retry_later(job.key, after if after is not None else self._backoff(self._lane(job), 1) if backoff else 0.0)
 
     async def _slot_released(self, job: Tracked, reason: str) -> None:
@@ -356,8 +409,7 @@ class Driver:
         row = job.row
         before = bucket(row["state"], row["provider_status"])
         if fields.get("holds_slot") == 0 and row["holds_slot"]:
-            self._lane(job).held -= 1
-            self.engine.wake()
+            self.engine.slot_freed(self._lane(job), row["model_id"])
         if "reserve" in fields:
             row["reserved_micros"] = fields.pop("reserve")
             self.engine.money_freed()

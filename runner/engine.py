@@ -48,6 +48,8 @@ class Lane:
     conf: ProviderConf
     model_limits: dict[str, int] = field(default_factory=dict)  # by model id
     stopped: str | None = None  # why no more jobs are sent to it in this run (refused key, outage)
+    stopped_models: dict[str, str] = field(default_factory=dict)  # model id -> why (a daily limit reached)
+    daily_left: dict[str, int] = field(default_factory=dict)  # model id -> generations the account has left today
     unreachable_since: float | None = None
     queues: dict[str, deque[str]] = field(default_factory=dict)  # model id -> keys ready to claim
     blocked: set[str | None] = field(default_factory=set)  # None: the provider's limit; else model ids
@@ -55,6 +57,16 @@ class Lane:
 
     def reached(self) -> None:
         self.unreachable_since = None
+
+    def stop_model(self, model_id: str, why: str) -> None:
+        self.stopped_models.setdefault(model_id, why)
+
+    def waiting(self) -> bool:
+        """Jobs this lane could still send in this run."""
+        return not self.stopped and any(q for m, q in self.queues.items() if m not in self.stopped_models)
+
+    def sendable(self, model_id: str) -> bool:
+        return not self.stopped and model_id not in self.stopped_models
 
     def unreachable(self, max_outage_s: float) -> None:
         now = time.monotonic()
@@ -156,6 +168,16 @@ class Engine:
         self.spent += spent
         self.on_change(self.counts, self.spent)
 
+    def slot_freed(self, lane: Lane, model_id: str) -> None:
+        """A slot this process held is free: its lane (and model) may be claimed from at once."""
+        lane.held -= 1
+        lane.blocked.discard(None)
+        lane.blocked.discard(model_id)
+        self._wake.set()
+
+    def budget_reached(self) -> None:
+        self._budget_blocked = self.outcome.budget_stopped = True
+
     def money_freed(self) -> None:
         self._budget_blocked = False
         self._wake.set()
@@ -202,7 +224,11 @@ class Engine:
                 pass
             self._reap()
         await self._wind_down()
-        self.outcome.lanes_stopped = {name: lane.stopped for name, lane in self.lanes.items() if lane.stopped}
+        for name, lane in self.lanes.items():
+            if lane.stopped:
+                self.outcome.lanes_stopped[name] = lane.stopped
+            for model_id, why in lane.stopped_models.items():
+                self.outcome.lanes_stopped[f"{name} {model_id}"] = why
         self.outcome.waiting_on_others = sorted(self._others)
         return self.outcome
 
@@ -227,8 +253,8 @@ class Engine:
         our jobs, and nothing left that this run could still claim."""
         if self._claiming or self._others or any(key not in self.driver.overdue for key in self._running.values()):
             return False
-        waiting = any(q for lane in self.lanes.values() if not lane.stopped for q in lane.queues.values())
-        waiting = waiting or any(not self._lane_of(key).stopped for _, key in self._delayed)
+        waiting = any(lane.waiting() for lane in self.lanes.values())
+        waiting = waiting or any(self._lane_of(key).sendable(self.jobs[key].row["model_id"]) for _, key in self._delayed)
         return not waiting or self._budget_blocked
 
     def _claimable(self) -> bool:
@@ -240,7 +266,7 @@ class Engine:
     def _ready(lane: Lane) -> bool:
         if lane.stopped or None in lane.blocked:
             return False
-        return any(queue and model not in lane.blocked for model, queue in lane.queues.items())
+        return any(queue and model not in lane.blocked and model not in lane.stopped_models for model, queue in lane.queues.items())
 
     def _queue(self, key: str) -> None:
         row = self.jobs[key].row
@@ -263,19 +289,26 @@ class Engine:
                     continue
                 room = max(1, lane.conf.concurrency - lane.held)
                 for model_id, queue in lane.queues.items():
-                    while queue and model_id not in lane.blocked and room and len(candidates) < CLAIM_BATCH:
+                    left = lane.daily_left.get(model_id)
+                    while queue and lane.sendable(model_id) and model_id not in lane.blocked and room and left != 0 \
+                            and len(candidates) < CLAIM_BATCH:
                         key = queue.popleft()
                         candidates.append((key, name, model_id, self.jobs[key].row["est_micros"] or 0))
                         room -= 1
+                        left = None if left is None else left - 1
             if not candidates:
                 return
             provider_limits = {name: lane.conf.concurrency for name, lane in self.lanes.items()}
             model_limits = {(name, m): n for name, lane in self.lanes.items() for m, n in lane.model_limits.items()}
             candidates_est = {key: est for key, _, _, est in candidates}
             results = await self.db(S.claim, self.me.id, candidates, provider_limits, model_limits, self.options.budget_id)
-            for result, (key, name, model_id, _) in zip(results, candidates):
+            for result, (key, name, model_id, _) in reversed(list(zip(results, candidates))):  # put back in order
                 lane = self.lanes[name]
                 if result.fence is not None:
+                    if model_id in lane.daily_left:
+                        lane.daily_left[model_id] -= 1
+                        if lane.daily_left[model_id] <= 0:
+                            lane.stop_model(model_id, "the account's daily generation limit for this model is reached")
                     self.jobs[key].row.update(state=S.CLAIMED, holds_slot=1, reserved_micros=candidates_est[key])
                     self.changed(bucket(S.PLANNED, None), bucket(S.CLAIMED, None))
                     self._start(key, result.fence, self.driver.claimed)

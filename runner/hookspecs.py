@@ -22,15 +22,26 @@ def register_manifests(register):
 
 
 @hookspec
-def job_submitted(job, task_id):
+def job_submitted(job, task_id, run):
     """A job was accepted by its provider; `task_id` is the provider's id for it."""
 
 
 @hookspec
-def job_finished(job, path):
-    """A job's output has been downloaded, verified and stored at `path`."""
+def job_generated(job, run):
+    """The provider generated a job (it is paid for); its output is still to be collected."""
 
 
 @hookspec
-def job_failed(job, error):
-    """A job failed for good (`error` is the message); it will not be retried in this run."""
+def job_finished(job, path, run):
+    """A job's output has been downloaded, verified and stored at `path` (a Path)."""
+
+
+@hookspec
+def job_failed(job, error, run):
+    """A job failed for good, or its output was lost (`error` says why); it is not retried by itself."""
+
+
+# Lifecycle hooks take `job`, a read-only runner.jobview.JobView (parsed params, Paths, money as
+# Decimal), and `run`, a runner.jobview.RunContext (sweeps, config, outputs folder, ledger). They are
+# delivered from the ledger's events, at least once, in order, including events that happened while
+# no runner was running: an implementation should be idempotent (docs/plugins.md, "Lifecycle hooks").

@@ -132,3 +132,15 @@ def m002_fenced_jobs_exact_money_budgets(db: sqlite_utils.Database) -> None:
     db["model_stats"].create(
         {"model_id": str, "samples": int, "latency_s": float, "max_s": float, "updated_at": str}, pk="model_id"
     )
+
+
+@migration
+def m003_uploads(db: sqlite_utils.Database) -> None:
+    """Files a provider holds for a while (Runway's runway:// uploads, 24 h): reused, not sent again."""
+    db["uploads"].create({"provider": str, "sha256": str, "uri": str, "expires_at": float}, pk=("provider", "sha256"))
+
+
+@migration
+def m004_hook_cursors(db: sqlite_utils.Database) -> None:
+    """How far each plugin's lifecycle hooks have been given the ledger's events (at least once)."""
+    db["hook_cursors"].create({"plugin": str, "event_id": int, "updated_at": str}, pk="plugin")

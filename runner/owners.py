@@ -45,13 +45,16 @@ def _pid_namespace() -> str | None:
 
 
 def process_start(pid: int) -> str | None:
-    """The kernel's start time of a process (clock ticks since boot): tells a reused pid apart."""
+    """The kernel's start time of a running process (clock ticks since boot), which tells a reused
+    pid apart; None when no such process runs (a zombie, killed and not yet reaped, is not running)."""
     stat = _read(f"/proc/{pid}/stat")
     if stat is None:
         return None
     # The command name (field 2) may hold spaces and parentheses: count fields after the last ')'.
     fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 @dataclass(frozen=True)

@@ -58,8 +58,8 @@ def registry() -> Registry:
 
 def reset() -> None:
     """Forget loaded plugins (tests that change the environment or the installed plugins)."""
-    global _registry, _untrace
-    _caller_cache.clear()
+    global _registry, _untrace, _observers
+    _observers = None
     _registry = None
     if _untrace is not None:
         _untrace()
@@ -212,34 +212,21 @@ def _brief(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-#: Lifecycle events and the hook each reaches, with the name of its argument for the event's detail.
-_EVENT_HOOKS = {"submitted": ("job_submitted", "task_id"), "downloaded": ("job_finished", "path"),
-                "failed": ("job_failed", "error"), "lost": ("job_failed", "error")}
+#: The hooks that observe jobs (runner.delivery feeds them from the ledger's events).
+LIFECYCLE_HOOKS = ("job_submitted", "job_generated", "job_finished", "job_failed")
+_observers: dict[str, dict[str, Any]] | None = None
 
 
-def notify(event: str, job: dict[str, Any], detail: str) -> None:
-    """Call every plugin's hook for a job event, one plugin at a time (traced like any hook call).
-    A failing observer must not stop the sweep or lose state: it is reported with its plugin and
-    hook, and the others are still called."""
-    if event not in _EVENT_HOOKS:
-        return
-    hook, argument = _EVENT_HOOKS[event]
-    for name, caller in _callers(hook):
-        try:
-            caller(**{"job": job, argument: detail})
-        except Exception as exc:
-            print(f"warning: plugin {name!r}, hook {hook}: {type(exc).__name__}: {exc}", file=sys.stderr)
-
-
-_caller_cache: dict[str, list[tuple[str, Any]]] = {}
-
-
-def _callers(hook: str) -> list[tuple[str, Any]]:
-    """(plugin name, a caller of only that plugin's implementation) for each plugin implementing `hook`."""
-    if hook not in _caller_cache:
-        plugins = [impl.plugin for impl in getattr(pm.hook, hook).get_hookimpls()]
-        _caller_cache[hook] = [
-            (pm.get_name(plugin) or "?", pm.subset_hook_caller(hook, remove_plugins=[p for p in pm.get_plugins() if p is not plugin]))
-            for plugin in plugins
-        ]
-    return _caller_cache[hook]
+def observers() -> dict[str, dict[str, Any]]:
+    """Plugin name -> {lifecycle hook: a caller of only that plugin's implementation}: one plugin
+    at a time, so a failing observer is reported by name and the others are still called (each call
+    is traced like any hook call)."""
+    global _observers
+    if _observers is None:
+        found: dict[str, dict[str, Any]] = {}
+        for hook in LIFECYCLE_HOOKS:
+            for impl in getattr(pm.hook, hook).get_hookimpls():
+                others = [p for p in pm.get_plugins() if p is not impl.plugin]
+                found.setdefault(impl.plugin_name, {})[hook] = pm.subset_hook_caller(hook, remove_plugins=others)
+        _observers = found
+    return _observers

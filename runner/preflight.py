@@ -24,9 +24,19 @@ from runner.errors import UserError, suggest
 GROUPS = ("model", "prompt_set", "provider")
 
 
-#: Setting names that hold a secret: never accepted in a config, never echoed.
-SECRET_WORDS = ("key", "secret", "token", "password", "passwd", "credential", "authorization", "bearer")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Words that make a setting's name a secret's (`api_key`, `fal-token`, `secret`): such a setting is
+#: never accepted in a config, and its value never echoed. `keyframes` or `key_env` are not secrets.
+SECRET_WORDS = {"key", "apikey", "secret", "token", "password", "passwd", "credential", "credentials", "authorization", "bearer"}
+
+
+def is_secret_name(name: str) -> bool:
+    words = set(re.split(r"[_\-.]", name.lower()))
+    return bool(words & SECRET_WORDS) and name.lower() != "key_env"
+
+
+#: An environment variable's name as keys are conventionally named (RUNWAYML_API_SECRET, FAL_KEY);
+#: Runway keys (`key_` + hex) are valid identifiers too, so lower case is refused as a likely key.
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 
 
 def check_overrides(args: Sequence[str], catalog: Catalog) -> list[str]:
@@ -57,17 +67,14 @@ def check_overrides(args: Sequence[str], catalog: Catalog) -> list[str]:
 def _check_secret(key: str, override: Any) -> None:
     """Keys come from the environment only: a config value would be saved in the ledger and in
     Hydra's run folder. The value given is never repeated back."""
-    parts = key.split(".")
-    if parts[0] != "providers" or len(parts) < 3:
-        return
-    field = parts[-1].lower()
-    if field == "key_env":
+    last = key.split(".")[-1]
+    if last == "key_env" and key.startswith("providers."):
         values = [] if override.is_delete() else _values(override)
         if any(not _ENV_NAME.match(value) for value in values):
-            raise UserError(f"{key} must name an environment variable (letters, digits and _), and the value given is "
+            raise UserError(f"{key} must name an environment variable (capital letters, digits and _), and the value given is "
                             f"not one; if you pasted a key there, export it instead: export RUNWAYML_API_SECRET=... "
                             f"(the value is not shown here, and nothing was saved)")
-    elif any(word in field for word in SECRET_WORDS):
+    elif is_secret_name(last):
         raise UserError(f"{key}: API keys are never given in the config (they would be saved in the ledger and in "
                         f"Hydra's run folder); export the provider's key variable instead, e.g. "
                         f"export RUNWAYML_API_SECRET=... (the value is not shown here, and nothing was saved)")
@@ -106,7 +113,7 @@ def _check_key(key: str, line: str) -> bool:
             fields = {f.name: f for f in dataclasses.fields(node)}
             if part not in fields:
                 where = ".".join(path) or "the top level"
-                shown = line if not any(word in part.lower() for word in SECRET_WORDS) else part
+                shown = part if is_secret_name(part) else line
                 raise UserError(
                     f"unknown setting {'.'.join([*path, part])!r} in {shown!r}{suggest(part, fields)}; "
                     f"settings at {where}: {', '.join(fields)}"

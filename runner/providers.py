@@ -92,6 +92,7 @@ class Status:
     error_kind: ErrorClass | None = None
     cost_usd: Decimal | None = None  # what the provider says this generation cost, when it says
     outputs: tuple[str, ...] = ()  # output URLs, when the status already carries them
+    may_be_billed: bool = False  # a failure the provider may still charge for (when cost_usd is None)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,29 @@ def make_job(
     )
 
 
+class Uploads:
+    """Files the provider already holds, by sha256, so a file is uploaded once while its copy lasts
+    (the runner keeps them in the ledger, across jobs and runs; this default keeps them in memory)."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, float]] = {}
+
+    async def get(self, sha256: str) -> str | None:
+        uri, expires_at = self._held.get(sha256, ("", 0.0))
+        return uri if expires_at > time.time() else None
+
+    async def put(self, sha256: str, uri: str, ttl_s: float) -> None:
+        self._held[sha256] = (uri, time.time() + ttl_s)
+
+
+@dataclass(frozen=True)
+class AccountLimits:
+    """What an account allows, by the provider's model id: generations at once, and left today."""
+
+    concurrency: dict[str, int] = field(default_factory=dict)
+    daily_left: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Settings:
     """A provider account as the run config gives it."""
@@ -142,6 +166,7 @@ class Settings:
     base_url: str
     key: str = field(repr=False)  # never in a repr, a log line or a traceback
     request_timeout_s: float = 60.0
+    endpoints: Mapping[str, str] = field(default_factory=dict)  # the provider's other services, by name
 
 
 class Provider:
@@ -154,9 +179,10 @@ class Provider:
     #: it: a third-party plugin ships its defaults here, and they become `provider=<name>`.
     default_conf: ClassVar[ProviderConf | None] = None
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient):
+    def __init__(self, settings: Settings, client: httpx.AsyncClient, uploads: Uploads | None = None):
         self.settings = settings
         self.client = client
+        self.uploads = uploads or Uploads()
 
     @classmethod
     def key_from_env(cls, environ: Mapping[str, str], configured: str | None = None) -> str | None:
@@ -185,6 +211,9 @@ class Provider:
             raise classify_transport(exc, submitting=submitting) from None
         except httpx.InvalidURL as exc:
             raise ProviderError(f"invalid URL {url!r}: {exc}", kind="permanent", never_sent=True) from None
+        except httpx.HTTPError as exc:  # an undecodable body, a redirect loop: the answer, not the request, failed
+            raise ProviderError(f"unreadable answer: {type(exc).__name__}: {exc}", kind="retryable",
+                                maybe_accepted=submitting) from None
         if response.status_code in ok:
             return response
         if 300 <= response.status_code < 400:
@@ -207,6 +236,13 @@ class Provider:
         `prepare` (a job that was not prepared is prepared first)."""
         raise NotImplementedError
 
+    async def find(self, job: Job, since: float) -> list[Handle] | None:
+        """Tasks the provider holds for exactly this (prepared) request, sent since `since` (epoch
+        seconds), newest first: a submit whose answer was lost is looked up here and adopted instead
+        of paid for again. [] means provably none; None (the default) that the provider keeps no
+        such history (the engine then counts a possible duplicate and sends again)."""
+        return None
+
     async def poll(self, handle: Handle) -> Status:
         raise NotImplementedError
 
@@ -219,9 +255,9 @@ class Provider:
         """Stop a task; False when it had already finished (its output is then still collectable)."""
         raise NotImplementedError
 
-    async def concurrency_limits(self) -> dict[str, int]:
-        """Per-model concurrency the account allows, where the provider says (else empty)."""
-        return {}
+    async def account_limits(self) -> "AccountLimits":
+        """Per-model limits the account has, where the provider says (`limits_from_provider=true`)."""
+        return AccountLimits()
 
 
 # -- helpers every HTTP provider needs -------------------------------------------------------------
@@ -254,8 +290,14 @@ def _bounded(seconds: float) -> float | None:
 
 
 def classify_status(response: httpx.Response, message: str, *, submitting: bool = False) -> ProviderError:
-    """An HTTP error as the engine should treat it: 429 and 5xx retryable, other 4xx permanent."""
+    """An HTTP error as the engine should treat it: 429 and 5xx retryable, other 4xx permanent, unless
+    the server says otherwise in `x-should-retry` (as Runway's API does and its SDK obeys)."""
     code = response.status_code
+    told = response.headers.get("x-should-retry")
+    if told == "false":
+        return ProviderError(message, kind="permanent", status=code, maybe_accepted=submitting and code >= 500)
+    if told == "true" and code < 500 and code != 429:
+        return ProviderError(message, kind="retryable", status=code, retry_after=retry_after(response))
     if code == 429:
         return ProviderError(message, kind="rate_limited", status=code, retry_after=retry_after(response))
     if code in (408, 409) or code >= 500:

@@ -13,9 +13,11 @@ import os
 import signal
 import sys
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -27,13 +29,15 @@ from runner import plugins
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
+from runner.delivery import Delivery
 from runner.engine import Engine, Lane, Options, Outcome
+from runner.jobview import RunContext
 from runner.errors import UserError
 from runner.money import to_micros
 from runner.owners import Heartbeat, Identity
 from runner.plan import Plan
 from runner.progress import Progress
-from runner.providers import Settings
+from runner.providers import Settings, Uploads
 from runner.summary import EXIT_INTERRUPTED, summarize
 from runner.writer import LedgerUnusable, Writer
 
@@ -49,6 +53,7 @@ class Account:
 
     base_url: str
     key: str = field(repr=False)
+    endpoints: Mapping[str, str] = field(default_factory=dict)  # else the provider's configured ones
 
 
 def check_budget(plan: Plan, budget_usd: float | None, allow_unpriced: bool) -> None:
@@ -106,7 +111,7 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
                 f"no API key for {name}: set the environment variable {conf.key_env} "
                 f"(export {conf.key_env}=...), or try the simulator with no key: {DEMO}"
             )
-        found[name] = Account(conf.base_url, key)
+        found[name] = Account(conf.base_url, key, dict(conf.endpoints))
     return found
 
 
@@ -121,7 +126,8 @@ def simulator(config_path: str | None, state_dir: str) -> Iterator[dict[str, Acc
     except ValueError as exc:
         raise UserError(f"sim_config={config_path}: {exc}") from None
     with Simulator(config, state_path=config.state_path or Path(state_dir) / "simulator.jsonl") as sim:
-        yield {"runway": Account(sim.runway_url, sim.keys["runway"]), "fal": Account(sim.fal_url, sim.keys["fal"])}
+        yield {"runway": Account(sim.runway_url, sim.keys["runway"]),
+               "fal": Account(sim.fal_url, sim.keys["fal"], sim.fal_endpoints)}
 
 
 def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]) -> int:
@@ -162,8 +168,12 @@ def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]
             max_outage_s=cfg.max_outage_s, retry_failed=cfg.retry_failed, regenerate_lost=cfg.regenerate_lost,
         )
         progress = Progress(len(keys), quiet=cfg.quiet)
+        context = RunContext(
+            run_id=os.environ.get(RUN_ID_ENV) or sweep_id, sweep_id=sweep_id, sweep_names=tuple(sorted({j.sweep for j in plan.jobs})),
+            config=MappingProxyType(dict(config)), outputs_dir=Path(cfg.outputs_dir), ledger=writer.path,
+        )
         try:
-            outcome = asyncio.run(_drive(cfg, writer, keys, lanes, found, options, me, progress))
+            outcome = asyncio.run(_drive(cfg, writer, keys, lanes, found, options, me, progress, Delivery(writer, context)))
         finally:
             progress.close()
         return summarize(writer.sync(S.rows, keys), outcome, plan, command)
@@ -194,7 +204,7 @@ def _lane_limits(name: str, conf: ProviderConf, catalog: Catalog) -> Lane:
 
 
 async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lane], found: dict[str, Account],
-                 options: Options, me: Identity, progress: Progress) -> Outcome:
+                 options: Options, me: Identity, progress: Progress, delivery: Delivery) -> Outcome:
     registry = plugins.registry()
     clients = {name: _client(cfg.providers[name], follow_redirects=False) for name in found}
     downloads = _client(next(iter(cfg.providers.values())), follow_redirects=True, pool=sum(c.concurrency for c in cfg.providers.values()))
@@ -202,16 +212,17 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
         for name, account in found.items():
             conf = cfg.providers[name]
             lane = lanes[name]
-            lane.provider = registry.providers[name](Settings(account.base_url, account.key, conf.request_timeout_s), clients[name])
+            settings = Settings(account.base_url, account.key, conf.request_timeout_s, account.endpoints)
+            lane.provider = registry.providers[name](settings, clients[name], LedgerUploads(writer, name))
             if conf.limits_from_provider:
-                told = await lane.provider.concurrency_limits()
-                lane.model_limits = {**told, **lane.model_limits}
+                told = await lane.provider.account_limits()
+                lane.model_limits = {**told.concurrency, **lane.model_limits}
+                lane.daily_left = dict(told.daily_left)
+                for model_id, left in told.daily_left.items():
+                    if left <= 0:
+                        lane.stop_model(model_id, "the account's daily generation limit for this model is reached")
 
-        def notify(event: str, row: dict[str, Any], detail: str) -> None:
-            progress.event(event, row, detail)
-            plugins.notify(event, row, detail)
-
-        engine = Engine(writer, keys, lanes, registry.catalog, options, downloads, me, notify, progress.update)
+        engine = Engine(writer, keys, lanes, registry.catalog, options, downloads, me, progress.event, progress.update)
         loop = asyncio.get_running_loop()
         interrupts = 0
 
@@ -226,6 +237,7 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
 
         loop.add_signal_handler(signal.SIGINT, on_interrupt)
         loop.add_signal_handler(signal.SIGTERM, on_interrupt)
+        observing = asyncio.create_task(delivery.until_stopped())
         try:
             outcome = await engine.run()
             if outcome.interrupted and cfg.cancel_on_interrupt:
@@ -233,12 +245,28 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
                 print(f"canceled {canceled} task(s) at the provider (cancel_on_interrupt=true)", file=sys.stderr)
             progress.update(engine.counts, engine.spent, force=True)
         finally:
+            delivery.stop()
             loop.remove_signal_handler(signal.SIGINT)
             loop.remove_signal_handler(signal.SIGTERM)
+        await observing  # the run's last events, before the summary
         return outcome
     finally:
         for client in [*clients.values(), downloads]:
             await client.aclose()
+
+
+class LedgerUploads(Uploads):
+    """Files a provider holds, kept in the ledger: reused across jobs, runs and processes."""
+
+    def __init__(self, writer: Writer, provider: str):
+        self.writer = writer
+        self.provider = provider
+
+    async def get(self, sha256: str) -> str | None:
+        return await self.writer(S.upload, self.provider, sha256, time.time())
+
+    async def put(self, sha256: str, uri: str, ttl_s: float) -> None:
+        await self.writer(S.keep_upload, self.provider, sha256, uri, time.time() + ttl_s)
 
 
 def _client(conf: ProviderConf, *, follow_redirects: bool, pool: int | None = None) -> httpx.AsyncClient:

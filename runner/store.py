@@ -266,6 +266,26 @@ def move(
     return True
 
 
+def ambiguous(conn: sqlite3.Connection, key: str, fence: Fence, detail: str, budget_id: str | None) -> bool | None:
+    """Count a create request whose answer never arrived: one possible duplicate, its estimate held
+    against the budget. Then: may the job be sent again (its reservation still held) within the
+    budget? None when fenced out."""
+    row = conn.execute("select est_micros, possible_duplicates from jobs where key = ? and owner = ? and lease = ?",
+                       [key, fence.owner, fence.lease]).fetchone()
+    if row is None:
+        return None
+    move(conn, key, fence, None, f"possible duplicate charge: {detail}", possible=row[0] or 0, possible_duplicates=row[1] + 1)
+    committed, limit = budget(conn, budget_id) if budget_id else (0, None)
+    return limit is None or committed <= limit
+
+
+def known_tasks(conn: sqlite3.Connection, task_ids: Sequence[str]) -> set[str]:
+    """Which of these task ids the ledger has recorded for some job, now or in an earlier attempt."""
+    return {t for t in task_ids if conn.execute(
+        "select 1 from jobs where task_id = ? union all select 1 from events where detail = ? limit 1", [t, f"task {t}"]
+    ).fetchone()}
+
+
 def adopt(conn: sqlite3.Connection, key: str, old: Fence, owner: str) -> Fence | None:
     """Take over a job whose owner is gone; None if it changed hands meanwhile."""
     new = Fence(owner, old.lease + 1)
@@ -303,6 +323,47 @@ def note_latency(conn: sqlite3.Connection, model_id: str, low_s: float, high_s: 
         "max_s = max(max_s, excluded.max_s), updated_at = excluded.updated_at",
         [model_id, low_s, high_s, now_iso()],
     )
+
+
+def upload(conn: sqlite3.Connection, provider: str, sha256: str, now: float) -> str | None:
+    """A provider-held copy of a file that is still valid at `now` (epoch seconds), if any."""
+    row = conn.execute("select uri from uploads where provider = ? and sha256 = ? and expires_at > ?", [provider, sha256, now]).fetchone()
+    return None if row is None else row[0]
+
+
+def keep_upload(conn: sqlite3.Connection, provider: str, sha256: str, uri: str, expires_at: float) -> None:
+    conn.execute("insert or replace into uploads (provider, sha256, uri, expires_at) values (?, ?, ?, ?)",
+                 [provider, sha256, uri, expires_at])
+
+
+#: The events lifecycle hooks are told of.
+OBSERVED = (SUBMITTED, GENERATED, DOWNLOADED, FAILED, LOST)
+
+
+def hook_cursors(conn: sqlite3.Connection, plugins: Sequence[str]) -> dict[str, int]:
+    """The last event each plugin was given; a plugin seen for the first time starts now (the
+    ledger's history is not replayed to it)."""
+    latest = conn.execute("select coalesce(max(id), 0) from events").fetchone()[0]
+    conn.executemany("insert or ignore into hook_cursors (plugin, event_id, updated_at) values (?, ?, ?)",
+                     [(name, latest, now_iso()) for name in plugins])
+    marks = ",".join("?" * len(plugins))
+    return {row[0]: row[1] for row in conn.execute(f"select plugin, event_id from hook_cursors where plugin in ({marks})", list(plugins))}
+
+
+def observed_events(conn: sqlite3.Connection, after: int, limit: int) -> list[dict[str, Any]]:
+    """State changes hooks are told of, after event `after`, with each job's current row."""
+    marks = ",".join("?" * len(OBSERVED))
+    return [dict(r) for r in conn.execute(
+        f"select events.id as event_id, events.to_state as event_state, events.detail as event_detail, jobs.* "
+        f"from events join jobs on jobs.key = events.job_key where events.id > ? and events.to_state in ({marks}) "
+        f"and events.from_state is not events.to_state order by events.id limit ?",
+        [after, *OBSERVED, limit],
+    )]
+
+
+def advance_cursor(conn: sqlite3.Connection, plugin: str, old: int, new: int) -> bool:
+    return conn.execute("update hook_cursors set event_id = ?, updated_at = ? where plugin = ? and event_id = ?",
+                        [new, now_iso(), plugin, old]).rowcount == 1
 
 
 def _event(conn: sqlite3.Connection, key: str, from_state: str | None, to_state: str | None, detail: str) -> None:

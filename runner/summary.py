@@ -40,7 +40,10 @@ def summarize(rows: list[dict[str, Any]], outcome: Outcome, plan: Plan, command:
     duplicates = sum(row["possible_duplicates"] or 0 for row in rows)
     if duplicates:
         lines.append(f"possible duplicate charges: {duplicates} submission(s) may have started a generation the runner "
-                     f"could not record (the answer was lost), up to {usd_text(possible)}; check the provider's usage page")
+                     f"could not record (the answer was lost); check the provider's usage page")
+    if possible:
+        lines.append(f"possibly billed on top of the settled spend: up to {usd_text(possible)} (lost answers, and failed "
+                     f"generations the provider may still charge for)")
     reopened = outcome.reopened
     if reopened[S.CANCELED]:
         lines.append(f"{reopened[S.CANCELED]} job(s) canceled earlier were generated again (a new charge each)")

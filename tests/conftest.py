@@ -11,11 +11,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+#: Removed from the environment of every command a test runs: keys (unless the test gives them), and
+#: the run id one command shares with its multirun points (each test command is a new command).
+KEYLESS = ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "RUNNER_RUN_ID")
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -m runner <args>` as a user runs it; keys are removed unless a test gives them."""
-    full_env = {k: v for k, v in os.environ.items() if k not in ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")}
+    full_env = {k: v for k, v in os.environ.items() if k not in KEYLESS}
     full_env.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout

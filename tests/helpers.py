@@ -21,8 +21,8 @@ import httpx
 from runner.inputs import InputFile, replace_inputs
 from runner.sim import payload_sha256
 from runner.sim.media import mp4_info
+from tests.conftest import KEYLESS
 
-KEYLESS = ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET")
 
 
 def sim_args(sim: Any, poll: float = 0.05, timeout: float = 5, **concurrency: int) -> list[str]:
@@ -36,6 +36,7 @@ def sim_args(sim: Any, poll: float = 0.05, timeout: float = 5, **concurrency: in
         "providers.fal.retry.backoff_base_s=0.05",
         f"providers.runway.request_timeout_s={timeout}",
         f"providers.fal.request_timeout_s={timeout}",
+        *(f"providers.fal.endpoints.{name}={url}" for name, url in sim.fal_endpoints.items()),
     ]
     args += [f"providers.{name}.concurrency={n}" for name, n in concurrency.items()]
     return args
@@ -79,9 +80,10 @@ def ledger_rows(folder: Path) -> list[dict[str, Any]]:
     return query(folder, "select * from jobs")
 
 
-def states(folder: Path) -> Counter:
+def states(folder: Path, column: str = "state") -> Counter:
+    """How many jobs are in each state (or value of another column); empty before the ledger exists."""
     try:
-        return Counter(r["state"] for r in ledger_rows(folder))
+        return Counter(r[column] for r in query(folder, f"select {column} from jobs"))
     except sqlite3.Error:
         return Counter()
 
@@ -120,17 +122,25 @@ def recorded_task_ids(folder: Path) -> dict[str, list[str]]:
 def assert_no_paid_twice(entries: list[dict[str, Any]], rows: list[dict[str, Any]], folder: Path) -> int:
     """Each job reached the provider once per generation it recorded, plus at most the submissions
     the ledger owns up to as possible duplicates; returns the simulator's count of orphans (accepted
-    submissions whose answer the runner never recorded)."""
+    submissions whose answer the runner never recorded).
+
+    Replicates of one point send identical requests, so the provider's side is compared per request
+    body, against the jobs that send it."""
     recorded = recorded_task_ids(folder)
     known = {task for tasks in recorded.values() for task in tasks}
-    by_payload = Counter((entry["endpoint"], entry["payload_sha256"]) for entry in entries)
-    orphans_by_payload = Counter((e["endpoint"], e["payload_sha256"]) for e in entries if e["task_id"] not in known)
+    sent = Counter((entry["endpoint"], entry["payload_sha256"]) for entry in entries)
+    orphans = Counter((e["endpoint"], e["payload_sha256"]) for e in entries if e["task_id"] not in known)
+    generations: Counter = Counter()
+    owned_up: Counter = Counter()
     for row in rows:
-        where = (row["endpoint"], payload_sha256(submitted_body(row)))
-        generations = len(recorded.get(row["key"], []))
-        assert by_payload[where] == generations + orphans_by_payload[where], (row["model"], row["prompt_id"])
-        assert orphans_by_payload[where] <= row["possible_duplicates"], (row["model"], row["prompt_id"], orphans_by_payload[where])
-    return sum(orphans_by_payload.values())
+        body = (row["endpoint"], payload_sha256(submitted_body(row)))
+        generations[body] += len(recorded.get(row["key"], []))
+        owned_up[body] += row["possible_duplicates"]
+    for body in generations:
+        assert sent[body] == generations[body] + orphans[body], (body, sent[body], generations[body], orphans[body])
+        assert orphans[body] <= owned_up[body], (body, orphans[body], owned_up[body])
+    assert set(sent) <= set(generations), "the provider received requests no job of this ledger sends"
+    return sum(orphans.values())
 
 
 class SimProcess:
@@ -147,6 +157,7 @@ class SimProcess:
         assert match, first + self.proc.stderr.read()
         self.base_url = match[1]
         self.runway_url, self.fal_url = f"{self.base_url}/runway", f"{self.base_url}/fal"
+        self.fal_endpoints = {"platform": f"{self.base_url}/fal-api/v1", "storage": f"{self.base_url}/fal-rest"}
         self.keys = {}
         for _ in range(3):
             line = self.proc.stdout.readline()

@@ -55,6 +55,35 @@ def test_multirun_plans_every_point(tmp_path):
     assert "gen4_turbo" in result.stdout and "fal-hailuo-02-standard" in result.stdout
 
 
+SECRET = "key_0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize("args", [
+    [f"+providers.runway.api_key={SECRET}"],
+    [f"++providers.fal.token={SECRET}"],
+    [f"providers.runway.key_env={SECRET}"],
+    [f"+api_key={SECRET}"],
+])
+def test_a_key_in_the_config_is_refused_without_echoing_it(tmp_path, args):
+    result = run_cli("model=gen4_turbo", "prompt_set=animate", *args, cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert SECRET not in result.stdout + result.stderr
+    assert not any(SECRET in p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file())
+
+
+def test_settings_and_accounts_never_show_their_key():
+    from runner.providers import Settings
+    from runner.run import Account
+
+    assert SECRET not in repr(Settings("https://api.example", SECRET)) + repr(Account("https://api.example", SECRET))
+
+
+def test_free_form_tables_need_no_plus(tmp_path):
+    result = run_cli("model=kling", "prompt_set=ads", "prices.kling=0.4", "native.cfg_scale=0.7", "dry_run=true", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "3 jobs, estimated total $1.20" in result.stdout
+
+
 @pytest.mark.parametrize("args, planned, saved", [
     (["model=gen4_turbo", "prompt_set=animate", "duration=5"], "2 jobs, estimated total $0.50", "hydra/*/*/.hydra/config.yaml"),
     (["-m", "model=gen4_turbo,hailuo", "prompt_set=animate"], "4 jobs, estimated total $1.04", "hydra/multirun/*/*/multirun.yaml"),

@@ -235,12 +235,13 @@ def test_fal_key_from_key_id_and_secret_and_the_no_fallback_header(sim):
     assert entry["fallback_disabled"] is True and entry["model"] == "fal-pika-v2.2"
 
 
-def test_runway_reads_concurrency_limits_from_the_organization():
-    config = SimConfig(concurrency={"runway": 3, "gen4_turbo": 1, "veo3.1": 2})
+def test_runway_reads_its_limits_from_the_organization():
+    config = SimConfig(concurrency={"runway": 3, "gen4_turbo": 1, "veo3.1": 2}, daily_limit={"gen4_turbo": 5})
     with Simulator(config) as sim:
-        limits = run(lambda client: Runway(settings(sim.runway_url, sim.keys["runway"]), client).concurrency_limits())
-    assert limits["gen4_turbo"] == 1 and limits["veo3.1"] == 2 and limits["gen4.5"] == 3
-    assert set(limits) == {m.model_id for m in plugins.registry().catalog.models.values() if m.provider == "runway"}
+        limits = run(lambda client: Runway(settings(sim.runway_url, sim.keys["runway"]), client).account_limits())
+    assert limits.concurrency["gen4_turbo"] == 1 and limits.concurrency["veo3.1"] == 2 and limits.concurrency["gen4.5"] == 3
+    assert set(limits.concurrency) == {m.model_id for m in plugins.registry().catalog.models.values() if m.provider == "runway"}
+    assert limits.daily_left == {"gen4_turbo": 5}
 
 
 def test_runway_throttled_is_queued_not_an_error():

@@ -71,24 +71,25 @@ import os
 from runner.hookspecs import hookimpl
 
 
-def _log(event, job, detail):
+def _log(event, job, detail, run):
     with open(os.environ["OBSERVER_LOG"], "a", encoding="utf-8") as out:
-        out.write(json.dumps({"event": event, "key": job["key"], "detail": str(detail)}) + "\\n")
+        out.write(json.dumps({"event": event, "key": job.key, "detail": str(detail), "spent": str(job.spent_usd),
+                              "duration": job.params.get("duration"), "sweep": run and run.sweep_id}) + "\\n")
 
 
 @hookimpl
-def job_submitted(job, task_id):
-    _log("submitted", job, task_id)
+def job_submitted(job, task_id, run):
+    _log("submitted", job, task_id, run)
 
 
 @hookimpl
-def job_finished(job, path):
-    _log("finished", job, path)
+def job_finished(job, path, run):
+    _log("finished", job, path, run)
 
 
 @hookimpl
 def job_failed(job, error):
-    _log("failed", job, error)
+    _log("failed", job, error, None)
 """
 
 #: entry-point name -> (distribution, module, {file: text})
@@ -303,8 +304,35 @@ def test_lifecycle_hooks_see_every_job_of_a_run(site, sim, tmp_path):
     assert "SAFETY.INPUT.IMAGE" in failed["detail"]
     task_ids = {e["task_id"] for e in sim.ledger()}
     assert {e["detail"] for e in events if e["event"] == "submitted"} == task_ids
+    assert {e["duration"] for e in events} == {5} and all(e["sweep"] for e in events if e["event"] != "failed")
+    assert next(e for e in events if e["event"] == "finished")["spent"] == "0.25"
     for hook in ("job_submitted", "job_finished", "job_failed"):
-        assert f"plugin hook {hook}(job=<job " in result.stderr and ") -> observer" in result.stderr
+        assert f"plugin hook {hook}(job=" in result.stderr and ") -> observer" in result.stderr
+
+
+def test_an_event_missed_while_no_runner_ran_is_delivered_by_the_next_run(site, sim, tmp_path):
+    # Jobs finish in a run without the observer; installed afterwards, it hears of none of them (no
+    # replay of history). A job finished by a run that dies before its hooks ran is delivered by the
+    # next run, at least once.
+    log = tmp_path / "events.jsonl"
+    env = {"PYTHONPATH": str(site), "RUNNER_LOAD_PLUGINS": "runway,observer", "OBSERVER_LOG": str(log),
+           "RUNWAYML_API_SECRET": sim.keys["runway"]}
+    args = ["model=gen4_turbo", "prompt_set=animate", f"providers.runway.base_url={sim.runway_url}",
+            "providers.runway.min_poll_interval_s=0.05"]
+    assert run_cli(*args, cwd=tmp_path, env={**env, "RUNNER_LOAD_PLUGINS": "runway"}).returncode == 0
+    assert run_cli(*args, cwd=tmp_path, env=env).returncode == 0  # the observer starts here: nothing new
+    assert not log.exists()
+    from runner import store as S
+    from runner.writer import Writer
+
+    writer = Writer(tmp_path / ".runner" / "ledger.db")  # a run that died between a download and its hook
+    key = writer.sync(S.rows)[0]["key"]
+    writer.sync(lambda conn: conn.execute(
+        "insert into events (job_key, at, from_state, to_state, detail) values (?, 'now', 'generated', 'downloaded', 'x.mp4')", [key]))
+    writer.close()
+    assert run_cli(*args, cwd=tmp_path, env=env).returncode == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["event"], e["key"], e["detail"]) for e in events] == [("finished", key, "x.mp4")]
 
 
 def test_an_observer_that_raises_does_not_stop_the_run(site, sim, tmp_path):

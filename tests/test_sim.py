@@ -1,4 +1,6 @@
-"""The provider simulator, driven over real HTTP with httpx as the provider plugins drive it.
+"""The provider simulator, driven over real HTTP with httpx as the provider plugins drive it:
+both protocols from submit to downloaded file, concurrency, validation, uploads, the state file.
+Faults are in test_sim_faults.py, billing in test_sim_billing.py.
 
 Every test talks to a server on an ephemeral 127.0.0.1 port; every wait is bounded by a deadline.
 """
@@ -13,99 +15,18 @@ import subprocess
 import sys
 import time
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
+from test_sim_helpers import (FAST, GEN45, KLING, PICTURE, PIKA, ROOT, RUNWAY_VERSION, TURBO_BODY, client, create, fk,
+                              ledger_entry, make_sim, ok_kling, post_form, rw, settled, status_of, submit, ticket_for,
+                              wait_fal, wait_runway)
 
 from runner.sim import SimConfig, Simulator, payload_sha256, read_ledger
 from runner.sim.__main__ import build_config, parser
 from runner.sim.media import make_image, mp4_info
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNWAY_VERSION = "2024-11-06"
-KLING = "fal-ai/kling-video/v2.1/standard/image-to-video"
-PIKA = "fal-ai/pika/v2.2/text-to-video"
-TURBO_BODY = {"model": "gen4_turbo", "promptImage": "https://example.com/a.jpg", "ratio": "1280:720",
-              "duration": 5, "promptText": "a sneaker turning"}
-FAST = {"latency": {"default": {"min": 0.03, "max": 0.08}}, "pending_s": 0.01}
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def make_sim():
-    """Start simulators with a custom config (fast by default); all are stopped after the test."""
-    started: list[Simulator] = []
-
-    def start(**settings) -> Simulator:
-        sim = Simulator(SimConfig(**{**FAST, **settings})).start()
-        started.append(sim)
-        return sim
-
-    yield start
-    for sim in started:
-        sim.stop()
-
-
-@pytest.fixture
-def client():
-    with httpx.Client(timeout=5) as http:
-        yield http
-
-
-def rw(sim: Simulator) -> dict[str, str]:
-    return {"Authorization": f"Bearer {sim.keys['runway']}", "X-Runway-Version": RUNWAY_VERSION}
-
-
-def fk(sim: Simulator) -> dict[str, str]:
-    return {"Authorization": f"Key {sim.keys['fal']}"}
-
-
-def create(client: httpx.Client, sim: Simulator, body: dict | None = None, endpoint: str = "image_to_video") -> httpx.Response:
-    return client.post(f"{sim.runway_url}/v1/{endpoint}", headers=rw(sim), json=body or TURBO_BODY)
-
-
-def wait_runway(client: httpx.Client, sim: Simulator, task_id: str, timeout: float = 5.0) -> tuple[dict, list[dict]]:
-    """Poll a Runway task until it ends; (final task, every task object seen)."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()
-        seen.append(task)
-        if task["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
-            return task, seen
-        time.sleep(0.01)
-    raise AssertionError(f"task {task_id} did not end within {timeout}s: {seen[-1]}")
-
-
-def submit(client: httpx.Client, sim: Simulator, body: dict, model: str = KLING, **headers: str) -> dict:
-    response = client.post(f"{sim.fal_url}/{model}", headers={**fk(sim), **headers}, json=body)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def wait_fal(client: httpx.Client, sim: Simulator, queued: dict, timeout: float = 5.0) -> tuple[httpx.Response, list[httpx.Response]]:
-    """Poll a fal request's status URL until COMPLETED; (final response, every response seen)."""
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        response = client.get(queued["status_url"], headers=fk(sim), params={"logs": "1"})
-        seen.append(response)
-        if response.json()["status"] == "COMPLETED":
-            return response, seen
-        time.sleep(0.01)
-    raise AssertionError(f"request did not complete within {timeout}s: {seen[-1].text}")
-
-
-def ledger_entry(sim: Simulator, task_id: str) -> dict:
-    return next(entry for entry in sim.ledger() if entry["task_id"] == task_id)
-
-
-def ok_kling(prompt: str = "a coffee cup") -> dict:
-    return {"prompt": prompt, "image_url": "https://example.com/cup.png"}
-
+__all__ = ["client", "make_sim"]  # fixtures, imported to be used here
 
 # -- both protocols, submit to downloaded file -----------------------------------------------------
 
@@ -183,7 +104,7 @@ def test_fal_string_durations_and_unknown_prices(sim, client):
     video = client.get(queued["response_url"], headers=fk(sim)).json()["video"]
     assert mp4_info(client.get(video["url"]).content)["duration"] == 4.0
     assert Decimal(ledger_entry(sim, queued["request_id"])["billed_usd"]) == Decimal("1.60")  # $0.40/s with audio
-    kling = submit(client, sim, ok_kling())  # no price in the seeds: billed as unknown
+    kling = submit(client, sim, ok_kling())  # no price in its manifest: billed at an unknown price
     wait_fal(client, sim, kling)
     entry = ledger_entry(sim, kling["request_id"])
     assert entry["status"] == "succeeded" and entry["billed_usd"] is None and entry["fallback_disabled"] is False
@@ -341,7 +262,8 @@ def test_runway_rejects_a_model_on_the_wrong_endpoint_and_unknown_paths(sim, cli
     assert client.put(f"{sim.runway_url}/v1/image_to_video", headers=rw(sim), json={}).status_code == 405
 
 
-def test_fal_accepts_invalid_input_then_fails_it_with_422_naming_the_field(sim, client):
+def test_fal_accepts_invalid_input_then_fails_it_with_422_naming_the_field(make_sim, client):
+    sim = make_sim(pending_s=0.5)  # in the queue long enough to ask for its result early
     assert client.post(f"{sim.fal_url}/fal-ai/no-such-model", headers=fk(sim), json={}).status_code == 404
     queued = submit(client, sim, {"image_url": "https://example.com/a.png", "duration": "7"})
     early = client.get(queued["response_url"], headers=fk(sim))
@@ -368,45 +290,6 @@ def test_data_uri_inputs_within_the_limit_are_accepted(sim, client):
     uri = "data:image/png;base64," + base64.b64encode(make_image("input")).decode()
     task, _ = wait_runway(client, sim, create(client, sim, {**TURBO_BODY, "promptImage": uri}).json()["id"])
     assert task["status"] == "SUCCEEDED"
-
-
-# -- cancel and delete ------------------------------------------------------------------------------
-
-
-def test_runway_delete_cancels_a_running_task_and_deletes_a_finished_one(make_sim, client):
-    sim = make_sim(latency={"default": 2.0})
-    task_id = create(client, sim).json()["id"]
-    assert client.delete(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 204
-    cancelled = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()
-    assert cancelled["status"] == "CANCELLED" and cancelled["cost"] == {"credits": 0}
-    assert ledger_entry(sim, task_id)["status"] == "cancelled" and Decimal(ledger_entry(sim, task_id)["billed_usd"]) == Decimal("0")
-    assert client.delete(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 204
-    assert client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 404
-    assert client.delete(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 404
-
-
-def test_runway_delete_of_a_succeeded_task_removes_it(sim, client):
-    task_id = create(client, sim).json()["id"]
-    wait_runway(client, sim, task_id)
-    assert client.delete(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 204
-    assert client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 404
-    assert ledger_entry(sim, task_id)["status"] == "succeeded"  # deleting does not refund
-
-
-def test_fal_cancel_ends_completed_with_an_error(make_sim, client):
-    sim = make_sim(latency={"default": 2.0})
-    queued = submit(client, sim, ok_kling())
-    cancel = client.put(queued["cancel_url"], headers=fk(sim))
-    assert cancel.status_code == 202 and cancel.json() == {"status": "CANCELLATION_REQUESTED"}
-    status = client.get(queued["status_url"], headers=fk(sim))
-    assert status.status_code == 200 and status.json()["status"] == "COMPLETED"
-    assert status.json()["error_type"] == "client_cancelled"
-    assert client.get(queued["response_url"], headers=fk(sim)).status_code == 499
-    again = client.put(queued["cancel_url"], headers=fk(sim))
-    assert again.status_code == 400 and again.json() == {"status": "ALREADY_COMPLETED"}
-    unknown = client.put(queued["cancel_url"].replace(queued["request_id"], "nope"), headers=fk(sim))
-    assert unknown.status_code == 404 and unknown.json() == {"status": "NOT_FOUND"}
-    assert ledger_entry(sim, queued["request_id"])["status"] == "cancelled"
 
 
 # -- uploads, organization, daily limits ------------------------------------------------------------
@@ -451,172 +334,6 @@ def test_organization_reports_credits_and_limits(make_sim, client):
     assert org["creditBalance"] == 1000 - 25
     assert org["tier"]["models"]["gen4.5"]["maxConcurrentGenerations"] == 2
     assert org["tier"]["models"]["gen4_turbo"]["maxConcurrentGenerations"] == 3
-
-
-# -- faults -----------------------------------------------------------------------------------------
-
-
-def test_http_429_carries_retry_after_and_creates_nothing(sim, client):
-    sim.inject("http_429", on="runway.create", retry_after=2)
-    refused = create(client, sim)
-    assert refused.status_code == 429 and refused.headers["retry-after"] == "2" and "error" in refused.json()
-    assert sim.ledger() == []
-    assert create(client, sim).status_code == 200  # count=1: the next one goes through
-
-
-@pytest.mark.parametrize("status", [500, 502, 503, 504])
-def test_5xx_faults_on_both_providers(sim, client, status):
-    task_id = create(client, sim).json()["id"]
-    sim.inject(f"http_{status}", on="runway.poll")
-    response = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim))
-    assert response.status_code == status and "error" in response.json()
-    queued = submit(client, sim, ok_kling())
-    sim.inject(f"http_{status}", on="fal.status")
-    response = client.get(queued["status_url"], headers=fk(sim))
-    assert response.status_code == status and "detail" in response.json()
-
-
-def test_fal_ingress_5xx_looks_like_nginx(sim, client):
-    queued = submit(client, sim, ok_kling())
-    sim.inject("http_502", on="fal.status", ingress=True)
-    response = client.get(queued["status_url"], headers=fk(sim))
-    assert response.status_code == 502 and "nginx" in response.text and "x-fal-request-id" not in response.headers
-
-
-def test_reset_drops_the_connection(sim, client):
-    task_id = create(client, sim).json()["id"]
-    sim.inject("reset", on="runway.poll")
-    with pytest.raises(httpx.TransportError):
-        client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim))
-    assert client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code == 200
-
-
-def test_hang_outlasts_the_client_timeout(sim, client):
-    queued = submit(client, sim, ok_kling())
-    sim.inject("hang", on="fal.status", seconds=3)
-    started = time.monotonic()
-    with pytest.raises(httpx.ReadTimeout):
-        client.get(queued["status_url"], headers=fk(sim), timeout=0.3)
-    assert time.monotonic() - started < 2
-    assert client.get(queued["status_url"], headers=fk(sim)).status_code in (200, 202)
-
-
-def test_malformed_json(sim, client):
-    task_id = create(client, sim).json()["id"]
-    sim.inject("malformed_json", on="runway.poll")
-    response = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim))
-    assert response.status_code == 200
-    with pytest.raises(ValueError):
-        response.json()
-
-
-@pytest.mark.parametrize(("code", "fal_status", "fal_type"), [
-    ("SAFETY.INPUT.TEXT", 422, "content_policy_violation"),
-    ("SAFETY.OUTPUT.VIDEO", 422, "content_policy_violation"),
-    ("INTERNAL.BAD_OUTPUT.CODE01", 500, "runner_server_error"),
-    ("THIRD_PARTY.UNAVAILABLE", 503, "downstream_service_unavailable"),
-])
-def test_task_failed_per_failure_code_family(sim, client, code, fal_status, fal_type):
-    sim.inject("task_failed", on="runway.create", failure_code=code)
-    task, _ = wait_runway(client, sim, create(client, sim).json()["id"])
-    assert task["status"] == "FAILED" and task["failureCode"] == code and task["failure"]
-    assert task["cost"] == {"credits": 0} and "output" not in task
-    assert Decimal(ledger_entry(sim, task["id"])["billed_usd"]) == Decimal("0")
-
-    sim.inject("task_failed", on="fal.submit", failure_code=code)
-    queued = submit(client, sim, ok_kling())
-    final, _ = wait_fal(client, sim, queued)
-    assert final.status_code == 200 and final.json()["error"] and final.json()["error_type"] == fal_type
-    result = client.get(queued["response_url"], headers=fk(sim))
-    assert result.status_code == fal_status and "detail" in result.json()
-
-
-def test_expired_url_faults(sim, client):
-    task_id = create(client, sim).json()["id"]
-    wait_runway(client, sim, task_id)
-    sim.inject("expired_url", on="runway.poll")
-    stale = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()["output"][0]
-    assert client.get(stale).status_code == 403
-    fresh = client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()["output"][0]
-    sim.inject("expired_url", on="download")
-    assert client.get(fresh).status_code == 403
-    assert client.get(fresh).status_code == 200
-    queued = submit(client, sim, ok_kling())
-    wait_fal(client, sim, queued)
-    sim.inject("expired_url", on="fal.result")
-    url = client.get(queued["response_url"], headers=fk(sim)).json()["video"]["url"]
-    assert client.get(url).status_code == 403
-
-
-def test_truncated_download_is_detected(sim, client):
-    task_id = create(client, sim).json()["id"]
-    url = wait_runway(client, sim, task_id)[0]["output"][0]
-    sim.inject("truncated", on="download", count=2)
-    with pytest.raises(httpx.RemoteProtocolError):
-        client.get(url)
-    received = b""
-    with pytest.raises(httpx.RemoteProtocolError):
-        with client.stream("GET", url) as response:
-            expected = int(response.headers["content-length"])
-            for chunk in response.iter_bytes():
-                received += chunk
-    assert 0 < len(received) < expected
-    with pytest.raises(ValueError):
-        mp4_info(received)
-    assert mp4_info(client.get(url).content)["duration"] == 5.0
-
-
-def test_after_accept_faults_record_the_task_though_the_client_saw_an_error(sim, client):
-    sim.inject("http_503", on="runway.create", after_accept=True)
-    assert create(client, sim).status_code == 503
-    (entry,) = sim.ledger()
-    assert entry["payload_sha256"] == payload_sha256(TURBO_BODY) and entry["provider"] == "runway"
-    sim.inject("reset", on="fal.submit", after_accept=True)
-    with pytest.raises(httpx.TransportError):
-        client.post(f"{sim.fal_url}/{KLING}", headers=fk(sim), json=ok_kling("lost answer"))
-    assert [e["payload_sha256"] for e in sim.ledger()][1] == payload_sha256(ok_kling("lost answer"))
-    sim.inject("hang", on="runway.create", after_accept=True, seconds=2)
-    with pytest.raises(httpx.ReadTimeout):
-        client.post(f"{sim.runway_url}/v1/image_to_video", headers=rw(sim), json=TURBO_BODY, timeout=0.3)
-    assert len(sim.ledger()) == 3
-    for entry in sim.ledger():  # the tasks really run, and bill, although nobody saw their ids
-        deadline = time.monotonic() + 5
-        while ledger_entry(sim, entry["task_id"])["status"] != "succeeded" and time.monotonic() < deadline:
-            time.sleep(0.02)
-    assert Decimal(ledger_entry(sim, sim.ledger()[0]["task_id"])["billed_usd"]) == Decimal("0.25")
-
-
-def test_faults_filter_by_model_and_fire_count_times(sim, client):
-    sim.inject("http_500", on="runway.create", model="gen4.5", count=2)
-    assert create(client, sim).status_code == 200  # gen4_turbo is not affected
-    body = {"model": "gen4.5", "promptText": "x", "ratio": "1280:720", "duration": 2}
-    assert [create(client, sim, body, "text_to_video").status_code for _ in range(3)] == [500, 500, 200]
-
-
-def test_fault_rates_from_config_and_scripted_faults_over_http(make_sim, client):
-    sim = make_sim(faults={"runway.poll": {"http_503": 1.0}})
-    task_id = create(client, sim).json()["id"]
-    assert {client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).status_code for _ in range(5)} == {503}
-    added = client.post(f"{sim.base_url}/_sim/faults", json={"kind": "http_504", "on": "fal.submit", "count": 2})
-    assert added.status_code == 201 and added.json()[0]["count"] == 2
-    assert client.post(f"{sim.fal_url}/{KLING}", headers=fk(sim), json=ok_kling()).status_code == 504
-    assert client.post(f"{sim.base_url}/_sim/faults", json={"kind": "truncated", "on": "fal.submit"}).status_code == 400
-    assert client.delete(f"{sim.base_url}/_sim/faults").status_code == 204
-    assert client.post(f"{sim.fal_url}/{KLING}", headers=fk(sim), json=ok_kling()).status_code == 200
-    assert len(client.get(f"{sim.base_url}/_sim/ledger").json()) == 2
-    stats = client.get(f"{sim.base_url}/_sim/stats").json()
-    assert stats["providers"]["runway"]["requests"]["runway.poll"] == 5 and stats["server"]["requests"] > 0
-
-
-def test_inject_rejects_impossible_faults_and_clear_drops_pending_ones(sim, client):
-    sim.inject("http_500", on="runway.create", count=5)
-    sim.clear_faults()
-    assert create(client, sim).status_code == 200
-    for kind, on, extra in (("truncated", "runway.poll", {}), ("task_failed", "download", {}),
-                            ("melt", "download", {}), ("http_500", "nowhere", {}),
-                            ("http_500", "runway.poll", {"after_accept": True})):
-        with pytest.raises(ValueError):
-            sim.inject(kind, on=on, **extra)
 
 
 # -- ledger file, config, CLI -----------------------------------------------------------------------
@@ -666,28 +383,12 @@ def test_config_from_file_and_flags(tmp_path):
 
 # -- state file: a simulator that survives its process ----------------------------------------------
 
-GEN45 = {"model": "gen4.5", "promptText": "fog", "ratio": "1280:720", "duration": 3}
-PICTURE = ROOT / "runner" / "assets" / "sneaker.png"
-
-
-def status_of(client: httpx.Client, sim: Simulator, task_id: str) -> str:
-    return client.get(f"{sim.runway_url}/v1/tasks/{task_id}", headers=rw(sim)).json()["status"]
-
-
-def ticket_for(client: httpx.Client, sim: Simulator, name: str = "shoe.png") -> dict:
-    return client.post(f"{sim.runway_url}/v1/uploads", headers=rw(sim), json={"filename": name, "type": "ephemeral"}).json()
-
-
-def post_form(client: httpx.Client, ticket: dict) -> int:
-    return client.post(ticket["uploadUrl"], data=ticket["fields"],
-                       files={"file": ("shoe.png", PICTURE.read_bytes(), "image/png")}).status_code
-
-
 def test_state_file_restarts_every_task_with_its_ids_urls_outputs_and_ledger(make_sim, tmp_path):
     """Simulator A accepts tasks in every state and stops; B on the same file answers for all of them."""
     path = tmp_path / "sim" / "state.jsonl"
-    settings = dict(state_path=str(path), concurrency={"gen4.5": 1},
-                    latency={"default": {"min": 0.03, "max": 0.08}, "gen4.5": 0.4, "fal-pika-v2.2": 1.0})
+    # One gen4.5 and one Pika at a time, so some tasks are still waiting when A stops, whatever the load.
+    settings = dict(state_path=str(path), concurrency={"gen4.5": 1, "fal-pika-v2.2": 1},
+                    latency={"default": {"min": 0.03, "max": 0.08}, "gen4.5": 0.4, "fal-pika-v2.2": 1.5})
     a = make_sim(**settings)
     with httpx.Client(timeout=5) as client:
         done = create(client, a).json()["id"]
@@ -700,6 +401,7 @@ def test_state_file_restarts_every_task_with_its_ids_urls_outputs_and_ledger(mak
         wait_runway(client, a, deleted)
         assert client.delete(f"{a.runway_url}/v1/tasks/{deleted}", headers=rw(a)).status_code == 204
         queue = [create(client, a, {**GEN45, "promptText": f"fog {i}"}, "text_to_video").json()["id"] for i in range(3)]
+        assert status_of(client, a, queue[2]) == "THROTTLED"  # it waits for two 0.4 s tasks
         cancelled = create(client, a, GEN45, "text_to_video").json()["id"]  # THROTTLED, then cancelled
         assert client.delete(f"{a.runway_url}/v1/tasks/{cancelled}", headers=rw(a)).status_code == 204
         kling = submit(client, a, ok_kling())
@@ -707,14 +409,12 @@ def test_state_file_restarts_every_task_with_its_ids_urls_outputs_and_ledger(mak
         kling_video = client.get(kling["response_url"], headers=fk(a)).json()["video"]
         kling_bytes = client.get(kling_video["url"]).content
         pika = submit(client, a, {"prompt": "waves", "duration": 5}, PIKA)
-        pika_cancelled = submit(client, a, {"prompt": "rain", "duration": 5}, PIKA)
+        pika_cancelled = submit(client, a, {"prompt": "rain", "duration": 5}, PIKA)  # queued behind pika
         assert client.put(pika_cancelled["cancel_url"], headers=fk(a)).status_code == 202
         uploaded = ticket_for(client, a)
         assert post_form(client, uploaded) == 204
         pending_upload = ticket_for(client, a, "later.png")  # issued by A, posted to B
         wait_runway(client, a, failed)
-        assert [status_of(client, a, t) for t in queue][1:] == ["THROTTLED", "THROTTLED"]
-        credits = client.get(f"{a.runway_url}/v1/organization", headers=rw(a)).json()["creditBalance"]
         before = {entry["task_id"]: entry for entry in a.ledger()}
     port = a.port
     a.stop()
@@ -730,8 +430,6 @@ def test_state_file_restarts_every_task_with_its_ids_urls_outputs_and_ledger(mak
         assert failed_task["status"] == "FAILED" and failed_task["failureCode"] == "SAFETY.INPUT.TEXT"
         assert client.get(f"{b.runway_url}/v1/tasks/{deleted}", headers=rw(b)).status_code == 404
         assert status_of(client, b, cancelled) == "CANCELLED"
-        statuses = [status_of(client, b, t) for t in queue]  # one at a time, in order (0.4 s each)
-        assert statuses[-1] == "THROTTLED" and statuses[0] != "THROTTLED"
         # fal: the absolute URLs A handed out reach B
         assert client.get(kling["status_url"], headers=fk(b)).json()["status"] == "COMPLETED"
         video = client.get(kling["response_url"], headers=fk(b)).json()["video"]
@@ -739,18 +437,22 @@ def test_state_file_restarts_every_task_with_its_ids_urls_outputs_and_ledger(mak
         gone = client.get(pika_cancelled["status_url"], headers=fk(b)).json()
         assert gone["status"] == "COMPLETED" and gone["error_type"] == "client_cancelled"
         assert client.put(pika_cancelled["cancel_url"], headers=fk(b)).json() == {"status": "ALREADY_COMPLETED"}
-        assert client.get(pika["status_url"], headers=fk(b)).json()["status"] in ("IN_QUEUE", "IN_PROGRESS")
         # uploads: a runway:// URI from A is input on B; a form A issued is accepted by B
         assert create(client, b, {**TURBO_BODY, "promptImage": uploaded["runwayUri"]}).status_code == 200
         assert post_form(client, pending_upload) == 204
         assert create(client, b, {**TURBO_BODY, "promptImage": pending_upload["runwayUri"]}).status_code == 200
-        assert client.get(f"{b.runway_url}/v1/organization", headers=rw(b)).json()["creditBalance"] == credits
         # running and waiting tasks finish later, in their order, one at a time
         final, _ = wait_fal(client, b, pika)
         assert final.status_code == 200
         assert client.get(client.get(pika["response_url"], headers=fk(b)).json()["video"]["url"]).status_code == 200
         for task_id in queue:
             assert wait_runway(client, b, task_id)[0]["status"] == "SUCCEEDED"
+        # Credits spent on A still count on B: compared once every task has ended, since a balance
+        # read while tasks run changes as they finish.
+        settled(b)
+        spent = sum(Decimal(e["billed_usd"]) for e in b.ledger() if e["provider"] == "runway")
+        balance = client.get(f"{b.runway_url}/v1/organization", headers=rw(b)).json()["creditBalance"]
+        assert balance == b.config.credit_balance - spent * 100 and spent >= Decimal("0.50")  # A's two successes
 
     after = b.ledger()
     ids = [entry["task_id"] for entry in after]
@@ -947,11 +649,11 @@ def test_burst_of_1000_tasks_over_both_providers(capsys, tmp_path):
         print(f"\nburst: 1000 tasks ({report['requests']} requests) in {elapsed:.2f} s = {1000 / elapsed:.0f} tasks/s; "
               f"simulator time per request: mean {server['mean_ms']:.3f} ms wall, {server['cpu_mean_ms']:.3f} ms CPU, "
               f"max {server['max_ms']:.1f} ms; state file {state.stat().st_size / 1e6:.2f} MB, restored in {restore_s * 1000:.0f} ms")
+    # Correctness only: how fast it went is printed above (a benchmark's concern, not a test's).
     assert report["errors"] == [] and report["done"] == 1000
     assert server["requests"] >= report["requests"]
-    assert elapsed < 30
     assert len(entries) == len({e["payload_sha256"] for e in entries}) == 1000
-    assert {e["status"] for e in entries} == {"succeeded"} and restore_s < 5
+    assert {e["status"] for e in entries} == {"succeeded"}
 
 
 async def _burst(base: str, tasks: int, connections: int) -> dict:

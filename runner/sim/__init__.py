@@ -2,8 +2,10 @@
 
 No machine here reaches the providers and nobody should pay to test a sweep, so the runner's
 provider plugins, the tests, the demo and the benchmarks talk to this server exactly as they
-would to the real services; only the base URL differs. It keeps a billing ledger, enforces
-account limits, serves real media files behind expiring signed URLs and injects faults.
+would to the real services; only the base URL differs. It keeps a billing ledger charged as the
+providers charge (docs/providers.md), enforces their input rules and account limits, serves real
+media files behind expiring signed URLs, serves fal's request history, prices and storage, and
+injects faults.
 
     from runner.sim import Simulator, SimConfig
     with Simulator(SimConfig(concurrency={"runway": 2})) as sim:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -30,6 +31,14 @@ def _pairs(values: list[str], flag: str, default_key: str | None = None) -> dict
     return out
 
 
+def _value(text: str) -> Any:
+    """A setting's value: JSON where it parses (`307`, `true`, `[]`), else the text itself (`soon`)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def build_config(args: argparse.Namespace) -> SimConfig:
     """The config file (if any), then each flag on top of it; ValueError names a bad one."""
     base = SimConfig.load(args.config) if args.config else SimConfig()
@@ -42,6 +51,11 @@ def build_config(args: argparse.Namespace) -> SimConfig:
         if not sep:
             raise ValueError(f"--fault {item}={rate}: expected POINT:KIND=RATE (POINT may be *)")
         data["faults"].setdefault(point, {})[kind] = float(rate)
+    for item, text in _pairs(args.fault_detail, "--fault-detail").items():
+        kind, sep, name = item.partition(":")
+        if not sep or not name:
+            raise ValueError(f"--fault-detail {item}={text}: expected KIND:SETTING=VALUE")
+        data["fault_details"].setdefault(kind, {})[name] = _value(text)
     for flag, key in (("seed", "seed"), ("speed", "speed"), ("pending", "pending_s"), ("url_ttl", "url_ttl_s"),
                       ("ledger", "ledger_path"), ("state", "state_path")):
         if getattr(args, flag) is not None:
@@ -66,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
                    help="accepted submissions per UTC day for a provider or a model (then 429)")
     p.add_argument("--fault", action="append", default=[], metavar="POINT:KIND=RATE",
                    help="fault rate, e.g. runway.poll:http_503=0.05 or '*:reset=0.01'")
+    p.add_argument("--fault-detail", action="append", default=[], metavar="KIND:SETTING=VALUE",
+                   help="a setting for faults of a kind drawn at a rate, e.g. http_503:retry_after=soon or redirect:status=307")
     p.add_argument("--speed", type=float, help="clock speed factor (2: everything takes half as long)")
     p.add_argument("--pending", type=float, help="seconds a task is PENDING / IN_QUEUE before it runs")
     p.add_argument("--seed", type=int, help="seed for latencies and fault draws")
@@ -115,6 +131,8 @@ Point the runner at it:
   python -m runner ... providers.runway.base_url={sim.runway_url} providers.fal.base_url={sim.fal_url}
 Official clients: RunwayML(base_url="{sim.runway_url}", api_key=...);
   fal_client: import fal_client.client as fc; fc.QUEUE_URL_FORMAT = "{sim.fal_url}/"
+              fc.REST_URL = "{sim.base_url}/fal-rest"; fc.CDN_URL = "{sim.base_url}/fal-cdn"
+fal Platform API: {sim.base_url}/fal-api/v1/models/requests/by-endpoint | /fal-api/v1/models/pricing
 Control: GET {sim.base_url}/_sim/ledger | /_sim/stats ; POST {sim.base_url}/_sim/faults
 Ctrl-C to stop.""", flush=True)
     stop = threading.Event()

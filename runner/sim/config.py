@@ -17,7 +17,8 @@ from typing import Any
 
 import yaml
 
-from runner.sim.faults import check_rates
+from runner.sim.failures import RUNWAY_UNREFUNDED
+from runner.sim.faults import check_details, check_rates
 
 #: Keys accepted by default: a Runway-shaped secret (`key_` + 128 hex) and a fal `id:secret` pair.
 DEFAULT_KEYS = {
@@ -25,6 +26,8 @@ DEFAULT_KEYS = {
     "fal": "sim-key-id:sim-key-secret",
 }
 PROVIDERS = ("runway", "fal")
+#: What a fal model does with a cancel that reaches it running: run on to its result, or stop.
+FAL_RUNNING_CANCEL = ("completes", "stops")
 
 
 @dataclass(frozen=True)
@@ -70,12 +73,16 @@ class SimConfig:
     pending_s: float = 0.05
     #: Tasks running at once, per provider account and per model; absent means unlimited.
     concurrency: dict[str, int] = field(default_factory=dict)
-    #: Accepted submissions per UTC day, per provider and per model; over it create answers 429.
+    #: Accepted submissions per rolling day, per provider and per model; over it create answers 429.
     daily_limit: dict[str, int] = field(default_factory=dict)
+    #: The rolling window daily limits count over (Runway: 24 h); shorter in tests that watch it roll.
+    daily_window_s: float = 86400.0
     url_ttl_s: float = 3600.0
     upload_ttl_s: float = 86400.0
     #: Fault rates: fault point (or "*" for every point a kind applies to) -> kind -> probability.
     faults: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Settings for rate-drawn faults, by kind (e.g. `http_503: {retry_after: soon}`).
+    fault_details: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The codes a rate-drawn `task_failed` picks from, one per documented family.
     failure_codes: tuple[str, ...] = (
         "SAFETY.INPUT.TEXT",
@@ -87,6 +94,17 @@ class SimConfig:
     credit_balance: int = 10_000_000
     #: Charges are the manifest price times this: a provider billing more than its price list says.
     bill_factor: float = 1.0
+    #: USD per pricing unit for models whose manifest gives no price: what the provider's own
+    #: price list (fal's pricing API) says and bills, by model name, alias or endpoint.
+    price_list: dict[str, float] = field(default_factory=dict)
+    #: Runway failure-code families that are not refunded (the failed task is billed).
+    runway_unrefunded_failures: tuple[str, ...] = RUNWAY_UNREFUNDED
+    #: Runway: a cancelled task answers 404 at once (the SDK warns aborted tasks may not be fetchable).
+    runway_forget_cancelled: bool = False
+    #: fal: whether a model's own error (422, e.g. content policy) is charged; fal says it may be.
+    fal_charges_model_errors: bool = True
+    #: fal: a running request that is cancelled "completes" (the model ignores the signal) or "stops".
+    fal_running_cancel: str = "completes"
     #: Append every ledger change to this JSONL file, so the record outlives the process.
     ledger_path: str | None = None
     #: Persist every task, upload and ledger entry to this JSONL file and restore them on start,
@@ -101,15 +119,22 @@ class SimConfig:
         self.concurrency = _positive_ints("concurrency", self.concurrency)
         self.daily_limit = _positive_ints("daily_limit", self.daily_limit, allow_zero=True)
         self.failure_codes = tuple(self.failure_codes)
+        self.runway_unrefunded_failures = tuple(self.runway_unrefunded_failures)
+        if self.fal_running_cancel not in FAL_RUNNING_CANCEL:
+            raise ValueError(f"fal_running_cancel must be one of {', '.join(FAL_RUNNING_CANCEL)}, got {self.fal_running_cancel!r}")
+        for name, rate in self.price_list.items():
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
+                raise ValueError(f"price_list.{name} must be a price in USD >= 0, got {rate!r}")
         self.keys = {**DEFAULT_KEYS, **self.keys}
         if self.bill_factor <= 0:
             raise ValueError(f"bill_factor must be > 0, got {self.bill_factor}")
         if self.speed <= 0:
             raise ValueError(f"speed must be > 0, got {self.speed}")
-        for name in ("pending_s", "url_ttl_s", "upload_ttl_s", "hang_max_s", "stream_max_s"):
+        for name in ("pending_s", "url_ttl_s", "upload_ttl_s", "hang_max_s", "stream_max_s", "daily_window_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         check_rates(self.faults)
+        check_details(self.fault_details)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "SimConfig":

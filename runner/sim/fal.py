@@ -1,4 +1,5 @@
-"""fal.ai's queue API, as providers.md section 2 describes it.
+"""fal.ai's queue API, as https://fal.ai/docs/inference-api/queue and the official `fal-client`
+describe it.
 
 Submit goes to the full model id; status, result and cancel live under the app's `owner/app` only,
 and clients must follow the absolute URLs the submit answer gives. Invalid input is accepted at
@@ -13,45 +14,20 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from runner.catalog import CatalogModel, check_payload
-from runner.sim.faults import RESPONSE_KINDS, Fault, failure_message
+from runner.sim.falresult import app_id, detail_error, error_of, model_error, request_error, result_of
+from runner.sim.faults import RESPONSE_KINDS, Fault
 from runner.sim.server import Request, Response, fault_response, json_response
 from runner.sim.tasks import DailyLimitExceeded, Task, iso_time, model_names
 
 if TYPE_CHECKING:
     from runner.sim.app import SimApp
 
-NAMESPACES = ("workflows", "comfy")
-ERRORS_URL = "https://docs.fal.ai/errors/#"
 _LOGS = {"1": True, "true": True, "0": False, "false": False}
-#: A failed generation as fal reports it, by failure-code family (the part before the first dot):
-#: (error_type, HTTP status of the result, X-Fal-Retryable). Content-policy and downstream errors
-#: are model errors (a `detail` list); an internal one is a platform error (flat `detail`).
-_FAILURES = {
-    "SAFETY": ("content_policy_violation", 422, "false"),
-    "THIRD_PARTY": ("downstream_service_unavailable", 503, "true"),
-    "INTERNAL": ("runner_server_error", 500, "true"),
-}
-
-
-def app_id(model_id: str) -> str:
-    """`owner/app` of a model id (namespaced apps keep their namespace): the per-request URL prefix."""
-    parts = model_id.split("/")
-    return "/".join(parts[: 3 if parts[0] in NAMESPACES else 2])
-
-
-def detail_error(status: int, detail: Any, route: str = "other", model: str | None = None,
-                 headers: dict[str, str] | None = None) -> Response:
-    return json_response(status, {"detail": detail}, headers, route, model)
-
-
-def request_error(status: int, message: str, error_type: str, route: str = "other", model: str | None = None) -> Response:
-    """fal's infrastructure error: a flat detail plus error_type (also in X-Fal-Error-Type)."""
-    return json_response(status, {"detail": message, "error_type": error_type}, {"X-Fal-Error-Type": error_type}, route, model)
-
-
-def model_error(loc: list[str], message: str, error_type: str) -> dict[str, Any]:
-    """One entry of a model error's `detail` list."""
-    return {"loc": loc, "msg": message, "type": error_type, "url": ERRORS_URL + error_type}
+#: The per-request header that turns fal's model fallbacks off, as documented today
+#: (https://docs.fal.ai/model-apis/model-endpoints/reliability) and under its other name
+#: (https://fal.ai/docs/documentation/model-apis/inference/fallback-chains). Either counts.
+FALLBACK_HEADERS = ("x-fal-disable-fallbacks", "x-app-fal-disable-fallback")
+_FALSE = ("", "0", "false", "no")
 
 
 class FalAPI:
@@ -106,11 +82,11 @@ class FalAPI:
         if fault is not None and fault.kind in RESPONSE_KINDS and not fault.after_accept:
             return self._fault(fault, route, model.name)
         failure_code, failure = fault.fate() if fault is not None else (None, None)
-        disable = (request.header("x-app-fal-disable-fallback") or "").strip().lower()
+        header = next((h for h in FALLBACK_HEADERS if (request.header(h) or "").strip().lower() not in _FALSE), None)
         try:
             task = self.app.new_task(
                 "fal", model, mode, endpoint, body, body, failure_code=failure_code, failure=failure,
-                problems=tuple(problems), fallback_disabled=disable not in ("", "0", "false", "no"),
+                problems=tuple(problems), fallback_disabled=header is not None, fallback_header=header,
             )
         except DailyLimitExceeded as exc:
             return detail_error(429, f"Daily request limit ({exc.limit}) reached for {exc.scope}", route, model.name)
@@ -137,6 +113,8 @@ class FalAPI:
                         problems.append(f"{field}: file is {size} bytes; at most {limits.max_bytes} bytes are allowed")
                 elif not value.startswith(("https://", "http://")):
                     problems.append(f"{field}: expected a URL or a data URI")
+                elif (missing := self.app.fal_storage.missing(value)) is not None:
+                    problems.append(f"{field}: {missing}")
         return problems
 
     # -- per request ------------------------------------------------------------------------------
@@ -169,7 +147,7 @@ class FalAPI:
             return {"status": "IN_PROGRESS", **obj}
         obj = {"status": "COMPLETED", **obj, "metrics": {"inference_time": round(task.latency, 3)} if phase == "succeeded" else {}}
         if phase != "succeeded":
-            obj["error"], obj["error_type"] = self._error(task)
+            obj["error"], obj["error_type"] = error_of(task)
         return obj
 
     def stream(self, request: Request, task: Task) -> Response:
@@ -205,51 +183,26 @@ class FalAPI:
             return self._fault(fault, route, name)
         if phase not in ("succeeded", "failed", "cancelled"):
             return detail_error(400, "Request is still in progress", route, name)
-        if phase == "succeeded":
-            content_type, file_name = self.app.outputs.describe(task)
-            file = {"url": self.app.outputs.url(self.app.base_url, task, expired=fault is not None),
-                    "content_type": content_type, "file_name": file_name, "file_size": len(self.app.outputs.data(task))}
-            headers = {"X-Fal-Request-Id": task.id, "X-Fal-Billable-Units": str(self.app.billable_units(task))}
-            return json_response(200, {task.model.spec.output.media: file}, headers, route, name)
-        return self._result_error(task, route)
+        return result_of(self.app, task, route, expired=fault is not None)
 
     def cancel(self, request: Request, task: Task) -> Response:
-        """Cancel a queued or running request; it then ends COMPLETED with a client_cancelled error."""
+        """Cancel a request (https://fal.ai/docs/inference-api/queue/cancel).
+
+        A queued one is removed and never runs (not billed). A running one gets a signal its model
+        may ignore: with `fal_running_cancel="completes"` it runs on to its result, with "stops" it
+        ends cancelled; billed either way. A request that has ended answers ALREADY_COMPLETED and
+        its result stays collectable.
+        """
         route = "fal.cancel"
         fault = self.app.faults.draw(route, task.names, RESPONSE_KINDS)
         if fault is not None:
             return self._fault(fault, route, task.model.name)
-        if self.app.board.cancel(task):
+        stop = self.app.config.fal_running_cancel == "stops"
+        if self.app.board.cancel(task, stop_running=stop) is not None:
             return json_response(202, {"status": "CANCELLATION_REQUESTED"}, route=route, model=task.model.name)
         return json_response(400, {"status": "ALREADY_COMPLETED"}, route=route, model=task.model.name)
 
-    # -- errors -----------------------------------------------------------------------------------
-
-    def _error(self, task: Task) -> tuple[str, str]:
-        """(error, error_type) of a failed or cancelled request, as its COMPLETED status shows."""
-        if task.final == "cancelled":
-            return "Request was cancelled", "client_cancelled"
-        if task.problems:
-            return "Unprocessable Entity: " + "; ".join(task.problems), "bad_request"
-        error_type, _, _ = _FAILURES.get((task.failure_code or "").split(".")[0], _FAILURES["INTERNAL"])
-        return task.failure_message or failure_message(task.failure_code or "INTERNAL"), error_type
-
-    def _result_error(self, task: Task, route: str) -> Response:
-        """The result of a request that did not succeed: the model's (or the platform's) error."""
-        name = task.model.name
-        message, error_type = self._error(task)
-        if task.final == "cancelled":
-            return request_error(499, message, error_type, route, name)
-        if task.problems:
-            detail = [model_error(["body", *([p.split(":", 1)[0]] if ":" in p else [])],
-                                  p.partition(": ")[2] or p, _problem_type(p)) for p in task.problems]
-            return detail_error(422, detail, route, name, {"X-Fal-Retryable": "false"})
-        _, status, retryable = _FAILURES.get((task.failure_code or "").split(".")[0], _FAILURES["INTERNAL"])
-        if error_type == "runner_server_error":
-            return request_error(status, message, error_type, route, name)
-        input_safety = (task.failure_code or "").startswith("SAFETY.INPUT")
-        loc = ["body", "prompt"] if input_safety else ["body"]
-        return detail_error(status, [model_error(loc, message, error_type)], route, name, {"X-Fal-Retryable": retryable})
+    # -- helpers --------------------------------------------------------------------------------
 
     def _logs(self, task: Task, now: float) -> list[dict[str, str]]:
         """Log lines for the phases the request has passed (they change only at transitions)."""
@@ -273,16 +226,4 @@ class FalAPI:
                           503: "runner_scheduling_failure", 504: "request_timeout"}[status]
             return request_error(status, message, error_type)
 
-        response = fault_response(fault, error, self.app.config.hang_max_s)
-        response.route, response.model = route, model
-        return response
-
-
-def _problem_type(problem: str) -> str:
-    """A pydantic-style error type for a manifest check problem."""
-    message = problem.partition(": ")[2]
-    if message == "required":
-        return "missing"
-    if message.startswith("not a field"):
-        return "extra_forbidden"
-    return "value_error"
+        return fault_response(fault, error, self.app.config.hang_max_s, route, model)

@@ -4,6 +4,7 @@ A fault is looked up at a named point of the protocol (a create, a poll, a downl
 optionally, only for one model. Scripted faults fire first, in the order they were added, each
 `count` times; then each configured rate is rolled with the simulator's seeded generator. The
 protocol handlers decide what a fault does to their response (see `server.fault_response`).
+Every kind's settings (`DETAILS`) are checked when the fault is scripted or configured.
 """
 
 from __future__ import annotations
@@ -23,43 +24,46 @@ POINTS = (
     "fal.status",
     "fal.result",
     "fal.cancel",
+    "fal.upload",
     "download",
 )
 CREATE_POINTS = frozenset({"runway.create", "fal.submit"})
 HTTP_KINDS = ("http_429", "http_500", "http_502", "http_503", "http_504")
+#: Kinds that spoil a JSON body; answers that are not JSON (files, Runway's upload form) skip them.
+BODY_KINDS = frozenset({"malformed_json", "not_object"})
 #: Kinds that spoil a response (as opposed to a task's outcome or an output URL).
-RESPONSE_KINDS = frozenset({*HTTP_KINDS, "reset", "hang", "malformed_json"})
-KINDS = (*HTTP_KINDS, "reset", "hang", "malformed_json", "task_failed", "expired_url", "truncated")
+RESPONSE_KINDS = frozenset({*HTTP_KINDS, "reset", "hang", "redirect", *BODY_KINDS})
+KINDS = (*HTTP_KINDS, "reset", "hang", "malformed_json", "not_object", "redirect", "task_failed",
+         "expired_url", "truncated", "gzip")
 
 _ALL = frozenset(POINTS)
 APPLIES: dict[str, frozenset[str]] = {
-    **{kind: _ALL for kind in (*HTTP_KINDS, "reset", "hang")},
-    "malformed_json": _ALL - {"download"},
+    **{kind: _ALL for kind in (*HTTP_KINDS, "reset", "hang", "redirect")},
+    **{kind: _ALL - {"download"} for kind in BODY_KINDS},
     "task_failed": CREATE_POINTS,
     "expired_url": frozenset({"runway.poll", "fal.result", "download"}),
     "truncated": frozenset({"download"}),
+    "gzip": frozenset({"download"}),
 }
 
-#: Runway's failure messages by code family (most specific prefix first).
-FAILURE_MESSAGES = (
-    ("SAFETY.INPUT", "Input did not pass moderation"),
-    ("SAFETY.OUTPUT", "Output did not pass moderation"),
-    ("INPUT_PREPROCESSING.SAFETY", "Prompt text did not pass moderation"),
-    ("INPUT_PREPROCESSING", "Input preprocessing failed"),
-    ("INTERNAL.BAD_OUTPUT", "The generated output did not meet quality standards"),
-    ("THIRD_PARTY.UNAVAILABLE", "The model provider is temporarily unavailable"),
-    ("ASSET.INVALID", "An input asset is invalid"),
-    ("INTERNAL", "An unexpected error occurred"),
-)
-
-
-def failure_message(code: str) -> str:
-    """The human message Runway pairs with a failure code."""
-    for prefix, message in FAILURE_MESSAGES:
-        if code == prefix or code.startswith(prefix + "."):
-            return message
-    return "An unexpected error occurred"
-
+_HTTP_DETAIL = {"message": str, "retry_after": (str, int, float), "retry_after_ms": (str, int, float),
+                "should_retry": (str, bool), "ingress": bool}
+#: The settings each kind takes (a misspelt one must not silently do nothing), with their types.
+DETAILS: dict[str, dict[str, Any]] = {
+    **{kind: _HTTP_DETAIL for kind in HTTP_KINDS},
+    "reset": {},
+    "hang": {"seconds": (int, float)},
+    "malformed_json": {},
+    "not_object": {"value": (list, str, int, float, bool, type(None))},
+    "redirect": {"status": int, "location": str},
+    "task_failed": {"failure_code": str, "failure": str},
+    "expired_url": {},
+    "truncated": {"fraction": (int, float)},
+    "gzip": {},
+}
+#: What a `not_object` answer is when not given: valid JSON, but not the object the client expects.
+NOT_OBJECTS: tuple[Any, ...] = ([], "ok", None, 0)
+REDIRECTS = (301, 302, 303, 307, 308)
 
 @dataclass
 class Fault:
@@ -92,7 +96,24 @@ def check_fault(kind: str, on: str, after_accept: bool = False) -> None:
     if on not in APPLIES[kind]:
         raise ValueError(f"fault {kind!r} cannot happen at {on!r}; it applies to {', '.join(sorted(APPLIES[kind]))}")
     if after_accept and (on not in CREATE_POINTS or kind not in RESPONSE_KINDS):
-        raise ValueError("after_accept applies to response faults (http_*, reset, hang, malformed_json) on runway.create / fal.submit")
+        raise ValueError("after_accept applies to response faults (http_*, reset, hang, malformed_json, not_object, "
+                         "redirect) on runway.create / fal.submit")
+
+
+def check_detail(kind: str, detail: Mapping[str, Any]) -> None:
+    """Raise ValueError for a setting the kind does not take, or a value of the wrong type."""
+    allowed = DETAILS[kind]
+    for key, value in detail.items():
+        if key not in allowed:
+            known = ", ".join(sorted(allowed)) or "none"
+            raise ValueError(f"fault {kind!r} takes no setting {key!r}; it takes: {known}")
+        types = allowed[key] if isinstance(allowed[key], tuple) else (allowed[key],)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):  # True is an int too
+            raise ValueError(f"fault {kind!r}: {key}={value!r} has the wrong type")
+    if kind == "redirect" and detail.get("status", 302) not in REDIRECTS:
+        raise ValueError(f"fault 'redirect': status must be one of {', '.join(map(str, REDIRECTS))}")
+    if isinstance(detail.get("should_retry"), str) and detail["should_retry"] not in ("true", "false"):
+        raise ValueError("should_retry is sent as the x-should-retry header: 'true' or 'false'")
 
 
 def check_rates(rates: Mapping[str, Mapping[str, float]]) -> None:
@@ -111,9 +132,12 @@ def check_rates(rates: Mapping[str, Mapping[str, float]]) -> None:
 class FaultPlan:
     """Scripted faults waiting to fire, plus the configured rates."""
 
-    def __init__(self, rates: Mapping[str, Mapping[str, float]], failure_codes: Collection[str], rng: random.Random):
+    def __init__(self, rates: Mapping[str, Mapping[str, float]], failure_codes: Collection[str], rng: random.Random,
+                 details: Mapping[str, Mapping[str, Any]] | None = None):
         check_rates(rates)
+        check_details(details or {})
         self._rates = {point: dict(kinds) for point, kinds in rates.items()}
+        self._details = {kind: dict(detail) for kind, detail in (details or {}).items()}
         self._codes = list(failure_codes)
         self._rng = rng
         self._scripted: list[Fault] = []
@@ -122,6 +146,7 @@ class FaultPlan:
     def add(self, kind: str, *, on: str, count: int = 1, model: str | None = None,
             after_accept: bool = False, **detail: Any) -> Fault:
         check_fault(kind, on, after_accept)
+        check_detail(kind, detail)
         if count < 1:
             raise ValueError(f"count must be >= 1, got {count}")
         fault = Fault(kind, on, count, model, after_accept, detail)
@@ -155,6 +180,24 @@ class FaultPlan:
                     if point not in APPLIES[kind] or (kinds is not None and kind not in kinds):
                         continue
                     if rate and self._rng.random() < rate:
-                        detail = {"failure_code": self._rng.choice(self._codes)} if kind == "task_failed" else {}
-                        return Fault(kind, point, detail=detail)
+                        return Fault(kind, point, detail=self._drawn_detail(kind))
         return None
+
+    def _drawn_detail(self, kind: str) -> dict[str, Any]:
+        """A rate-drawn fault's settings: `fault_details` for its kind, the rest drawn (lock held)."""
+        detail = dict(self._details.get(kind, {}))
+        if kind == "task_failed" and "failure_code" not in detail:
+            detail["failure_code"] = self._rng.choice(self._codes)
+        if kind == "not_object" and "value" not in detail:
+            detail["value"] = self._rng.choice(NOT_OBJECTS)
+        return detail
+
+
+def check_details(details: Mapping[str, Mapping[str, Any]]) -> None:
+    """Validate `fault_details`: kind -> the settings rate-drawn faults of that kind get."""
+    for kind, detail in details.items():
+        if kind not in APPLIES:
+            raise ValueError(f"fault_details: unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
+        if not isinstance(detail, Mapping):
+            raise ValueError(f"fault_details.{kind}: expected a mapping of settings")
+        check_detail(kind, detail)

@@ -1,9 +1,9 @@
-"""The billing ledger: every submission the simulated providers accepted, and what it would cost.
+"""The billing ledger: every submission the simulated providers accepted, and what it cost.
 
 It is the ground truth a client's own bookkeeping is checked against: one entry per accepted
 task (including ones whose response the client never saw), keyed by the payload's hash so a test
-can prove that no job was submitted twice, and billed per the manifests' prices so a test can
-prove what a sweep spent. With a path, every change is appended as a JSON line (the last line for
+can prove that no job was submitted twice, and billed as the providers bill (`billing.charge`:
+successes, unrefunded failures, cancels of running tasks) so a test can prove what a sweep spent. With a path, every change is appended as a JSON line (the last line for
 a task id is its current state), so a ledger survives the simulator process. A simulator with a
 state file (`SimConfig.state_path`) rebuilds its ledger from that file when it starts, so the
 ledger then covers every run on the file, not only this process.
@@ -23,7 +23,8 @@ __all__ = ["Ledger", "entries_from_state", "payload_sha256", "read_ledger"]
 
 
 def new_entry(*, provider: str, model: str, endpoint: str, task_id: str, body_sha256: str, time: float,
-              price: str | None, failure_code: str | None, fallback_disabled: bool | None) -> dict[str, Any]:
+              price: str | None, failure_code: str | None, fallback_disabled: bool | None,
+              fallback_header: str | None = None) -> dict[str, Any]:
     """An accepted submission, before it ends."""
     return {
         "provider": provider,
@@ -35,17 +36,23 @@ def new_entry(*, provider: str, model: str, endpoint: str, task_id: str, body_sh
         "status": "accepted",  # until the task ends: succeeded, failed or cancelled
         "estimated_usd": price,
         "billed_usd": None,
+        "billable_units": None,  # fal: X-Fal-Billable-Units of the ended request
         "failure_code": failure_code,
         "fallback_disabled": fallback_disabled,
+        "fallback_header": fallback_header,
+        "cancelled_at_phase": None,  # waiting, pending or running when a cancel arrived
+        "deleted": False,  # Runway: DELETE of the ended task (its bill stands)
         "started": None,
         "ended": None,
     }
 
 
-def settle_entry(entry: dict[str, Any], *, final: str, price: str | None, started: float | None, ended: float) -> None:
-    """Record the outcome and the bill (failures and cancels cost nothing)."""
+def settle_entry(entry: dict[str, Any], *, final: str, billed: str | None, units: str | None,
+                 started: float | None, ended: float) -> None:
+    """Record the outcome and the bill (`billing.charge` decided it; None: at an unknown price)."""
     entry["status"] = final
-    entry["billed_usd"] = price if final == "succeeded" else "0"
+    entry["billed_usd"] = billed
+    entry["billable_units"] = units
     entry["started"] = started
     entry["ended"] = ended
 
@@ -56,10 +63,16 @@ def entries_from_state(snap: Snapshot) -> list[dict[str, Any]]:
     for task_id, rec in snap.tasks.items():
         entry = new_entry(provider=rec["provider"], model=rec["model"], endpoint=rec["endpoint"], task_id=task_id,
                           body_sha256=rec["body_sha256"], time=rec["created"], price=rec["price"],
-                          failure_code=rec["failure_code"], fallback_disabled=rec["fallback_disabled"])
+                          failure_code=rec["failure_code"], fallback_disabled=rec["fallback_disabled"],
+                          fallback_header=rec.get("fallback_header"))
+        entry["cancelled_at_phase"] = snap.cancels.get(task_id)
+        entry["deleted"] = task_id in snap.deleted
         if task_id in snap.ended:
             final, at = snap.ended[task_id]
-            settle_entry(entry, final=final, price=rec["price"], started=snap.admitted.get(task_id), ended=at)
+            # files written before bills were recorded: successes billed their price, the rest nothing
+            bill = snap.bills.get(task_id, {"billed": rec["price"] if final == "succeeded" else "0", "units": None})
+            settle_entry(entry, final=final, billed=bill["billed"], units=bill["units"],
+                         started=snap.admitted.get(task_id), ended=at)
         entries.append(entry)
     return entries
 
@@ -79,22 +92,30 @@ class Ledger:
             provider=task.provider, model=task.model.name, endpoint=task.endpoint, task_id=task.id,
             body_sha256=task.body_hash, time=round(self._wall(task.created), 6),
             price=None if task.price is None else str(task.price), failure_code=task.failure_code,
-            fallback_disabled=task.fallback_disabled,
+            fallback_disabled=task.fallback_disabled, fallback_header=task.fallback_header,
         )
         with self._lock:
             self._entries[task.id] = entry
             self._append(entry)
 
-    def settle(self, task: Task) -> None:
-        """A task ended: record its final status and the bill (failures and cancels cost nothing)."""
+    def settle(self, task: Task, units: str | None) -> None:
+        """A task ended: record its final status and its bill (`task.billed`)."""
         with self._lock:
             entry = self._entries.get(task.id)
             if entry is None:
                 return
-            settle_entry(entry, final=task.final or "failed", price=None if task.price is None else str(task.price),
-                         started=None if task.admitted is None else round(self._wall(task.admitted), 6),
+            settle_entry(entry, final=task.final or "failed", billed=None if task.billed is None else str(task.billed),
+                         units=units, started=None if task.admitted is None else round(self._wall(task.admitted), 6),
                          ended=round(self._wall(task.ended or 0.0), 6))
             self._append(entry)
+
+    def update(self, task_id: str, **fields: Any) -> None:
+        """Note a cancel or a delete on an entry."""
+        with self._lock:
+            entry = self._entries.get(task_id)
+            if entry is not None:
+                entry.update(fields)
+                self._append(entry)
 
     def load(self, entries: list[dict[str, Any]]) -> None:
         """Entries an earlier simulator recorded (restored from its state; not appended again)."""

@@ -1,4 +1,5 @@
-"""Runway's developer API (`/v1/...`), as providers.md section 1 and the seeds describe it.
+"""Runway's developer API (`/v1/...`), as https://docs.dev.runwayml.com/api and the official
+`runwayml` SDK describe it.
 
 Create endpoints come from the catalogue's Runway modes, and bodies are checked against the
 manifests, so the simulator rejects exactly what the runner's own preflight should have caught.
@@ -7,14 +8,17 @@ Errors carry Runway's `{"error": ...}` body (validation adds zod-style `issues` 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+import ipaddress
+import math
 from collections.abc import Callable
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from runner.catalog import CatalogModel, check_payload
 from runner.manifest import MediaLimits
-from runner.sim.faults import RESPONSE_KINDS, Fault, failure_message
+from runner.sim.failures import failure_message
+from runner.sim.faults import RESPONSE_KINDS, Fault
 from runner.sim.server import Request, Response, fault_response, json_response
 from runner.sim.tasks import DailyLimitExceeded, Task, iso_time, model_names
 
@@ -24,6 +28,11 @@ if TYPE_CHECKING:
 VERSION = "2024-11-06"
 DOC_URL = "https://docs.dev.runwayml.com/api"
 MAX_URL_CHARS = 2048
+#: "base64 data URI (..., up to 5MB)" for images, videos and audio alike (runwayml SDK 5.24,
+#: types/*_create_params.py), counted here on the whole URI.
+MAX_DATA_URI_CHARS = 5_000_000
+#: The 429 body of a create over the daily limit (quoted in runwayml/sdk-python#23).
+DAILY_LIMIT_MESSAGE = "Your daily task limit has been reached."
 _STATUS = {"waiting": "THROTTLED", "pending": "PENDING", "running": "RUNNING",
            "succeeded": "SUCCEEDED", "failed": "FAILED", "cancelled": "CANCELLED"}
 
@@ -36,12 +45,6 @@ def credits(usd: Decimal) -> int | float:
     """Runway credits for a USD amount (1 credit = $0.01)."""
     value = usd * 100
     return int(value) if value == value.to_integral_value() else float(value)
-
-
-def seconds_to_utc_midnight() -> int:
-    now = datetime.now(timezone.utc)
-    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
-    return max(1, int((midnight - now).total_seconds()))
 
 
 class RunwayAPI:
@@ -60,9 +63,9 @@ class RunwayAPI:
             got = request.header("X-Runway-Version")
             return error(400, f"Invalid X-Runway-Version header {got!r}: this API version is {VERSION}"
                          if got else f"Missing X-Runway-Version header (use {VERSION})")
-        if not path.startswith("/v1/"):
+        if not path.startswith("v1/"):
             return error(404, "Not found")
-        parts = tuple(path[len("/v1/"):].strip("/").split("/"))
+        parts = tuple(path[len("v1/"):].strip("/").split("/"))
         handlers: dict[str, Callable[[Request], Response]]
         if len(parts) == 1 and parts[0] in self.endpoints:
             handlers = {"POST": lambda r: self.create(r, parts[0])}
@@ -102,7 +105,7 @@ class RunwayAPI:
         problems += self.check_inputs(model, mode, payload)
         if problems:
             return invalid(problems, route, model.name)
-        estimate = self.app.price(model, mode, payload)
+        estimate = self.app.billing.price(model, mode, payload)
         if estimate is not None and credits(estimate) > self.app.credit_balance():
             return error(400, "You do not have enough credits to run this task.", route)
         fault = self.app.faults.draw(route, model_names(model, endpoint), RESPONSE_KINDS | {"task_failed"})
@@ -112,9 +115,9 @@ class RunwayAPI:
         try:
             task = self.app.new_task("runway", model, mode, endpoint, body, payload,
                                      failure_code=failure_code, failure=failure)
-        except DailyLimitExceeded as exc:
-            response = error(429, f"You have reached your daily generation limit ({exc.limit}) for {exc.scope}.", route)
-            response.headers["Retry-After"] = str(seconds_to_utc_midnight())
+        except DailyLimitExceeded as exc:  # the window rolls: Retry-After is when its oldest entry leaves
+            response = error(429, DAILY_LIMIT_MESSAGE, route, model.name)
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
             return response
         if fault is not None and fault.after_accept:
             return self._fault(fault, route, model.name)
@@ -144,13 +147,13 @@ class RunwayAPI:
                 return "Invalid data URI"
             if limits is not None and limits.formats and mime not in limits.formats:
                 return f"Unsupported data URI type {mime!r}; expected one of: {', '.join(limits.formats)}"
-            if limits is not None and limits.data_uri_max_bytes and len(uri) > limits.data_uri_max_bytes:
-                return f"Data URI is {len(uri)} bytes; at most {limits.data_uri_max_bytes} bytes are allowed"
+            if len(uri) > MAX_DATA_URI_CHARS:
+                return f"Data URI is {len(uri)} characters; at most {MAX_DATA_URI_CHARS} are allowed (upload larger files)"
             return None
         if uri.startswith("runway://"):
             return self.app.uploads.check_uri(uri)
         if uri.startswith(("https://", "http://")):
-            return None if len(uri) <= MAX_URL_CHARS else f"URL is longer than {MAX_URL_CHARS} characters"
+            return url_problem(uri)
         return "Expected an HTTPS URL, a runway:// upload URI or a data URI"
 
     # -- tasks ------------------------------------------------------------------------------------
@@ -158,7 +161,7 @@ class RunwayAPI:
     def retrieve(self, request: Request, task_id: str) -> Response:
         route = "runway.poll"
         task = self.app.board.get(task_id)
-        if task is None or task.provider != "runway":
+        if task is None or task.provider != "runway" or (task.final == "cancelled" and self.app.config.runway_forget_cancelled):
             return error(404, "Task not found", route)
         now = self.app.board.now()
         phase = task.phase(now)
@@ -180,17 +183,19 @@ class RunwayAPI:
             return obj
         if phase == "succeeded":
             obj["output"] = [self.app.outputs.url(self.app.base_url, task, expired=expired)]
-            if task.price is not None:
-                obj["cost"] = {"credits": credits(task.price)}
-            return obj
         if phase == "failed":
             obj["failure"] = task.failure_message or failure_message(task.failure_code or "INTERNAL")
             obj["failureCode"] = task.failure_code
-        obj["cost"] = {"credits": 0}
+        if task.billed is not None:  # "final cost ...; fully refunded tasks report 0" (SDK types)
+            obj["cost"] = {"credits": credits(task.billed)}
         return obj
 
     def delete(self, request: Request, task_id: str) -> Response:
-        """Cancel a task that has not ended; delete one that has (it then answers 404)."""
+        """Cancel a task that has not ended; delete one that has (it then answers 404).
+
+        The SDK's docstring (resources/tasks.py): a cancel that observes RUNNING does not refund,
+        and deleting a completed task does not refund its charge; `billing.charge` applies this.
+        """
         route = "runway.cancel"
         task = self.app.board.get(task_id)
         if task is None or task.provider != "runway":
@@ -198,7 +203,7 @@ class RunwayAPI:
         fault = self.app.faults.draw(route, task.names, RESPONSE_KINDS)
         if fault is not None:
             return self._fault(fault, route, task.model.name)
-        if not self.app.board.cancel(task):
+        if self.app.board.cancel(task) is None:
             self.app.board.delete(task)
         return Response(204, route=route, model=task.model.name)
 
@@ -245,9 +250,7 @@ class RunwayAPI:
     # -- helpers ----------------------------------------------------------------------------------
 
     def _fault(self, fault: Fault, route: str, model: str | None) -> Response:
-        response = fault_response(fault, lambda status, message: error(status, message), self.app.config.hang_max_s)
-        response.route, response.model = route, model
-        return response
+        return fault_response(fault, error, self.app.config.hang_max_s, route, model)
 
 
 def invalid(problems: list[tuple[str, str]], route: str, model: str | None = None) -> Response:
@@ -255,6 +258,23 @@ def invalid(problems: list[tuple[str, str]], route: str, model: str | None = Non
     issues = [{"code": _code(message), "message": message, "path": [] if field == "(body)" else [field]}
               for field, message in problems]
     return error(400, "Validation of body failed", route, model, issues=issues, docUrl=DOC_URL)
+
+
+def url_problem(uri: str) -> str | None:
+    """Why Runway refuses an input URL: "HTTPS only", "domain names only (no IP addresses)", at
+    most 2,048 characters (https://docs.dev.runwayml.com/assets/inputs)."""
+    parts = urlsplit(uri)
+    if parts.scheme != "https":
+        return "Input URLs must use HTTPS"
+    host = parts.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not host or "." not in host:
+            return "Input URLs must name a domain"
+    else:
+        return "Input URLs must use a domain name, not an IP address"
+    return None if len(uri) <= MAX_URL_CHARS else f"URL is longer than {MAX_URL_CHARS} characters"
 
 
 def _split(problem: str) -> tuple[str, str]:

@@ -27,6 +27,8 @@ from urllib.parse import parse_qsl, urlsplit
 from runner.sim.faults import Fault
 
 Abort = Literal["reset", "hang", "truncate"]
+#: Where a `redirect` fault points by default: a path that answers 404, like a moved resource.
+REDIRECT_TO = "/_sim/redirected"
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Request:
     query: dict[str, str]
     headers: Message
     body: bytes
+    params: list[tuple[str, str]] = field(default_factory=list)  # the query in order, repeats kept
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -66,19 +69,34 @@ def json_response(status: int, obj: Any, headers: dict[str, str] | None = None, 
     return Response(status, body, {"Content-Type": "application/json", **(headers or {})}, route, model)
 
 
-def fault_response(fault: Fault, error: Callable[[int, str], Response], hang_max_s: float) -> Response:
-    """The response a response-spoiling fault turns into; `error` builds the provider's error body."""
+def fault_response(fault: Fault, error: Callable[[int, str], Response], hang_max_s: float,
+                   route: str = "other", model: str | None = None) -> Response:
+    """The response a response-spoiling fault turns into; `error` builds the provider's error body.
+
+    Header settings are sent verbatim (a `Retry-After: soon` is the point of some tests).
+    """
     kind, detail = fault.kind, fault.detail
     if kind == "reset":
-        return Response(0, abort="reset")
-    if kind == "hang":
-        return Response(0, abort="hang", hold_s=min(float(detail.get("seconds", 5.0)), hang_max_s))
-    if kind == "malformed_json":
-        return Response(200, b'{"id": "6f0c1d2e-broken', {"Content-Type": "application/json"})
-    status = int(kind.removeprefix("http_"))
-    response = error(status, detail.get("message") or HTTPStatus(status).phrase)
-    if status == 429:
-        response.headers["Retry-After"] = str(detail.get("retry_after", 1))
+        response = Response(0, abort="reset")
+    elif kind == "hang":
+        response = Response(0, abort="hang", hold_s=min(float(detail.get("seconds", 5.0)), hang_max_s))
+    elif kind == "malformed_json":
+        response = Response(200, b'{"id": "6f0c1d2e-broken', {"Content-Type": "application/json"})
+    elif kind == "not_object":
+        response = json_response(200, detail.get("value", []))
+    elif kind == "redirect":  # somewhere unrelated: following it never reaches what was asked for
+        response = Response(int(detail.get("status", 302)), headers={"Location": detail.get("location", REDIRECT_TO)})
+    else:
+        status = int(kind.removeprefix("http_"))
+        response = error(status, detail.get("message") or HTTPStatus(status).phrase)
+        if "retry_after" in detail or status == 429:
+            response.headers["Retry-After"] = str(detail.get("retry_after", 1))
+        if "retry_after_ms" in detail:
+            response.headers["retry-after-ms"] = str(detail["retry_after_ms"])
+        if "should_retry" in detail:  # the Stainless-generated Runway SDK obeys this over the status code
+            should = detail["should_retry"]
+            response.headers["x-should-retry"] = str(should).lower() if isinstance(should, bool) else should
+    response.route, response.model = route, model
     return response
 
 
@@ -141,7 +159,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         parts = urlsplit(self.path)
         method = "GET" if self.command == "HEAD" else self.command
-        request = Request(method, parts.path, dict(parse_qsl(parts.query, keep_blank_values=True)), self.headers, body)
+        params = parse_qsl(parts.query, keep_blank_values=True)
+        request = Request(method, parts.path, dict(params), self.headers, body, params)
         try:
             response = self.server.app(request)
         except Exception:  # a simulator bug must show up as a clear 500, not a dropped connection

@@ -226,6 +226,11 @@ class Simulator:
         return f"{self.base_url}/fal"
 
     @property
+    def fal_endpoints(self) -> dict[str, str]:
+        """fal's other services as the fal plugin's `providers.fal.endpoints` names them."""
+        return {"platform": f"{self.base_url}/fal-api/v1", "storage": f"{self.base_url}/fal-rest"}
+
+    @property
     def keys(self) -> dict[str, str]:
         """The API keys the simulator accepts, by provider."""
         return dict(self.config.keys)
@@ -242,15 +247,18 @@ class Simulator:
 
     def stats(self) -> dict[str, Any]:
         """Per provider and model: in-flight / running counts and maxima, request counts; server time."""
-        return self.app.snapshot()
+        return self.app.control.snapshot()
 
     def inject(self, kind: str, *, on: str, count: int = 1, model: str | None = None,
                after_accept: bool = False, **detail: Any) -> None:
         """Script a fault for the next `count` requests at point `on` (optionally for one model).
 
-        Details by kind: http_429 `retry_after`; hang `seconds`; task_failed `failure_code`
-        (and `failure`, the message); truncated `fraction`; http_5xx on fal `ingress=True` for
-        an nginx-style answer. `after_accept=True` (create/submit only) accepts the task first.
+        Settings by kind (`runner.sim.faults.DETAILS`): http_* `retry_after`, `retry_after_ms`,
+        `should_retry` (sent verbatim as headers), `message`, on fal `ingress=True` for an
+        nginx-style answer; hang `seconds`; not_object `value`; redirect `status`, `location`;
+        task_failed `failure_code` (and `failure`, the message); truncated `fraction`.
+        `after_accept=True` (create/submit only) accepts the task first. ValueError for a kind,
+        point or setting that cannot be.
         """
         self.app.faults.add(kind, on=on, count=count, model=model, after_accept=after_accept, **detail)
 

@@ -11,16 +11,19 @@ Events (`"event"` names the kind; times are Unix seconds, rounded to the microse
     serve     port, ports (every port bound), pid, at                       -- each start
     task      id, seq, provider, model, mode, endpoint, payload, payload_sha256, body_sha256,
               latency, pending, price, failure_code, failure_message, problems,
-              fallback_disabled, created                                    -- each accepted task
+              fallback_disabled, fallback_header, created                   -- each accepted task
     admit     id, at        -- the task took a concurrency slot (it ran from at + pending)
-    end       id, final, at -- succeeded, failed or cancelled
+    cancel    id, phase     -- a cancel arrived while the task was waiting, pending or running
+    end       id, final, at, billed, units -- succeeded, failed or cancelled, and what it cost
     delete    id            -- Runway DELETE of an ended task
     upload    id, filename, expires   /   uploaded  id, size               -- Runway uploads
+    fal_file  id, name, content_type, expires, size, sha256                -- fal storage uploads
 
 The billing ledger is not stored separately: it is a function of these events (`task` is the
-accepted submission, `end` its outcome and bill). A task's `payload` keeps the native fields that
-shape its output (duration, ratio, ...) but leaves out long strings such as data URIs; the hashes
-of the full payload and body are kept, so output files and ledger hashes are unchanged.
+accepted submission, `end` its outcome and bill). A task's `payload` keeps its fields (fal's
+request history shows them as the request's input) but leaves out data URIs and other very long
+strings; the hashes of the full payload and body are kept, so output files and ledger hashes are
+unchanged. The bytes of fal storage uploads are not kept, only their facts.
 
 Each event is written and flushed before the client is answered (one `write` to the OS: a
 killed process loses nothing it acknowledged; a machine crash may lose the last events). A line
@@ -47,8 +50,10 @@ from typing import IO, Any
 from runner.errors import UserError
 
 FORMAT = 1
-#: Strings longer than this are left out of a stored payload (data URIs, long prompts keep their hash).
-MAX_STORED_STRING = 512
+#: Data URIs longer than this are left out of a stored payload (the payload's hash is kept) ...
+MAX_STORED_DATA_URI = 512
+#: ... and so is any string longer than this (prompts are far shorter).
+MAX_STORED_STRING = 65536
 #: Where a simulator looks for a port of its own when a state file has none yet: below the
 #: ephemeral range (Linux 32768-60999, macOS and Windows 49152-65535), from which the OS hands
 #: out ports to outgoing connections and to `port=0` listeners, so a port chosen here is far less
@@ -70,8 +75,11 @@ class Snapshot:
     tasks: dict[str, dict[str, Any]] = field(default_factory=dict)  # by id, in acceptance order
     admitted: dict[str, float] = field(default_factory=dict)
     ended: dict[str, tuple[str, float]] = field(default_factory=dict)
+    bills: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {billed, units} (newer files)
+    cancels: dict[str, str] = field(default_factory=dict)  # id -> phase when the cancel arrived
     deleted: set[str] = field(default_factory=set)
     uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fal_files: dict[str, dict[str, Any]] = field(default_factory=dict)
     serves: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # lines that could not be read
     torn: int = 0  # bytes of an unfinished last line
@@ -102,6 +110,10 @@ def parse(lines: Iterable[bytes]) -> Snapshot:
                 snap.admitted[record["id"]] = float(record["at"])
             elif kind == "end":
                 snap.ended[record["id"]] = (str(record["final"]), float(record["at"]))
+                if "billed" in record:
+                    snap.bills[record["id"]] = {"billed": record["billed"], "units": record.get("units")}
+            elif kind == "cancel":
+                snap.cancels[record["id"]] = str(record["phase"])
             elif kind == "delete":
                 snap.deleted.add(record["id"])
             elif kind == "upload":
@@ -109,6 +121,8 @@ def parse(lines: Iterable[bytes]) -> Snapshot:
             elif kind == "uploaded":
                 if record["id"] in snap.uploads:
                     snap.uploads[record["id"]]["size"] = int(record["size"])
+            elif kind == "fal_file":
+                snap.fal_files[record["id"]] = {k: v for k, v in record.items() if k != "event"}
             elif kind == "serve":
                 snap.serves.append(record)
             elif kind == "meta":
@@ -150,14 +164,14 @@ def is_state_file(path: str | Path) -> bool:
     return isinstance(record, dict) and "event" in record
 
 
-def compact_payload(value: Any, limit: int = MAX_STORED_STRING) -> Any:
-    """The payload with long strings (data URIs, ...) replaced by a short note of their length."""
-    if isinstance(value, str) and len(value) > limit:
+def compact_payload(value: Any) -> Any:
+    """The payload with data URIs and very long strings replaced by a short note of their length."""
+    if isinstance(value, str) and len(value) > (MAX_STORED_DATA_URI if value.startswith("data:") else MAX_STORED_STRING):
         return f"<{len(value)} characters not stored>"
     if isinstance(value, dict):
-        return {k: compact_payload(v, limit) for k, v in value.items()}
+        return {k: compact_payload(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [compact_payload(v, limit) for v in value]
+        return [compact_payload(v) for v in value]
     return value
 
 

@@ -19,7 +19,7 @@ import heapq
 import json
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -47,12 +47,16 @@ def model_names(model: CatalogModel, endpoint: str | None = None) -> tuple[str, 
 
 
 class DailyLimitExceeded(Exception):
-    """A create over the daily generation limit of `scope` (a provider or model name)."""
+    """A create over the daily generation limit of `scope` (a provider or model name).
 
-    def __init__(self, scope: str, limit: int):
+    `retry_after` is the number of seconds until the oldest generation in the window leaves it.
+    """
+
+    def __init__(self, scope: str, limit: int, retry_after: float):
         super().__init__(f"daily generation limit of {limit} reached for {scope}")
         self.scope = scope
         self.limit = limit
+        self.retry_after = retry_after
 
 
 @dataclass(eq=False)
@@ -76,6 +80,7 @@ class Task:
     failure_code: str | None = None  # set when the task is fated to fail
     problems: tuple[str, ...] = ()  # invalid input (fal accepts it, then fails the request)
     fallback_disabled: bool | None = None
+    fallback_header: str | None = None  # the header (name) that disabled fal's fallback, if one did
     created: float = 0.0
     seq: int = 0
     admitted: float | None = None
@@ -84,6 +89,8 @@ class Task:
     failure_message: str | None = None
     payload_hash: str = ""  # sha256 of the native payload: seeds the output file
     body_hash: str = ""  # sha256 of the request body as sent: the ledger's payload_sha256
+    cancel_phase: str | None = None  # the phase it was in when a cancel arrived; None: never cancelled
+    billed: Decimal | None = None  # what the provider charged, once it ended (None: at an unknown price)
 
     def __post_init__(self) -> None:
         if not self.payload_hash:
@@ -133,7 +140,10 @@ class TaskBoard:
     model_limit: Callable[[Task], int | None] = lambda task: None
     #: (scope, limit) pairs for a task, scope being its provider or its model name.
     daily_limits: Callable[[Task], list[tuple[str, int]]] = lambda task: []
+    #: Daily limits count the generations accepted in the last `daily_window_s` (a rolling day).
+    daily_window_s: float = 86400.0
     on_accept: Callable[[Task], None] = lambda task: None
+    on_cancel: Callable[[Task], None] = lambda task: None
     on_final: Callable[[Task], None] = lambda task: None
     on_admit: Callable[[Task], None] = lambda task: None
     on_delete: Callable[[Task], None] = lambda task: None
@@ -145,7 +155,7 @@ class TaskBoard:
         self._waiting: dict[str, list[Task]] = defaultdict(list)
         self._running: list[tuple[float, int, Task]] = []  # heap by done_at
         self._counts: dict[tuple[str, str], _Counter] = defaultdict(_Counter)
-        self._daily: dict[tuple[str, str], int] = defaultdict(int)
+        self._daily: dict[str, deque[float]] = defaultdict(deque)  # scope -> wall times accepted, oldest first
         self._seq = 0
         self._mono0, self._wall0 = self.clock(), time.time()
 
@@ -167,15 +177,16 @@ class TaskBoard:
         with self.lock:
             now = self.clock()
             self.advance(now)
-            day = datetime.now(timezone.utc).date().isoformat()
+            wall = self.wall(now)
             for scope, limit in self.daily_limits(task):
-                if self._daily[(day, scope)] >= limit:
-                    raise DailyLimitExceeded(scope, limit)
+                recent = self._in_window(scope, wall)
+                if len(recent) >= limit:
+                    raise DailyLimitExceeded(scope, limit, recent[-limit] + self.daily_window_s - wall)
             self._seq += 1
             task.seq, task.created = self._seq, now
             self.on_accept(task)  # first: when it cannot record the task (a full disk), nothing changes
             for scope in {task.provider, task.model.name}:
-                self._daily[(day, scope)] += 1
+                self._daily[scope].append(wall)
             self._tasks[task.id] = task
             for counter in self._counters(task):
                 counter.submitted += 1
@@ -184,18 +195,28 @@ class TaskBoard:
             self._waiting[task.provider].append(task)
             self._admit(task.provider, now)
 
-    def cancel(self, task: Task) -> bool:
-        """End a task that has not ended as cancelled; False when it had already ended."""
+    def cancel(self, task: Task, stop_running: bool = True) -> str | None:
+        """Cancel a task that has not ended: the phase it was in, or None when it had ended.
+
+        A waiting or pending task ends cancelled; a running one too, unless `stop_running` is
+        False (the model ignores the signal and runs to its end). The first cancel's phase is kept.
+        """
         with self.lock:
             now = self.clock()
             self.advance(now)
             if task.final is not None:
-                return False
+                return None
+            phase = task.phase(now)
+            if task.cancel_phase is None:
+                task.cancel_phase = phase
+                self.on_cancel(task)
+            if phase == "running" and not stop_running:
+                return phase
             if task.admitted is None:
                 self._waiting[task.provider].remove(task)
             self._finish(task, "cancelled", now)
             self._admit(task.provider, now)
-            return True
+            return phase
 
     def delete(self, task: Task) -> None:
         """Forget an ended task (Runway's DELETE of a finished task)."""
@@ -217,9 +238,8 @@ class TaskBoard:
                 self._seq = max(self._seq, task.seq)
                 if task.id not in deleted:
                     self._tasks[task.id] = task
-                day = datetime.fromtimestamp(self.wall(task.created), timezone.utc).date().isoformat()
                 for scope in {task.provider, task.model.name}:
-                    self._daily[(day, scope)] += 1
+                    self._daily[scope].append(self.wall(task.created))
                 times = [t for t in (task.created, task.admitted, task.ended) if t is not None]
                 latest[task.provider] = max(latest.get(task.provider, times[0]), *times)
                 for counter in self._counters(task):
@@ -262,6 +282,12 @@ class TaskBoard:
             self.advance(self.clock())
             return self._tasks.get(task_id)
 
+    def tasks(self, provider: str) -> list[Task]:
+        """The provider's tasks (not deleted), brought up to date, in submission order."""
+        with self.lock:
+            self.advance(self.clock())
+            return [task for task in self._tasks.values() if task.provider == provider]
+
     def queue_position(self, task: Task) -> int:
         """Tasks ahead of this one in its wait queue (0-based); 0 once admitted."""
         with self.lock:
@@ -286,12 +312,19 @@ class TaskBoard:
             return out
 
     def usage_today(self) -> dict[str, int]:
-        """Accepted submissions today per provider and model name."""
-        day = datetime.now(timezone.utc).date().isoformat()
+        """Submissions accepted in the rolling day (`daily_window_s`) per provider and model name."""
         with self.lock:
-            return {scope: n for (d, scope), n in self._daily.items() if d == day}
+            wall = self.wall(self.clock())
+            return {scope: n for scope in list(self._daily) if (n := len(self._in_window(scope, wall)))}
 
     # -- internals (lock held) --------------------------------------------------------------------
+
+    def _in_window(self, scope: str, wall: float) -> deque[float]:
+        """The scope's acceptance times within the rolling day, after dropping older ones."""
+        times = self._daily[scope]
+        while times and times[0] <= wall - self.daily_window_s:
+            times.popleft()
+        return times
 
     def _counters(self, task: Task) -> tuple[_Counter, _Counter]:
         return self._counts[("provider", task.provider)], self._counts[("model", task.model.name)]
