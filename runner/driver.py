@@ -30,6 +30,7 @@ from runner.inputs import InputChanged, InputFile
 from runner.money import to_micros
 from runner.progress import bucket
 from runner.outputs import EnvironmentFault, clear_partials, download, output_path
+from runner.probe import examine
 from runner.providers import GenerationFailed, Handle, Job, ProviderError, Result, Status, make_job
 
 if TYPE_CHECKING:
@@ -318,7 +319,7 @@ class Driver:
         transfer retried. What this run cannot collect stays `generated` for the next one."""
         lane = self._lane(job)
         row = job.row
-        path = output_path(self.engine.options.outputs_dir, row["sweep"], row["model"], row["prompt_id"], row["key"], row["extension"])
+        path = output_path(self.engine.options.outputs_dir, row)
         clear_partials(path)
         url, renewed, problem = row["output_url"], False, ""
         for attempt in range(1, lane.conf.retry.max_attempts + 1):
@@ -343,6 +344,8 @@ class Driver:
                 continue
             await self._move(job, S.DOWNLOADED, str(got.path), output_path=str(got.path), output_bytes=got.size,
                              output_sha256=got.sha256, error=None, error_class=None)
+            facts = await asyncio.to_thread(examine, got.path, row["params"], got.sha256)  # what was delivered
+            self.engine.db.submit(S.record_probe, job.key, facts)
             self.notify("downloaded", job.row, str(got.path))
             return
         await self._park(job, f"paid for, not collected yet: download failed: {problem}")

@@ -144,3 +144,28 @@ def m003_uploads(db: sqlite_utils.Database) -> None:
 def m004_hook_cursors(db: sqlite_utils.Database) -> None:
     """How far each plugin's lifecycle hooks have been given the ledger's events (at least once)."""
     db["hook_cursors"].create({"plugin": str, "event_id": int, "updated_at": str}, pk="plugin")
+
+
+@migration
+def m005_probes_and_lookups(db: sqlite_utils.Database) -> None:
+    """What each downloaded clip turned out to be, and the indexes the companion CLI reads by.
+
+    `probes` holds one row per job: the facts read from its file (duration, size, frame rate, codecs)
+    and how they differ from what was asked, keyed to the sha256 of the file probed, so a file
+    collected again is probed again. The indexes let `video-runner` answer on a large ledger
+    without reading whole job rows: a sweep's jobs by state and model with their money, a sweep
+    folder's jobs, and the clips that differ from what was asked.
+    """
+    db["probes"].create(
+        {"job_key": str, "output_sha256": str, "duration_s": float, "width": int, "height": int, "fps": float,
+         "video_codec": str, "audio_codec": str, "poster_path": str, "mismatch": str, "error": str, "probed_at": str},
+        pk="job_key",
+    )
+    # Covers the sums by state and model that `sweeps` and `status` make over a sweep's jobs, so
+    # they never read the wide job rows (and a filter by state, model or prompt narrows first).
+    db.execute("create index jobs_overview on jobs(state, model, prompt_id, sweep, key, est_micros, spent_micros, "
+               "possible_duplicates, possible_micros)")
+    db["jobs"].create_index(["sweep", "state"])  # a sweep folder's jobs (manifest, gallery)
+    db.execute("create index probes_mismatch on probes(mismatch) where mismatch is not null")
+    db["sweeps"].create_index(["name"])
+    db["sweeps"].create_index(["created_at"])

@@ -1,4 +1,4 @@
-"""Outputs on disk: where a job's file goes, and how it gets there intact.
+"""Outputs on disk: how a job's file gets there intact (where it goes: `runner.naming`).
 
 A file is streamed to a temporary name beside its final one, its length checked against what the
 server announced, its sha256 computed on the way, and only then renamed into place, so a crash or
@@ -10,29 +10,15 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
-import re
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from runner.naming import output_path, safe_name
 from runner.providers import ProviderError, classify_status, classify_transport
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-_RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
-
-
-def safe_name(text: str, limit: int = 80) -> str:
-    """A file name that means the same on every OS, whatever the prompt id or model holds."""
-    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    name = _UNSAFE.sub("-", ascii_text).strip(".-")[:limit] or "x"
-    return f"_{name}" if name.lower().split(".")[0] in _RESERVED else name
-
-
-def output_path(root: Path, sweep: str, model: str, prompt_id: str, key: str, extension: str) -> Path:
-    """outputs/<sweep>/<model>/<prompt-id>-<short-key>.<ext>"""
-    return root / safe_name(sweep) / safe_name(model) / f"{safe_name(prompt_id)}-{key[:12]}.{safe_name(extension)}"
+__all__ = ["Downloaded", "EnvironmentFault", "clear_partials", "download", "output_path"]
 
 
 class EnvironmentFault(Exception):

@@ -33,11 +33,13 @@ from runner.delivery import Delivery
 from runner.engine import Engine, Lane, Options, Outcome
 from runner.jobview import RunContext
 from runner.errors import UserError
+from runner.locate import Found
 from runner.money import to_micros
 from runner.owners import Heartbeat, Identity
 from runner.plan import Plan
 from runner.progress import Progress
 from runner.providers import Settings, Uploads
+from runner.publish import publish_run
 from runner.summary import EXIT_INTERRUPTED, summarize
 from runner.writer import LedgerUnusable, Writer
 
@@ -176,7 +178,9 @@ def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]
             outcome = asyncio.run(_drive(cfg, writer, keys, lanes, found, options, me, progress, Delivery(writer, context)))
         finally:
             progress.close()
-        return summarize(writer.sync(S.rows, keys), outcome, plan, command)
+        rows = writer.sync(S.rows, keys)
+        published = publish_run(Found(writer.path, Path.cwd()), rows, Path(cfg.outputs_dir))  # manifest.jsonl, report.html
+        return summarize(rows, outcome, plan, command, published, Path(cfg.outputs_dir))
     except LedgerUnusable as exc:
         print(f"error: {exc}; every task id received before this is kept: fix it and run the same command", file=sys.stderr)
         return 3

@@ -18,14 +18,16 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
 from runner.migrations import migrate
 from runner.money import to_micros
 from runner.owners import Identity
-from runner.plan import JobSpec, Plan, canonical_json
+
+if TYPE_CHECKING:  # the planner (and Hydra with it) loads only where plans are recorded: `video-runner` starts fast
+    from runner.plan import JobSpec, Plan
 
 PLANNED = "planned"
 CLAIMED = "claimed"  # a slot and its budget are held; nothing has been sent yet
@@ -136,6 +138,8 @@ def record_plan(conn: sqlite3.Connection, plan: Plan, config: Mapping[str, Any])
 
     The sweep id is the hash of its job keys: the same command finds the same sweep again.
     """
+    from runner.plan import canonical_json
+
     keys = sorted(job.key for job in plan.jobs)
     sweep_id = hashlib.sha256(canonical_json(keys).encode()).hexdigest()[:16]
     stamp = now_iso()
@@ -311,6 +315,29 @@ def reopen(conn: sqlite3.Connection, key: str, from_states: Sequence[str], detai
     return True
 
 
+def recollect(conn: sqlite3.Connection, key: str, sha256: str | None, detail: str) -> bool:
+    """A downloaded job whose file is missing or changed back to `generated`, its file forgotten, so
+    a plain rerun collects it again from its task (never a new generation). Only while it is still
+    the download `sha256` names: a job collected again meanwhile is left alone."""
+    row = conn.execute("select state from jobs where key = ? and state = ? and output_sha256 is ?", [key, DOWNLOADED, sha256]).fetchone()
+    if row is None:
+        return False
+    conn.execute(
+        "update jobs set state = ?, output_path = null, output_bytes = null, output_sha256 = null, updated_at = ? where key = ?",
+        [GENERATED, now_iso(), key],
+    )
+    _event(conn, key, DOWNLOADED, GENERATED, detail)
+    return True
+
+
+def record_probe(conn: sqlite3.Connection, key: str, facts: Mapping[str, Any]) -> None:
+    """What a job's downloaded file turned out to be (`runner.probe`), replacing an earlier probe."""
+    values = {"job_key": key, **facts, "probed_at": now_iso()}
+    conn.execute(
+        f"insert or replace into probes ({', '.join(values)}) values ({', '.join('?' * len(values))})", list(values.values())
+    )
+
+
 def note_latency(conn: sqlite3.Connection, model_id: str, low_s: float, high_s: float) -> None:
     """A generation this process submitted and watched end took between `low_s` and `high_s`.
 
@@ -381,6 +408,8 @@ def _budgets(conn: sqlite3.Connection, key: str, delta: int) -> None:
 
 
 def _row(job: JobSpec, stamp: str) -> dict[str, Any]:
+    from runner.plan import canonical_json
+
     return {
         "key": job.key,
         "sweep": job.sweep,

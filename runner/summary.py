@@ -12,6 +12,7 @@ from runner import store as S
 from runner.engine import Outcome
 from runner.money import usd_text
 from runner.plan import Plan
+from runner.publish import Published
 
 EXIT_INCOMPLETE = 1
 EXIT_ENVIRONMENT = 3
@@ -20,8 +21,9 @@ EXIT_INTERRUPTED = 130
 _SHOWN = 10  # lines per kind of problem before "and N more"
 
 
-def summarize(rows: list[dict[str, Any]], outcome: Outcome, plan: Plan, command: list[str]) -> int:
-    """Print the summary; returns the exit status."""
+def summarize(rows: list[dict[str, Any]], outcome: Outcome, plan: Plan, command: list[str],
+              published: tuple[list[Published], str | None] = ([], None), outputs_dir: Path = Path("outputs")) -> int:
+    """Print the summary (with the outputs folders and galleries `published`); returns the exit status."""
     states = Counter(row["state"] for row in rows)
     words = {S.DOWNLOADED: "downloaded", S.GENERATED: "generated (paid, not collected yet)", S.LOST: "lost",
              S.FAILED: "failed", S.CANCELED: "canceled", S.SUBMITTED: "at the provider", S.SUBMITTING: "submitting",
@@ -34,9 +36,7 @@ def summarize(rows: list[dict[str, Any]], outcome: Outcome, plan: Plan, command:
     if plan.unpriced:
         spend += f" (+ {len(plan.unpriced)} job(s) with price unknown)"
     lines.append(spend)
-    folders = sorted({str(Path(row["output_path"]).parent.parent) for row in rows if row["output_path"]})
-    if folders:
-        lines.append(f"outputs: {', '.join(folders)}")
+    lines += _where(rows, plan, published, outputs_dir)
     duplicates = sum(row["possible_duplicates"] or 0 for row in rows)
     if duplicates:
         lines.append(f"possible duplicate charges: {duplicates} submission(s) may have started a generation the runner "
@@ -73,6 +73,39 @@ def summarize(rows: list[dict[str, Any]], outcome: Outcome, plan: Plan, command:
     if outcome.interrupted:
         return EXIT_INTERRUPTED
     return 0 if states[S.DOWNLOADED] == len(rows) else EXIT_INCOMPLETE
+
+
+def _where(rows: list[dict[str, Any]], plan: Plan, published: tuple[list[Published], str | None], outputs_dir: Path) -> list[str]:
+    """Every outputs folder and its gallery, files no longer on disk, and jobs whose files stay where
+    an earlier run put them (`name=` and `outputs_dir=` apply to jobs new to the ledger)."""
+    folders, problem = published
+    lines = [f"outputs: {_shown(done.folder)} ({done.jobs} jobs of that sweep; gallery {_shown(done.report)})" for done in folders]
+    if problem:
+        lines.append(f"warning: {problem}")
+    gone = [row for row in rows if row["state"] == S.DOWNLOADED and not Path(row["output_path"]).is_file()]
+    if gone:
+        lines.append(f"{len(gone)} downloaded file(s) are no longer on disk: `video-runner verify` marks them, then the same "
+                     f"command collects them again from the provider (no new generation)")
+    named = {job.key: job.sweep for job in plan.jobs}
+    earlier = Counter(row["sweep"] for row in rows if named.get(row["key"], row["sweep"]) != row["sweep"])
+    for sweep, n in sorted(earlier.items()):
+        lines.append(f"{n} job(s) were first planned under sweep {sweep!r} and keep its folder: a job's name= and "
+                     f"outputs_dir= are those of the run that first planned it")
+    elsewhere = [row for row in rows if row["output_path"] and not _under(Path(row["output_path"]), outputs_dir)]
+    if elsewhere:
+        where = sorted({str(Path(row["output_path"]).parents[1]) for row in elsewhere})
+        lines.append(f"{len(elsewhere)} file(s) downloaded by an earlier run stay where they are ({', '.join(where)}), "
+                     f"outside outputs_dir={outputs_dir}")
+    return lines
+
+
+def _shown(path: Path) -> str:
+    """A path as short as it goes: relative to the current folder when it is under it."""
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
+def _under(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
 
 
 def _listed(what: str, rows: list[dict[str, Any]], reason: Any) -> list[str]:

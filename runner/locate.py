@@ -1,0 +1,61 @@
+"""Which ledger a command means: the one the runner would use from the current folder.
+
+The runner keeps its ledger at `.runner/ledger.db` under the folder it was started in. A command
+started in a subfolder of that project finds it by walking up, as git finds `.git`;
+`RUNNER_STATE_DIR` names the state folder outright, and an explicit path wins over both. Output
+paths recorded relative to where the runner ran are resolved against the folder holding `.runner/`
+(the runner's default layout), else against the current folder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR = ".runner"
+LEDGER = "ledger.db"
+STATE_ENV = "RUNNER_STATE_DIR"
+
+
+class NoLedger(Exception):
+    """No ledger where the command looked; the message says where it looked and what to do."""
+
+
+@dataclass(frozen=True)
+class Found:
+    db: Path  # the ledger file
+    root: Path  # the folder relative output paths in it are relative to
+
+    def resolve(self, recorded: str) -> Path:
+        path = Path(recorded)
+        return path if path.is_absolute() else self.root / path
+
+
+def find_ledger(db: str | None = None, cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> Found:
+    """`db` if given, else `$RUNNER_STATE_DIR/ledger.db`, else the nearest `.runner/ledger.db` from
+    `cwd` up to the file system's root. Raises NoLedger naming what was tried."""
+    cwd = (cwd or Path.cwd()).resolve()
+    environ = os.environ if environ is None else environ
+    if db:
+        path = (cwd / db).resolve()
+        if not path.is_file():
+            raise NoLedger(f"--db {db}: no such ledger file")
+        return Found(path, _root(path, cwd))
+    if environ.get(STATE_ENV):
+        path = (cwd / environ[STATE_ENV] / LEDGER).resolve()
+        if not path.is_file():
+            raise NoLedger(f"{STATE_ENV}={environ[STATE_ENV]}: no {LEDGER} in that folder")
+        return Found(path, _root(path, cwd))
+    for folder in (cwd, *cwd.parents):
+        path = folder / STATE_DIR / LEDGER
+        if path.is_file():
+            return Found(path, folder)
+    raise NoLedger(f"no {STATE_DIR}/{LEDGER} in {cwd} or any folder above it: run a sweep here first "
+                   f"(python -m runner ... simulate=true), or give --db PATH or {STATE_ENV}=FOLDER")
+
+
+def _root(path: Path, cwd: Path) -> Path:
+    """Where the runner that wrote this ledger ran: beside its `.runner/` folder, as by default."""
+    return path.parent.parent if path.parent.name == STATE_DIR else cwd
