@@ -37,7 +37,8 @@ from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
 from runner.modes import select_mode
 from runner.prompts import Prompt
 
-@dataclass(frozen=True, slots=True)  # slots: a sweep holds 100,000 of them; a __dict__ each would double the plan's memory
+# slots: a sweep may hold 100,000 of them, and a __dict__ each would take more than their contents.
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """One generation: everything needed to submit it, and the key that identifies it."""
 
@@ -104,14 +105,23 @@ def job_key(provider: str, model_id: str, endpoint: str, payload: Mapping[str, A
 
     Input files enter through their placeholders, which carry each file's sha256.
     """
-    return job_keys(provider, model_id, endpoint, payload, replicate + 1)[replicate]
+    return _keyed(_key_head(provider, model_id, endpoint, payload), replicate)
 
 
 def job_keys(provider: str, model_id: str, endpoint: str, payload: Mapping[str, Any], replicates: int) -> list[str]:
-    """`job_key` of replicates 0..n-1, with the request body encoded once: `replicate` is the last
-    key of the canonical JSON, so the replicates' bodies differ only in their last characters."""
-    head = canonical_json({"endpoint": endpoint, "model": model_id, "payload": payload, "provider": provider})[:-1]
-    return [hashlib.sha256(f'{head},"replicate":{replicate}}}'.encode()).hexdigest() for replicate in range(replicates)]
+    """`job_key` of replicates 0..n-1, with the request body encoded once."""
+    head = _key_head(provider, model_id, endpoint, payload)
+    return [_keyed(head, replicate) for replicate in range(replicates)]
+
+
+def _key_head(provider: str, model_id: str, endpoint: str, payload: Mapping[str, Any]) -> str:
+    """The canonical JSON of a job's identity but its replicate, which sorts last: the replicates'
+    bodies differ only in their last characters."""
+    return canonical_json({"endpoint": endpoint, "model": model_id, "payload": payload, "provider": provider})[:-1]
+
+
+def _keyed(head: str, replicate: int) -> str:
+    return hashlib.sha256(f'{head},"replicate":{replicate}}}'.encode()).hexdigest()
 
 
 def canonical_json(value: Any) -> str:
