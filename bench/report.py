@@ -254,13 +254,15 @@ def _scale(r: dict) -> list[str]:
             ["first run: Ctrl-C to exit", f"{first.get('ctrl_c_to_exit_s')} s"],
             ["ledger size", f"{b.get('ledger_mib')} MiB"],
             ["no-op rerun: wall / CPU / peak RSS", f"{noop.get('wall_s')} s / {noop.get('cpu_s')} s / {noop.get('max_rss_mib')} MiB "
-                                                   f"({noop.get('submitted')} submitted)"],
+                                                   f"({noop.get('submitted')} submitted, exit status {noop.get('returncode')})"],
             ["rerun with 1% left: first submission after start", f"{one.get('first_submission_s')} s"],
             ["rerun with 1% left: Ctrl-C to exit", f"{one.get('ctrl_c_to_exit_s')} s"]]
     return [f"## Scale: {JOBS:,} jobs ({PROMPTS:,} prompts x {len(DURATIONS)} durations x {REPLICATES} replicates, gen4.5)", "",
             f"The first run is interrupted with Ctrl-C once {IN_FLIGHT:,} generations are in flight (or {WAIT_S:g} s "
             "after its first submission). The reruns start from that ledger with every job set to downloaded (then 1% back to "
-            "planned) by SQL: generating that many clips would take longer than the whole benchmark may.", ""] + _md(
+            "planned) by SQL: generating that many clips would take longer than the whole benchmark may. Their files "
+            "are not on disk, so the no-op rerun reports them missing (exit status 1) as it would for a real sweep "
+            "whose files were deleted; it still submits nothing.", ""] + _md(
         ["figure", "value"], rows) + [""] + \
         _profile_section("Profile of the first run to its first submission", first.get("profile_to_first_submission")) + \
         _profile_section("Profile of the first run from its first submission to its exit", first.get("profile_running")) + \
