@@ -1,11 +1,13 @@
 # make install: a virtualenv with the runner and its test tools; make test: the suite;
 # make demo: a real sweep against the bundled provider simulator (no keys, no network);
-# make soak: the crash campaign with 200 SIGKILLs instead of the suite's 20.
+# make soak: the crash campaign with 200 SIGKILLs instead of the suite's 20;
+# make bench: the benchmarks (docs/benchmarks.md), the official SDKs in a virtualenv of their own.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+BENCH_VENV := .venv-bench
 
-.PHONY: install test demo soak clean
+.PHONY: install test demo soak bench clean
 
 install: $(VENV)/.installed
 
@@ -24,5 +26,14 @@ soak: install
 demo: install
 	$(BIN)/python -m runner model=kling prompt_set=ads simulate=true
 
+bench: install $(BENCH_VENV)/.installed
+	$(BIN)/python -m bench
+
+$(BENCH_VENV)/.installed: bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/pip install --quiet -r bench/requirements.txt
+	touch $@
+
 clean:
-	rm -rf $(VENV) .runner outputs .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) .runner outputs .pytest_cache

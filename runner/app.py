@@ -7,14 +7,18 @@ gets a suggestion. User mistakes end as one message on stderr and exit status 2,
 
 from __future__ import annotations
 
+import argparse
+import copy
 import os
+import string
 import sys
 import uuid
-from collections.abc import Sequence
-from importlib.resources import files
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import hydra
 from hydra import compose, initialize_config_module
+from hydra._internal.utils import get_args_parser
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -29,17 +33,9 @@ from runner.report import format_plan
 from runner.run import RUN_ID_ENV, check_budget, execute
 
 EXIT_USAGE = 2
-
-
-def asset_path(name: str) -> str:
-    """`${asset:sneaker.png}` in a prompt set: a file bundled with the runner."""
-    return str(files("runner") / "assets" / name)
-
-
-# At import, not in setup(): Hydra's joblib launcher resolves configs in worker processes that
-# import this module but never run main().
-if not OmegaConf.has_resolver("asset"):
-    OmegaConf.register_new_resolver("asset", asset_path)
+CONFIG_PATH = "pkg://runner_conf"
+CONFIG_NAME = "config"
+TASK_NAME = "app"  # what hydra.main names the job after this module (Hydra's log file: app.log)
 
 
 def register_catalog_options() -> None:
@@ -73,7 +69,7 @@ def register_launcher() -> None:
 
 
 def setup() -> None:
-    """Everything Hydra must know before composing: schema, resolvers, launcher, the catalogue's models."""
+    """Everything Hydra must know before composing: schema, launcher, the catalogue's models."""
     register_schemas()
     register_launcher()
     register_catalog_options()
@@ -106,7 +102,7 @@ def run(cfg: DictConfig) -> None:
     try:
         catalog = plugins.registry().catalog
         plan = build_plan(cfg, catalog, HydraConfig.get().runtime.choices)
-        print(format_plan(plan))
+        print(format_plan(plan, cfg.show_jobs))
         check_budget(plan, cfg.budget_usd, cfg.allow_unpriced)
         if cfg.dry_run:
             return
@@ -118,7 +114,7 @@ def run(cfg: DictConfig) -> None:
         sys.exit(status)
 
 
-@hydra.main(version_base="1.3", config_path="pkg://runner_conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
 def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
 
@@ -136,9 +132,88 @@ def main(argv: Sequence[str] | None = None) -> None:
         args = check_overrides(args, plugins.registry().catalog)
     except UserError as exc:
         fail(str(exc))
-    sys.argv = [sys.argv[0], *args]
+    parsed = get_args_parser().parse_args(args)
     try:
-        _hydra_main()
+        if _only(parsed, "run"):
+            _with_hydra(lambda app: app.run(config_name=CONFIG_NAME, task_function=run,
+                                            overrides=[*parsed.overrides, "hydra.mode=RUN"]))
+        elif parsed.multirun and _only(parsed, "multirun"):
+            _with_hydra(lambda app: app.multirun(config_name=CONFIG_NAME, task_function=run,
+                                                 overrides=[*parsed.overrides, "hydra.mode=MULTIRUN"]))
+        elif parsed.help and _only(parsed, "help", "resolve"):
+            _with_hydra(lambda app: print(_app_help(app, parsed.overrides, parsed.resolve)))
+        else:
+            sys.argv = [sys.argv[0], *args]
+            _hydra_main()
     except KeyboardInterrupt:  # outside the engine (planning, the last ledger writes): nothing is half-done
         print("\ninterrupted; the ledger is consistent: run the same command to carry on", file=sys.stderr)
         sys.exit(130)
+
+
+def _only(parsed: argparse.Namespace, *flags: str) -> bool:
+    """No Hydra flag but these (and overrides), and no override of hydra.mode."""
+    others = {k: v for k, v in vars(parsed).items() if k not in ("overrides", *flags)}
+    return not any(others.values()) and not any(o.lstrip("+~").startswith("hydra.mode") for o in parsed.overrides)
+
+
+def _with_hydra(command: Callable[[Any], Any]) -> None:
+    """Run a command on a Hydra app as `hydra.main` does, less the work it does for every command.
+
+    For a run or a multirun `hydra.main` composes the whole config once only to read `hydra.mode`
+    (does the config ask for a multirun?), then again to run; the runner's config never sets
+    hydra.mode and `_only` saw no override of it, so the mode is the command line's (-m or not):
+    the config is composed once, and run in Hydra's run or sweep folder with its logging, as
+    hydra.main would.
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_automatic_config_search_path, run_and_report
+    from hydra.core.global_hydra import GlobalHydra
+
+    search_path = create_automatic_config_search_path(None, None, CONFIG_PATH)
+    app = run_and_report(lambda: Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path))
+    try:
+        run_and_report(lambda: command(app))
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _app_help(app: Any, overrides: list[str], resolve: bool) -> str:
+    """`--help` as Hydra prints it (its template, from hydra.help), less its cost: Hydra lists the
+    options of every config group, each of its own too, copying the whole config repository for
+    each one, which takes seconds with an option per catalogue model. Here the app's groups are
+    listed, and Hydra's only if the template asks for them."""
+    from hydra.types import RunMode
+
+    cfg = app.compose_config(config_name=CONFIG_NAME, overrides=overrides, run_mode=RunMode.RUN)
+    HydraConfig.instance().set_config(cfg)
+    clean = app.get_sanitized_cfg(copy.deepcopy(cfg), "job")
+    loader = app.config_loader
+
+    def app_groups() -> str:
+        return "".join(f"{group}: {', '.join(sorted(loader.get_group_options(group)))}\n" for group in sorted(_groups(loader)))
+
+    fields = {
+        "FLAGS_HELP": lambda: app.format_args_help(get_args_parser()),
+        "HYDRA_CONFIG_GROUPS": lambda: app.format_config_groups(lambda group: group.split("/")[0] == "hydra"),
+        "APP_CONFIG_GROUPS": app_groups,
+        "CONFIG": lambda: OmegaConf.to_yaml(clean, resolve=resolve),
+    }
+    return string.Template(cfg.hydra.help.template).substitute(_Computed(fields))
+
+
+def _groups(loader: Any, parent: str = "") -> Iterator[str]:
+    """The config groups holding options, below `parent`, Hydra's own left out."""
+    for group in loader.list_groups(parent):
+        name = f"{parent}/{group}" if parent else group
+        if name == "hydra":
+            continue
+        if loader.get_group_options(name):
+            yield name
+        yield from _groups(loader, name)
+
+
+class _Computed(dict):
+    """A mapping whose values are computed when looked up: a help template names only some."""
+
+    def __getitem__(self, key: str) -> Any:
+        return super().__getitem__(key)()

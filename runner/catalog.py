@@ -6,8 +6,13 @@ mean, what native payload do canonical parameters become for it, and what does a
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import math
+import os
+import pickle
 import re
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -56,7 +61,7 @@ class Catalog:
         """A new catalogue with these manifests added; a duplicate name or alias names both sources."""
         new = Catalog(dict(self.models), dict(self.aliases), dict(self.owners))
         for contributor, path in manifests:
-            new._add(load_manifest(Path(path)), f"{path} (plugin {contributor})")
+            new._add(compiled_manifest(Path(path)), f"{path} (plugin {contributor})")
         return new
 
     def _add(self, manifest: ManifestFile, source: str) -> None:
@@ -97,6 +102,51 @@ class Catalog:
                 if mode.endpoint == endpoint:
                     return cm, mode_name
         raise KeyError((provider, endpoint, model_id))
+
+
+def cache_dir() -> Path:
+    """Where the runner keeps what it can rebuild: RUNNER_CACHE_DIR, else the user's cache folder."""
+    given = os.environ.get("RUNNER_CACHE_DIR")
+    if given:
+        return Path(given)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "video-runner"
+
+
+def compiled_manifest(path: Path) -> ManifestFile:
+    """A manifest checked once, then read back from the cache while its bytes and the schema's code
+    are unchanged. Each start would otherwise parse and validate every manifest again. The cache is
+    keyed by content, so a stale entry is never found; an unreadable one (a crash mid-write, another
+    version's) is ignored and rewritten, and an unwritable cache folder only costs the time."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return load_manifest(path)  # which names the file and why it cannot be read
+    entry = cache_dir() / f"manifest-{hashlib.sha256(_schema_fingerprint() + data).hexdigest()[:32]}.pickle"
+    try:
+        cached = pickle.loads(entry.read_bytes())
+        if isinstance(cached, ManifestFile):
+            return cached
+    except Exception:  # absent, torn, or written by another version: rebuild it
+        pass
+    manifest = load_manifest(path, data.decode("utf-8"))
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=entry.parent, prefix=".manifest-", delete=False) as out:
+            out.write(pickle.dumps(manifest))
+        os.replace(out.name, entry)
+    except OSError:
+        pass
+    return manifest
+
+
+@functools.cache
+def _schema_fingerprint() -> bytes:
+    """What a cached manifest depends on besides its bytes: the schema's code and pydantic's version."""
+    import pydantic
+
+    from runner import manifest
+
+    return Path(manifest.__file__).read_bytes() + pydantic.VERSION.encode()
 
 
 def build_catalog(manifests: Iterable[tuple[str, Path | str]]) -> Catalog:

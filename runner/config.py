@@ -24,23 +24,11 @@ class ModelConf:
 
 
 @dataclass
-class PromptConf:
-    id: str = MISSING
-    text: str = ""
-    image: Optional[str] = None  # local path, URL or data URI
-    end_image: Optional[str] = None
-    video: Optional[str] = None
-    audio_input: Optional[str] = None
-    reference_images: list[str] = field(default_factory=list)
-    params: dict[str, Any] = field(default_factory=dict)  # canonical params for this prompt only
-    native: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class PromptSetConf:
-    name: str = MISSING
-    description: str = ""
-    prompts: list[PromptConf] = field(default_factory=list)
+    """A prompt set is a file (runner/prompts.py reads it); the config only points at it."""
+
+    file: Optional[str] = None  # YAML, JSON lines or CSV; `pkg://package/name` for a bundled one
+    name: Optional[str] = None  # the sweep's default name; default: the file's `name:`, else its file name
 
 
 @dataclass
@@ -107,6 +95,7 @@ class RunConfig:
     db: str = "${state_dir}/ledger.db"
     outputs_dir: str = "outputs"
     dry_run: bool = False
+    show_jobs: str = "20"  # the plan lists every job up to this many, else a summary; `all`: every job
     budget_usd: Optional[float] = None
     #: Your price per model (name or alias) where the price list has none, or to replace it:
     #: a number is per clip, `0.08/s` per second of output (prices.kling=0.28).

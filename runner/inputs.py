@@ -101,6 +101,11 @@ def _decode_data_uri(uri: str) -> tuple[str | None, bytes]:
     return match["mime"], match["data"].encode()
 
 
+def is_remote(value: str) -> bool:
+    """A URL (any scheme://) or a data URI, as opposed to a local path."""
+    return bool(_URL.match(value)) or value.startswith("data:")
+
+
 def resolve(value: str, kind: str, limits: MediaLimits | None, urls: UrlRules | None = None) -> InputFile | str:
     """A local input as an InputFile, or a URL as itself; ValueError says what is wrong with it."""
     if _URL.match(value):

@@ -17,7 +17,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from runner import inputs, values
+from runner import inputs, prices, prompts, values
 from runner.catalog import (
     Catalog,
     CatalogModel,
@@ -35,12 +35,10 @@ from runner.config import RUN_LEVEL_PARAMS
 from runner.errors import UserError, suggest
 from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
 from runner.modes import select_mode
+from runner.prompts import Prompt
 
-#: Media a prompt can carry, as the prompt's field names (the same as the canonical names).
-PROMPT_MEDIA = tuple(MEDIA_PARAMS)
-
-
-@dataclass(frozen=True)
+# slots: a sweep may hold 100,000 of them, and a __dict__ each would take more than their contents.
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """One generation: everything needed to submit it, and the key that identifies it."""
 
@@ -72,6 +70,19 @@ class Plan:
     jobs: list[JobSpec] = field(default_factory=list)
     merged: int = 0  # planned points that turned out to be the same job
     warnings: list[str] = field(default_factory=list)  # what a person should know before running it
+    #: The keys of `jobs`, kept with them so adding a job (or a sweep point's plan) never rescans the list.
+    _keys: set[str] = field(default_factory=set, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._keys.update(job.key for job in self.jobs)
+
+    def add(self, job: JobSpec) -> None:
+        """A job, unless the plan has it already (another point that makes the same request)."""
+        if job.key in self._keys:
+            self.merged += 1
+        else:
+            self._keys.add(job.key)
+            self.jobs.append(job)
 
     @property
     def total(self) -> Decimal:
@@ -82,13 +93,8 @@ class Plan:
         return [j for j in self.jobs if j.cost is None]
 
     def extend(self, other: "Plan") -> None:
-        seen = {j.key for j in self.jobs}
         for job in other.jobs:
-            if job.key in seen:
-                self.merged += 1
-            else:
-                self.jobs.append(job)
-                seen.add(job.key)
+            self.add(job)
         self.merged += other.merged
         self.warnings += [w for w in other.warnings if w not in self.warnings]
 
@@ -99,8 +105,23 @@ def job_key(provider: str, model_id: str, endpoint: str, payload: Mapping[str, A
 
     Input files enter through their placeholders, which carry each file's sha256.
     """
-    body = {"provider": provider, "model": model_id, "endpoint": endpoint, "payload": payload, "replicate": replicate}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()
+    return _keyed(_key_head(provider, model_id, endpoint, payload), replicate)
+
+
+def job_keys(provider: str, model_id: str, endpoint: str, payload: Mapping[str, Any], replicates: int) -> list[str]:
+    """`job_key` of replicates 0..n-1, with the request body encoded once."""
+    head = _key_head(provider, model_id, endpoint, payload)
+    return [_keyed(head, replicate) for replicate in range(replicates)]
+
+
+def _key_head(provider: str, model_id: str, endpoint: str, payload: Mapping[str, Any]) -> str:
+    """The canonical JSON of a job's identity but its replicate, which sorts last: the replicates'
+    bodies differ only in their last characters."""
+    return canonical_json({"endpoint": endpoint, "model": model_id, "payload": payload, "provider": provider})[:-1]
+
+
+def _keyed(head: str, replicate: int) -> str:
+    return hashlib.sha256(f'{head},"replicate":{replicate}}}'.encode()).hexdigest()
 
 
 def canonical_json(value: Any) -> str:
@@ -122,14 +143,11 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     conf: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)  # type: ignore[assignment]
     choices = dict(choices or {})
     model_choice = choices.get("model", conf["model"]["name"])
-    set_choice = choices.get("prompt_set", conf["prompt_set"]["name"])
     model = catalog.resolve(conf["model"]["name"], source=f"model={model_choice}")
     for name in conf.get("prices") or {}:
         catalog.resolve(str(name), source=f"prices.{name}")
     plan = Plan(warnings=_retirement(model, catalog))
-    prompts = conf["prompt_set"].get("prompts") or []
-    if not prompts:
-        raise UserError(f"prompt_set={set_choice} has no prompts")
+    prompt_set = prompts.load(conf["prompt_set"].get("file"), conf["prompt_set"].get("name"))
     replicates = conf.get("replicates", 1)
     if not isinstance(replicates, int) or replicates < 1:
         raise UserError(f"replicates={replicates!r} is not allowed: give a whole number of 1 or more")
@@ -138,28 +156,18 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     base_native = _layer({}, conf["model"].get("native") or {}, f"model={model_choice} (model.native)")
     base = _layer(base, {k: conf.get(k) for k in RUN_LEVEL_PARAMS}, "the config or command line")
     base_native = _layer(base_native, conf.get("native") or {}, "the config or command line (native)")
-    sweep_name = conf.get("name") or conf["prompt_set"]["name"]
+    sweep_name = conf.get("name") or prompt_set.name
+    points = [(_layer(base, canonical, "sweep"), _layer(base_native, native, "sweep (native)"))
+              for canonical, native in _grid(conf.get("sweep") or {})]
 
-    seen: set[str] = set()
-    checked: dict[tuple[str, str], inputs.InputFile | str] = {}  # each input is read and checked once per plan
-    ids = [p["id"] for p in prompts]
-    duplicates = {i for i in ids if ids.count(i) > 1}
-    if duplicates:
-        raise UserError(f"prompt_set={set_choice}: prompt id {sorted(duplicates)[0]!r} is used twice; ids must be unique")
-    for prompt in prompts:
-        where = f"prompt_set={set_choice}, prompt {prompt['id']!r}"
-        for point in _grid(conf.get("sweep") or {}):
-            canonical = _layer(base, point[0], "sweep")
-            native = _layer(base_native, point[1], "sweep (native)")
-            canonical = _layer(canonical, prompt.get("params") or {}, f"{where} (params)")
-            native = _layer(native, prompt.get("native") or {}, f"{where} (native)")
-            for replicate in range(replicates):
-                job = _job(model, conf, prompt, where, canonical, native, replicate, sweep_name, checked)
-                if job.key in seen:
-                    plan.merged += 1
-                    continue
-                seen.add(job.key)
-                plan.jobs.append(job)
+    sweep = _Sweep(model, conf, replicates, sweep_name)
+    for prompt in prompt_set.prompts:
+        where = prompt.label
+        for point_canonical, point_native in points:
+            canonical = _layer(point_canonical, prompt.params, f"{where} (params)")
+            native = _layer(point_native, prompt.native, f"{where} (native)")
+            for job in _jobs(sweep, prompt, canonical, native):
+                plan.add(job)
     return plan
 
 
@@ -205,26 +213,45 @@ def _axes(sweep: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
     return named
 
 
-def _job(
-    model: CatalogModel,
-    conf: Mapping[str, Any],
-    prompt: Mapping[str, Any],
-    where: str,
-    canonical: dict[str, _Value],
-    native: dict[str, _Value],
-    replicate: int,
-    sweep_name: str,
-    checked: dict[tuple[str, str], inputs.InputFile | str],
-) -> JobSpec:
-    media = {k: _Value(prompt[k], where) for k in PROMPT_MEDIA if prompt.get(k)}
-    mode_name = select_mode(model, set(media), conf.get("mode"), where)
+@dataclass
+class _Sweep:
+    """What every job of one plan shares, and what is worked out once per plan rather than per job."""
+
+    model: CatalogModel
+    conf: Mapping[str, Any]
+    replicates: int
+    name: str
+    checked: dict[tuple[str, str], inputs.InputFile | str] = field(default_factory=dict)  # each input read once
+    modes: dict[frozenset[str], str] = field(default_factory=dict)  # the inputs a prompt gives -> its mode
+    fields: dict[str, dict[str, str]] = field(default_factory=dict)  # mode -> canonical name -> native field
+
+    def mode_for(self, media: Mapping[str, Any], where: str) -> str:
+        given = frozenset(media)
+        if given not in self.modes:
+            self.modes[given] = select_mode(self.model, set(given), self.conf.get("mode"), where)
+        return self.modes[given]
+
+    def by_canonical(self, mode_name: str) -> dict[str, str]:
+        if mode_name not in self.fields:
+            params = self.model.mode(mode_name).params
+            self.fields[mode_name] = {spec.canonical: name for name, spec in params.items() if spec.canonical}
+        return self.fields[mode_name]
+
+
+def _jobs(sweep: _Sweep, prompt: Prompt, canonical: dict[str, _Value], native: dict[str, _Value]) -> list[JobSpec]:
+    """The replicates of one (prompt, sweep point): its native payload, checked and priced once, and
+    a key per replicate."""
+    model, conf, checked = sweep.model, sweep.conf, sweep.checked
+    where = prompt.label
+    media = {k: _Value(v, where) for k, v in prompt.media.items()}
+    mode_name = sweep.mode_for(media, where)
     mode = model.mode(mode_name)
     label = f"model {model.name} ({mode_name})"
-    by_canonical = {spec.canonical: name for name, spec in mode.params.items() if spec.canonical}
+    by_canonical = sweep.by_canonical(mode_name)
 
     payload: dict[str, Any] = {}
     params: dict[str, Any] = {}
-    text = prompt.get("text") or ""
+    text = prompt.text
     if text:
         if "prompt" not in by_canonical:
             raise UserError(f"{label} takes no text prompt, but {where} has text; leave `text` empty for it")
@@ -291,59 +318,19 @@ def _job(
     cost = price(pricing, effective)
     note = pricing.unknown or (f"no price for these parameters: {pricing.note}" if cost is None else "")
     source = (pricing.source or "the provider's price list") if cost is not None else ""
-    mine = _your_price(conf.get("prices") or {}, model)
+    mine = prices.yours(conf.get("prices") or {}, model)
     if mine is not None:
-        cost, note, source = _priced(mine, effective, label), "", "your price"
+        cost, note, source = prices.priced(mine, effective, label), "", "your price"
     params.update({k: effective[k] for k in CANONICAL_PARAMS if k in effective and k not in MEDIA_PARAMS})
-    return JobSpec(
-        key=job_key(model.provider, model.model_id, mode.endpoint, payload, replicate),
-        sweep=sweep_name,
-        provider=model.provider,
-        model=model.name,
-        model_id=model.model_id,
-        mode=mode_name,
-        endpoint=mode.endpoint,
-        prompt_id=str(prompt["id"]),
-        replicate=replicate,
-        params=params,
-        payload=payload,
-        inputs=tuple(files),
-        cost=cost,
-        cost_note=note,
-        media=model.spec.output.media,
-        extension=_extension(model, payload),
-        cost_source=source,
-    )
-
-
-def _your_price(prices: Mapping[str, Any], model: CatalogModel) -> tuple[str, Any] | None:
-    """The `prices.<name>` entry that names this model by any of its names: (key, value)."""
-    for name in (model.name, model.model_id, *model.spec.aliases):
-        if name in prices:
-            return name, prices[name]
-    return None
-
-
-def _priced(given: tuple[str, Any], params: Mapping[str, Any], label: str) -> Decimal:
-    """A user's price: a number per clip, or `<usd>/s` per second of output."""
-    name, value = given
-    text = str(value).strip().lower().replace("$", "")
-    amount, _, unit = text.partition("/")
-    try:
-        usd = Decimal(amount)
-    except ArithmeticError:
-        usd = Decimal(-1)
-    if not usd.is_finite() or usd < 0 or unit not in ("", "clip", "s", "second"):
-        raise UserError(f"prices.{name}={value!r} is not a price; give USD per clip (prices.{name}=0.40) "
-                        f"or per second of output (prices.{name}=0.08/s)")
-    if unit in ("", "clip"):
-        return usd
-    seconds = str(params.get("duration", "")).strip().rstrip("s")
-    try:
-        return usd * Decimal(seconds)
-    except ArithmeticError:
-        raise UserError(f"prices.{name}={value!r} is per second, but {label} has no duration to multiply it by; "
-                        f"give a price per clip") from None
+    keys = job_keys(model.provider, model.model_id, mode.endpoint, payload, sweep.replicates)
+    extension = _extension(model, payload)
+    return [
+        JobSpec(key=key, sweep=sweep.name, provider=model.provider, model=model.name, model_id=model.model_id,
+                mode=mode_name, endpoint=mode.endpoint, prompt_id=prompt.id, replicate=replicate, params=params,
+                payload=payload, inputs=tuple(files), cost=cost, cost_note=note, media=model.spec.output.media,
+                extension=extension, cost_source=source)
+        for replicate, key in enumerate(keys)
+    ]
 
 
 def _check_rules(

@@ -18,7 +18,6 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 
 from runner.catalog import Catalog
-from runner.cli import COMMANDS as COMPANION_COMMANDS
 from runner.config import RunConfig
 from runner.errors import UserError, suggest
 
@@ -45,8 +44,11 @@ def check_overrides(args: Sequence[str], catalog: Catalog) -> list[str]:
     secret into the config; return the arguments with entries of free-form tables (`prices.kling=`,
     `native.cfg_scale=`) marked for Hydra as "add or override", so they need no `+`."""
     for arg in args:  # `python -m runner status`: a companion command typed to the runner
-        if arg in COMPANION_COMMANDS:
-            raise UserError(f"{arg!r} is not a setting: it is a command of the companion CLI; run: video-runner {arg}")
+        if arg.isidentifier():  # a bare word, not an override: only then is the companion CLI's list worth importing
+            from runner.cli import COMMANDS as COMPANION_COMMANDS
+
+            if arg in COMPANION_COMMANDS:
+                raise UserError(f"{arg!r} is not a setting: it is a command of the companion CLI; run: video-runner {arg}")
     parsed, _ = get_args_parser().parse_known_args(list(args))
     if parsed.help or parsed.hydra_help or parsed.shell_completion:
         return list(args)

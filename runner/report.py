@@ -4,41 +4,96 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from runner.errors import UserError
 from runner.manifest import Pricing
-from runner.plan import Plan
+from runner.plan import JobSpec, Plan
 
 #: Canonical parameters worth a column: what differs between the jobs of a sweep.
 _SHOWN = ("duration", "aspect_ratio", "resolution", "audio", "seed")
 
 
 def money(value: Decimal | None) -> str:
-    return "price unknown" if value is None else f"${value:.2f}"
+    return "price unknown" if value is None else f"${value:,.2f}"
 
 
-def format_plan(plan: Plan) -> str:
-    """A readable table of the jobs (job, model, mode, prompt, key params, est. $) and the total."""
-    rows = [("job", "model", "mode", "prompt", "params", "est. $")]
-    for job in plan.jobs:
-        shown = [f"{k}={_text(job.params[k])}" for k in _SHOWN if k in job.params]
-        if job.replicate:
-            shown.append(f"replicate={job.replicate}")
-        rows.append((job.short_key, job.model, job.mode, job.prompt_id, " ".join(shown) or "-", money(job.cost)))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) if i < 5 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    total = f"{len(plan.jobs)} job{'s' if len(plan.jobs) != 1 else ''}, estimated total {money(plan.total)}"
+#: A plan of more jobs than this is summarised unless show_jobs= says otherwise.
+SHOW_JOBS = 20
+#: Rows of a summarised plan shown as examples, and groups of its summary at most.
+EXAMPLE_ROWS = 5
+MAX_GROUPS = 30
+
+
+def format_plan(plan: Plan, show_jobs: str | int = SHOW_JOBS) -> str:
+    """Every job (job, model, mode, prompt, key params, est. $) and the total; a plan of more than
+    `show_jobs` jobs (`all`: no limit) shows its first rows and then jobs and cost per model, mode
+    and parameters, since a table of a hundred thousand rows informs nobody and takes seconds."""
+    limit = _limit(show_jobs)
+    jobs = plan.jobs
+    lines = _table([_job_row(job) for job in (jobs if limit is None or len(jobs) <= limit else jobs[:EXAMPLE_ROWS])],
+                   ("job", "model", "mode", "prompt", "params", "est. $"))
+    if limit is not None and len(jobs) > limit:
+        lines.append(f"... and {len(jobs) - EXAMPLE_ROWS:,} more (show_jobs=all lists every job)")
+        lines += [""] + _summary(plan)
+    total = f"{len(jobs):,} job{'s' if len(jobs) != 1 else ''}, estimated total {money(plan.total)}"
     unpriced = plan.unpriced
     if unpriced:
         reasons = sorted({j.cost_note for j in unpriced})
-        total += f" + {len(unpriced)} job{'s' if len(unpriced) != 1 else ''} with price unknown ({'; '.join(reasons)})"
+        total += f" + {len(unpriced):,} job{'s' if len(unpriced) != 1 else ''} with price unknown ({'; '.join(reasons)})"
     if plan.merged:
-        total += f"; {plan.merged} repeated point{'s' if plan.merged != 1 else ''} merged into the same job"
+        total += f"; {plan.merged:,} repeated point{'s' if plan.merged != 1 else ''} merged into the same job"
     lines.append(total)
-    sources = sorted({f"{j.model}: {j.cost_source}" for j in plan.jobs if j.cost is not None and j.cost_source})
+    sources = sorted({f"{j.model}: {j.cost_source}" for j in jobs if j.cost is not None and j.cost_source})
     if sources:
         lines.append(f"prices from: {'; '.join(sources)}")
     lines += [f"warning: {warning}" for warning in plan.warnings]
     return "\n".join(lines)
+
+
+def _limit(show_jobs: str | int) -> int | None:
+    text = str(show_jobs).strip().lower()
+    if text == "all":
+        return None
+    if not text.isdigit():
+        raise UserError(f"show_jobs={show_jobs!r} is not allowed: give a number of jobs (show_jobs=100) or show_jobs=all")
+    return int(text)
+
+
+def _job_row(job: JobSpec) -> tuple[str, ...]:
+    shown = [f"{k}={_text(job.params[k])}" for k in _SHOWN if k in job.params]
+    if job.replicate:
+        shown.append(f"replicate={job.replicate}")
+    return (job.short_key, job.model, job.mode, job.prompt_id, " ".join(shown) or "-", money(job.cost))
+
+
+def _summary(plan: Plan) -> list[str]:
+    """Jobs and estimated cost per model, mode and parameters (seeds and replicates not told apart)."""
+    groups: dict[tuple[str, str, str], list[JobSpec]] = {}
+    for job in plan.jobs:
+        shown = " ".join(f"{k}={_text(job.params[k])}" for k in _SHOWN if k in job.params and k != "seed") or "-"
+        groups.setdefault((job.model, job.mode, shown), []).append(job)
+    ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
+    rows = [(f"{len(members):,}", *group, _cost(members)) for group, members in ordered[:MAX_GROUPS]]
+    lines = _table(rows, ("jobs", "model", "mode", "params", "est. $"))
+    if len(ordered) > MAX_GROUPS:
+        rest = sum(len(members) for _, members in ordered[MAX_GROUPS:])
+        lines.append(f"... and {len(ordered) - MAX_GROUPS:,} more groups ({rest:,} jobs)")
+    return lines
+
+
+def _cost(jobs: list[JobSpec]) -> str:
+    priced = [job.cost for job in jobs if job.cost is not None]
+    total = money(sum(priced, Decimal(0))) if priced else money(None)
+    return total if len(priced) in (0, len(jobs)) else f"{total} + {len(jobs) - len(priced):,} unknown"
+
+
+def _table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> list[str]:
+    """Columns padded to their widest cell; the last (money) right-aligned."""
+    rows = [header, *rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    last = len(header) - 1
+    lines = ["  ".join(cell.ljust(w) if i < last else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
 
 
 _UNITS = {"second": "/s", "clip": "/clip", "image": "/image", "character": "/char", "request": "/request"}

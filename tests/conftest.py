@@ -27,13 +27,14 @@ def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: f
 
 @pytest.fixture
 def prompt_sets(tmp_path: Path):
-    """Write prompt sets to a search path: returns a function (name, yaml text) -> overrides to use it."""
-    folder = tmp_path / "conf"
-    (folder / "prompt_set").mkdir(parents=True)
+    """Write prompt files: returns a function (name, yaml text) -> the overrides that use it."""
+    folder = tmp_path / "prompt_sets"
+    folder.mkdir()
 
     def write(name: str, text: str) -> list[str]:
-        (folder / "prompt_set" / f"{name}.yaml").write_text(textwrap.dedent(text))
-        return [f"prompt_set={name}", f"hydra.searchpath=[file://{folder}]"]
+        path = folder / f"{name}.yaml"
+        path.write_text(textwrap.dedent(text))
+        return [f"prompt_set.file={path}"]
 
     return write
 

@@ -82,3 +82,24 @@ def test_free_form_tables_need_no_plus(tmp_path):
     result = run_cli("model=kling", "prompt_set=ads", "prices.kling=0.4", "native.cfg_scale=0.7", "dry_run=true", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "3 jobs, estimated total $1.20" in result.stdout
+
+
+@pytest.mark.parametrize("args, planned, saved", [
+    (["model=gen4_turbo", "prompt_set=animate", "duration=5"], "2 jobs, estimated total $0.50", "hydra/*/*/.hydra/config.yaml"),
+    (["-m", "model=gen4_turbo,hailuo", "prompt_set=animate"], "4 jobs, estimated total $1.04", "hydra/multirun/*/*/multirun.yaml"),
+])
+def test_a_run_or_multirun_composes_the_config_once(tmp_path, monkeypatch, capsys, args, planned, saved):
+    # hydra.main composes twice (once only to read hydra.mode); the runner's own path, once.
+    from hydra._internal.hydra import Hydra
+
+    from runner import app
+
+    composed = []
+    compose = Hydra.compose_config
+    monkeypatch.setattr(Hydra, "compose_config", lambda self, *a, **k: composed.append(k["run_mode"]) or compose(self, *a, **k))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RUNNER_RUN_ID", "test")
+    app.main([*args, "dry_run=true"])
+    assert len(composed) == 1
+    assert planned in capsys.readouterr().out
+    assert list((tmp_path / ".runner").glob(saved))  # Hydra's run or sweep folder, as before

@@ -79,17 +79,17 @@ def runnable(model: CatalogModel) -> bool:
 
 
 def catalogue_jobs(provider: str, folder: Path) -> list[tuple[str, Job]]:
-    """One job per (model, mode) of a provider's manifests, each through `plan()` with a prompt set
-    written to a Hydra search path, so modes are inferred from the prompts as in a real sweep."""
+    """One job per (model, mode) of a provider's manifests, each through `plan()` with a prompt file
+    of its own, so modes are inferred from the prompts as in a real sweep."""
     catalog = plugins.registry().catalog
     media = media_files(folder)
-    (folder / "prompt_set").mkdir(exist_ok=True)
     found = []
     for model in sorted((m for m in catalog.models.values() if m.provider == provider and runnable(m)), key=lambda m: m.name):
         set_name = "conformance_" + re.sub(r"[^A-Za-z0-9]+", "_", model.name)
         prompts = [prompt_for(model, mode, media) for mode in model.spec.modes]
-        (folder / "prompt_set" / f"{set_name}.yaml").write_text(yaml.safe_dump({"name": set_name, "prompts": prompts}))
-        planned = plan([f"model={model.name}", f"prompt_set={set_name}", f"hydra.searchpath=[file://{folder}]"]).jobs
+        prompt_file = folder / f"{set_name}.yaml"
+        prompt_file.write_text(yaml.safe_dump({"name": set_name, "prompts": prompts}))
+        planned = plan([f"model={model.name}", f"prompt_set.file={prompt_file}"]).jobs
         assert sorted(j.mode for j in planned) == sorted(model.spec.modes), (model.name, [j.mode for j in planned])
         for job in planned:
             found.append((f"{model.name} {job.mode}", make_job(job.key, model, job.endpoint, job.payload, job.inputs)))

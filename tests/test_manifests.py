@@ -194,8 +194,48 @@ models:
 """)
     fal = Path(__file__).parent.parent / "manifests" / "fal.yaml"
     catalog = build_catalog([("fal", fal), ("acme", path)])
-    conf = {"model": {"name": "old"}, "prompt_set": {"name": "p", "prompts": [{"id": "a", "text": "hi"}]}}
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"id": "a", "text": "hi"}\n')
+    conf = {"model": {"name": "old"}, "prompt_set": {"file": str(prompts)}}
     plan = build_plan(conf, catalog)
     assert len(plan.jobs) == 1
     assert plan.warnings == ["model old is deprecated by acme and may stop working; Acme's changelog, 2026-10; use model=kling instead"]
     assert "warning: model old is deprecated" in format_plan(plan)
+
+
+# -- the compiled-manifest cache: used while the bytes are unchanged, never wrong when stale ----------
+
+
+def test_a_checked_manifest_is_cached_by_content_and_a_bad_entry_is_rebuilt(tmp_path, monkeypatch):
+    from runner.catalog import compiled_manifest
+
+    monkeypatch.setenv("RUNNER_CACHE_DIR", str(tmp_path / "cache"))
+    path = _write(tmp_path, MINIMAL.format(price=1))
+    assert compiled_manifest(path).models[0].pricing.rates[0].usd == 1
+    entries = list((tmp_path / "cache").glob("manifest-*.pickle"))
+    assert len(entries) == 1
+    entries[0].write_bytes(b"torn")  # a crash mid-write, or another version's entry
+    assert compiled_manifest(path).models[0].pricing.rates[0].usd == 1
+    assert entries[0].read_bytes() != b"torn"  # rewritten
+    path.write_text(MINIMAL.format(price=2))  # edited: another key, so the old entry is never read
+    assert compiled_manifest(path).models[0].pricing.rates[0].usd == 2
+    assert len(list((tmp_path / "cache").glob("manifest-*.pickle"))) == 2
+
+
+def test_an_unwritable_cache_only_costs_the_parse(tmp_path, monkeypatch):
+    from runner.catalog import compiled_manifest
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("RUNNER_CACHE_DIR", str(blocker / "cache"))
+    assert compiled_manifest(_write(tmp_path, MINIMAL.format(price=3))).models[0].pricing.rates[0].usd == 3
+
+
+MINIMAL = """
+provider: acme
+models:
+  - name: one
+    output: {{url: [video.url]}}
+    pricing: {{unit: clip, rates: [{{usd: {price}}}]}}
+    modes: {{t: {{endpoint: e, params: {{prompt: {{type: string, canonical: prompt}}}}}}}}
+"""

@@ -167,7 +167,7 @@ def test_per_prompt_value_names_the_prompt(prompt_sets):
             params: {duration: 3}
     """) + ["model=sora2"]
     message = _error(overrides)
-    assert "duration=3 is not allowed" in message and "prompt 'tall' (params)" in message
+    assert "duration=3 is not allowed" in message and "prompt 'tall' at " in message and "p.yaml:4 (params)" in message
 
 
 def test_empty_sweep_and_unknown_native_field():
@@ -235,3 +235,11 @@ def test_model_preset_sets_default_parameters():
     p = plan(["model=veo31_fast_silent", "prompt_set=nature", "duration=8"])
     assert {job.model for job in p.jobs} == {"veo3.1_fast"}
     assert all(job.payload["audio"] is False and job.cost == Decimal("0.80") for job in p.jobs)
+
+
+def test_your_price_per_clip_or_per_second_by_any_of_the_models_names():
+    per_clip = plan(["model=kling", "prompt_set=ads", "+prices.kling=0.40"])
+    assert {job.cost for job in per_clip.jobs} == {Decimal("0.40")} and per_clip.jobs[0].cost_source == "your price"
+    per_second = plan(["model=kling", "prompt_set=ads", "+prices.kling_std=0.08/s"])
+    assert sorted(job.cost for job in per_second.jobs) == [Decimal("0.40"), Decimal("0.40"), Decimal("0.80")]
+    assert "prices.kling='cheap' is not a price" in _error(["model=kling", "prompt_set=ads", "+prices.kling=cheap"])

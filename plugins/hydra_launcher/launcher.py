@@ -22,7 +22,7 @@ from runner.run import check_budget, execute
 RUN_SETTINGS = (
     "providers", "state_dir", "db", "outputs_dir", "dry_run", "budget_usd", "prices", "allow_unpriced", "simulate",
     "sim_config", "max_attempts", "retry_failed", "regenerate_lost", "max_outage_s", "job_timeout_s",
-    "cancel_on_interrupt", "quiet",
+    "cancel_on_interrupt", "quiet", "show_jobs",
 )
 
 
@@ -57,7 +57,7 @@ class RunnerLauncher(Launcher):
                 points.append((list(overrides), cfg, hydra_cfg))
             first = points[0][1]
             _same_run_settings(points)
-            print(format_plan(merged))
+            print(format_plan(merged, first.show_jobs))
             check_budget(merged, first.budget_usd, first.allow_unpriced)
             status = 0
             if not first.dry_run:
