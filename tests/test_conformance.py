@@ -209,7 +209,7 @@ def test_runway_sends_a_large_local_image_through_the_upload_flow(sim, tmp_path,
     handles, statuses = run(body)
     assert [s.state for s in statuses] == ["succeeded", "succeeded"]
     sent = [sim.app.board.get(h.task_id).body for h in handles]
-    assert sent[0]["promptImage"].startswith("runway://") and sim.app.uploads.check_uri(sent[0]["promptImage"]) is None
+    assert sent[0]["promptImage"].startswith("runway://") and sim.app.handlers["runway"].uploads.check_uri(sent[0]["promptImage"]) is None
     assert sent[0]["model"] == "gen4_turbo"
     assert sent[1]["promptImage"].startswith("data:image/png;base64,")
     ledger = {e["task_id"]: e for e in sim.ledger()}

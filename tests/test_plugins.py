@@ -163,7 +163,7 @@ def test_a_plugin_that_fails_to_import_is_named_and_the_others_still_work(site, 
     assert "fal-kling-v2.1-standard" in result.stdout and "2 jobs" in result.stdout
     listing = models(env).stdout
     assert "  broken BROKEN: cannot import runner_broken" in listing
-    assert f"  fal {RUNNER_VERSION}  hooks: register_manifests, register_providers" in listing
+    assert f"  fal {RUNNER_VERSION}  hooks: register_manifests, register_providers, register_simulators" in listing
 
 
 def test_a_malformed_manifest_names_plugin_file_entry_and_field(site, tmp_path):
@@ -227,7 +227,8 @@ def test_an_empty_allowlist_loads_no_plugin(tmp_path):
     assert result.returncode == 2
     assert "Plugins not loaded because RUNNER_LOAD_PLUGINS='': fal, runway." in result.stderr
     assert models(env).stdout.splitlines() == [
-        "plugins:", "  fal not loaded (not in RUNNER_LOAD_PLUGINS)", "  runway not loaded (not in RUNNER_LOAD_PLUGINS)", "models:",
+        "plugins:", "  fal not loaded (not in RUNNER_LOAD_PLUGINS)", "  runway not loaded (not in RUNNER_LOAD_PLUGINS)",
+        "providers:", "models:",
     ]
 
 
@@ -253,8 +254,9 @@ def test_listing_shows_plugins_with_version_and_hooks_and_models_with_modes_and_
     result = models(env_for(None))
     assert result.returncode == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
-    assert f"  runway {RUNNER_VERSION}  hooks: register_manifests, register_providers" in lines
-    assert f"  fal {RUNNER_VERSION}  hooks: register_manifests, register_providers" in lines
+    for name, key in (("runway", "RUNWAYML_API_SECRET"), ("fal", "FAL_KEY")):
+        assert f"  {name} {RUNNER_VERSION}  hooks: register_manifests, register_providers, register_simulators" in lines
+        assert f"  {name} (plugin {name})  key {key}  simulator: yes (simulate=true)" in lines
 
     def modes_of(model: str) -> dict[str, list[str]]:
         start = next(i for i, line in enumerate(lines) if line.startswith(f"  {model} ("))
