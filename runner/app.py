@@ -19,7 +19,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner import plugins
+from runner import installed, plugins
 from runner.config import register_schemas
 from runner.errors import UserError
 from runner.plan import Plan, build_plan
@@ -40,6 +40,8 @@ def asset_path(name: str) -> str:
 # import this module but never run main().
 if not OmegaConf.has_resolver("asset"):
     OmegaConf.register_new_resolver("asset", asset_path)
+if not OmegaConf.has_resolver("runner_help"):  # `--help`, naming what is installed (runner/installed.py)
+    OmegaConf.register_new_resolver("runner_help", lambda part: installed.help_text(part))
 
 
 def register_catalog_options() -> None:
