@@ -127,6 +127,11 @@ class ProviderSim:
         fitting = [(cm, name) for cm, name in found if payload is not None and not check_payload(cm.mode(name), payload)]
         return (fitting or found or [None])[0]
 
+    def problems(self, model: CatalogModel, mode: str, payload: Mapping[str, Any]) -> list[str]:
+        """What is wrong with a request's native fields by the model's manifest (`field: problem`):
+        fields it does not have, required ones missing, values it does not allow."""
+        return check_payload(model.mode(mode), payload)
+
     def accept(self, model: CatalogModel, mode: str, endpoint: str, body: Any, payload: dict[str, Any], *,
                point: str = "submit", problems: tuple[str, ...] = (), **task: Any) -> Task | Response:
         """Create the generation a request asks for (`payload`: its native fields, checked by the
