@@ -81,7 +81,8 @@ def _dist(ep: EntryPoint) -> str:
     return f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
 
 
-def _builtin(ep: EntryPoint) -> bool:
+def is_builtin(ep: EntryPoint) -> bool:
+    """Whether an entry point is one of the runner's own plugins."""
     return ep.dist is not None and re.sub(r"[-_.]+", "-", ep.dist.name).lower() == BUILTIN_DIST
 
 
@@ -92,7 +93,7 @@ def _load() -> Registry:
     tracing = bool(os.environ.get("RUNNER_TRACE_PLUGINS"))
     if tracing and _untrace is None:
         _untrace = pm.add_hookcall_monitoring(_trace_call, _trace_result)
-    installed = sorted(entry_points(group=GROUP), key=lambda ep: (not _builtin(ep), ep.name))
+    installed = sorted(entry_points(group=GROUP), key=lambda ep: (not is_builtin(ep), ep.name))
     origin: dict[str, str] = {}
     for ep in installed:
         if allowed is not None and ep.name not in allowed:
