@@ -161,8 +161,8 @@ def simulator(config_path: str | None, state_dir: str, providers: Collection[str
     try:
         config = SimConfig.load(config_path) if config_path else SimConfig(latency={"default": Latency(2.0, 4.0)})
         sim = Simulator(config, state_path=config.state_path or Path(state_dir) / "simulator.jsonl")
-    except ValueError as exc:
-        raise UserError(f"sim_config={config_path}: {exc}") from None
+    except ValueError as exc:  # a config, or a plugin's simulator, it cannot serve
+        raise UserError(f"sim_config={config_path}: {exc}" if config_path else f"the provider simulator cannot start: {exc}") from None
     with sim:
         yield {name: Account(sim.url(name), sim.keys[name], sim.endpoints(name)) for name in providers}
 

@@ -157,8 +157,9 @@ class ProviderConformance:
         if "_planned" not in cls.__dict__:
             cls._planned = list(self.jobs())
             name = self.provider_class.name
-            assert cls._planned, (f"jobs() returned no job" + ("" if provided(name) else f": the catalogue has no model of {name}; "
-                                  f"is its plugin installed, and loaded (RUNNER_LOAD_PLUGINS={os.environ.get('RUNNER_LOAD_PLUGINS')!r})?"))
+            why = "" if provided(name) else (f": the catalogue has no model of {name}; is its plugin installed, and loaded "
+                                             f"(RUNNER_LOAD_PLUGINS={os.environ.get('RUNNER_LOAD_PLUGINS')!r})?")
+            assert cls._planned, "jobs() returned no job" + why
         return cls._planned  # type: ignore[attr-defined]
 
     def first_job(self) -> Job:

@@ -97,6 +97,20 @@ def test_simulate_names_the_providers_to_simulate_and_the_others_need_their_keys
     assert unknown.returncode == 2 and "simulate=kling: no installed provider is named 'kling'" in unknown.stderr
 
 
+def test_help_names_the_installed_providers_and_its_examples_run(site, tmp_path):
+    env = {"PYTHONPATH": str(site), "RUNNER_LOAD_PLUGINS": WITH_ACME}
+    shown = run_cli("--help", cwd=tmp_path, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "across the installed providers' models (fal, runway, acme)" in shown.stdout
+    assert "Keys come from the environment: FAL_KEY (fal), RUNWAYML_API_SECRET (runway), ACME_API_KEY (acme)." in shown.stdout
+    examples = [line.split("#")[0].split()[3:] for line in shown.stdout.splitlines()
+                if line.startswith("  python -m runner ") and "dry_run=true" in line]
+    assert any("model=pika,gen45,acme" in example for example in examples), examples  # one model of each provider
+    for example in examples:
+        result = run_cli(*example, cwd=tmp_path, env=env)
+        assert result.returncode == 0, (example, result.stderr)
+
+
 def test_leaving_the_plugin_out_removes_its_models(site, tmp_path):
     result = run_cli("model=acme", "prompt_set=nature", "dry_run=true", cwd=tmp_path, env={"PYTHONPATH": str(site), "RUNNER_LOAD_PLUGINS": "runway,fal"})
     assert result.returncode == 2
