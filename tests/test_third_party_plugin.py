@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -37,6 +38,21 @@ def site(tmp_path_factory) -> Path:
         env={**os.environ, "PIP_NO_INPUT": "1"},
     )
     return target
+
+
+def test_the_docs_walk_through_the_example_plugin_as_it_is():
+    """docs/plugins.md shows each file of the plugin (under a heading naming it); every block of code it
+    shows is in that file, word for word, so the walk-through cannot drift from the plugin that is tested."""
+    doc = (ROOT / "docs" / "plugins.md").read_text()
+    shown = 0
+    for heading, body in re.findall(r"^### (\S+)\n(.*?)(?=^##)", doc, flags=re.S | re.M):
+        path = EXAMPLE / heading.replace("\\", "")
+        if not path.is_file():
+            continue
+        for block in re.findall(r"^```(?:python|toml|yaml)\n(.*?)^```", body, flags=re.S | re.M):  # code, not a terminal
+            assert block in path.read_text(), f"docs/plugins.md shows, under {heading}, what {path.name} does not say:\n{block}"
+            shown += 1
+    assert shown == 6  # pyproject.toml, the provider and its hooks, the manifest, the simulator, the tests
 
 
 def test_the_plugin_passes_the_conformance_kit_against_its_simulator(site):
