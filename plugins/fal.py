@@ -186,3 +186,10 @@ def register_providers(register):
 @hookimpl
 def register_manifests(register):
     register(path("fal.yaml"))
+
+
+@hookimpl
+def register_simulators(register):
+    from runner.sim.fal import FalSim  # imported only when a simulator is wanted
+
+    register(FalSim)

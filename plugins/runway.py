@@ -174,3 +174,10 @@ def register_providers(register):
 @hookimpl
 def register_manifests(register):
     register(path("runway.yaml"))
+
+
+@hookimpl
+def register_simulators(register):
+    from runner.sim.runway import RunwaySim  # imported only when a simulator is wanted
+
+    register(RunwaySim)

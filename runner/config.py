@@ -101,7 +101,9 @@ class RunConfig:
     #: a number is per clip, `0.08/s` per second of output (prices.kling=0.28).
     prices: dict[str, Any] = field(default_factory=dict)
     allow_unpriced: bool = False  # with budget_usd, run jobs of unknown price counted at $0
-    simulate: bool = False  # run against the bundled provider simulator on loopback (no keys, no cost)
+    #: Run against the provider simulator on loopback (no keys, no cost): true for every provider of
+    #: the sweep, or a provider's name (simulate=fal) or a list (simulate=[fal,runway]) for those only.
+    simulate: Any = False
     sim_config: Optional[str] = None  # a simulator config file (latencies, limits, faults) for simulate=true
     max_attempts: int = 3  # generations per job before a retryable failure becomes final
     retry_failed: bool = False  # generate again the jobs whose generation failed in an earlier run

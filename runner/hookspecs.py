@@ -22,6 +22,13 @@ def register_manifests(register):
 
 
 @hookspec
+def register_simulators(register):
+    """Bring a simulator of a provider's API: `register(SimClass)`, a runner.sim.ProviderSim subclass.
+    The provider simulator hosts it under `/<provider>` (simulate=true, `python -m runner.sim`, the
+    conformance kit in runner.testing). Called when a simulator is first wanted, not at load."""
+
+
+@hookspec
 def job_submitted(job, task_id, run):
     """A job was accepted by its provider; `task_id` is the provider's id for it."""
 

@@ -1,10 +1,11 @@
-"""`python -m runner.models [filter]`: installed plugins, and every model with its modes and prices."""
+"""`python -m runner.models [filter]`: installed plugins, their providers (with the variable each
+reads its key from, and whether it has a simulator), and every model with its modes and prices."""
 
 from __future__ import annotations
 
 import sys
 
-from runner import plugins
+from runner import installed, plugins
 from runner.report import describe_pricing
 
 
@@ -18,6 +19,10 @@ def listing(filter_text: str = "") -> str:
         lines.append(f"  {name} BROKEN: " + problem.replace("\n", "\n      "))
     for name in sorted(set(registry.skipped)):
         lines.append(f"  {name} not loaded (not in RUNNER_LOAD_PLUGINS)")
+    lines.append("providers:")
+    for provider in installed.providers():
+        simulator = "simulator: yes (simulate=true)" if provider.simulated else "simulator: none"
+        lines.append(f"  {provider.name} (plugin {provider.plugin})  key {provider.key_env or '?'}  {simulator}")
     lines.append("models:")
     for model in sorted(registry.catalog.models.values(), key=lambda m: (m.provider, m.name)):
         names = " ".join([model.name, *model.spec.aliases])

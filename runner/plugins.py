@@ -58,8 +58,9 @@ def registry() -> Registry:
 
 def reset() -> None:
     """Forget loaded plugins (tests that change the environment or the installed plugins)."""
-    global _registry, _untrace, _observers
+    global _registry, _untrace, _observers, _simulators
     _observers = None
+    _simulators = None
     _registry = None
     if _untrace is not None:
         _untrace()
@@ -80,7 +81,8 @@ def _dist(ep: EntryPoint) -> str:
     return f"{ep.dist.name} {ep.dist.version}" if ep.dist else "unknown distribution"
 
 
-def _builtin(ep: EntryPoint) -> bool:
+def is_builtin(ep: EntryPoint) -> bool:
+    """Whether an entry point is one of the runner's own plugins."""
     return ep.dist is not None and re.sub(r"[-_.]+", "-", ep.dist.name).lower() == BUILTIN_DIST
 
 
@@ -91,7 +93,7 @@ def _load() -> Registry:
     tracing = bool(os.environ.get("RUNNER_TRACE_PLUGINS"))
     if tracing and _untrace is None:
         _untrace = pm.add_hookcall_monitoring(_trace_call, _trace_result)
-    installed = sorted(entry_points(group=GROUP), key=lambda ep: (not _builtin(ep), ep.name))
+    installed = sorted(entry_points(group=GROUP), key=lambda ep: (not is_builtin(ep), ep.name))
     origin: dict[str, str] = {}
     for ep in installed:
         if allowed is not None and ep.name not in allowed:
@@ -186,6 +188,53 @@ def _call(name: str, hook: str, register: Callable[[Any], None]) -> None:
         return
     others = [p for p in pm.get_plugins() if p is not plugin]
     pm.subset_hook_caller(hook, remove_plugins=others)(register=register)
+
+
+@dataclass(frozen=True)
+class Simulators:
+    """The provider simulators plugins registered: by provider, with the plugin of each."""
+
+    classes: dict[str, type] = field(default_factory=dict)
+    plugin: dict[str, str] = field(default_factory=dict)
+
+    def values(self) -> list[type]:
+        return list(self.classes.values())
+
+
+_simulators: Simulators | None = None
+
+
+def simulators() -> Simulators:
+    """Every provider simulator the loaded plugins register (`register_simulators`), the built-ins'
+    first. Asked for only when a simulator is wanted, so a run against the real providers never
+    imports one. A registration that is not a `runner.sim.ProviderSim` subclass, or a second
+    simulator for one provider, is reported by plugin and left out; the plugin's provider still works."""
+    global _simulators
+    if _simulators is None:
+        from runner.sim.faults import Points
+        from runner.sim.provider import ProviderSim
+
+        found = Simulators()
+        for name in registry().versions:  # in load order: built-ins first
+
+            def register(cls: Any, name: str = name) -> None:
+                if not (isinstance(cls, type) and issubclass(cls, ProviderSim)):
+                    raise UserError(f"{cls!r} is not a subclass of runner.sim.ProviderSim")
+                if not isinstance(getattr(cls, "provider", None), str) or not cls.provider or not isinstance(getattr(cls, "key", None), str):
+                    raise UserError(f"simulator class {cls.__name__} needs `provider` and `key`")
+                if cls.provider in found.classes:
+                    raise UserError(f"a simulator for provider {cls.provider!r} is registered by both plugin "
+                                    f"{found.plugin[cls.provider]} and plugin {name}")
+                Points.of([cls])  # its fault points' roles, checked now rather than when a simulator starts
+                found.classes[cls.provider], found.plugin[cls.provider] = cls, name
+
+            try:
+                _call(name, "register_simulators", register)
+            except Exception as exc:  # a broken simulator must not hide the others, nor its plugin's provider
+                problem = str(exc) if isinstance(exc, (UserError, ValueError)) else f"{type(exc).__name__}: {exc}"
+                print(f"warning: plugin {name!r}: its simulator is left out: register_simulators: {problem}", file=sys.stderr)
+        _simulators = found
+    return _simulators
 
 
 # -- RUNNER_TRACE_PLUGINS=1 ---------------------------------------------------------------------------

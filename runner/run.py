@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
 from dataclasses import dataclass, field
@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from omegaconf import OmegaConf
 
-from runner import plugins
+from runner import installed, plugins
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
@@ -43,7 +44,6 @@ from runner.publish import publish_run
 from runner.summary import EXIT_INTERRUPTED, summarize
 from runner.writer import LedgerUnusable, Writer
 
-DEMO = "python -m runner model=kling prompt_set=ads simulate=true"
 #: Set once per command (inherited by Hydra's joblib workers): every point of a multirun, in any
 #: process, shares the one budget of the command that started it.
 RUN_ID_ENV = "RUNNER_RUN_ID"
@@ -92,7 +92,8 @@ def check_outputs_dir(outputs_dir: str) -> None:
 
 
 def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping[str, str], simulated: Mapping[str, Account] | None) -> dict[str, Account]:
-    """The account of every provider the plan needs; a missing key stops the run before it starts."""
+    """The account of every provider the plan needs: the simulator's for those simulated, else the
+    configured one with its key from the environment; a missing key stops the run before it starts."""
     registry = plugins.registry()
     found: dict[str, Account] = {}
     for name in sorted({job.provider for job in plan.jobs}):
@@ -102,34 +103,68 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
         conf = providers.get(name)
         if conf is None:
             raise UserError(f"no settings for provider {name!r}: add provider@providers.{name}=<option> or conf/provider/{name}.yaml")
-        if simulated is not None:
-            if name not in simulated:
-                raise UserError(f"simulate=true covers {', '.join(simulated)}; provider {name!r} has no simulator")
+        if simulated and name in simulated:
             found[name] = simulated[name]
             continue
         key = cls.key_from_env(environ, conf.key_env)
         if not key:
+            simulate = f"simulate={name} (or simulate=true)" if name in plugins.simulators().classes else "no simulator for it is installed"
             raise UserError(
-                f"no API key for {name}: set the environment variable {conf.key_env} "
-                f"(export {conf.key_env}=...), or try the simulator with no key: {DEMO}"
+                f"no API key for {name}: set the environment variable {conf.key_env} (export {conf.key_env}=...); "
+                f"to run with no key against the local simulator: {simulate}. "
+                f"The installed providers read their keys from: {installed.key_variables()}"
             )
         found[name] = Account(conf.base_url, key, dict(conf.endpoints))
     return found
 
 
+def simulated_providers(simulate: Any, plan: Plan) -> list[str]:
+    """The providers of the plan `simulate=` names: `true` every one (each must have a simulator),
+    a name or a list of names those only (the others use their configured accounts)."""
+    if simulate is None or simulate is False:
+        return []
+    needed = sorted({job.provider for job in plan.jobs})
+    simulators = plugins.simulators()
+    if simulate is True:
+        missing = [name for name in needed if name not in simulators.classes]
+        if missing:
+            models = sorted({job.model for job in plan.jobs if job.provider in missing})
+            others = [name for name in needed if name not in missing]
+            simulate_others = f"simulate only the others with simulate=[{','.join(others)}] and " if others else ""
+            raise UserError(
+                f"simulate=true: no simulator is installed for provider(s) {', '.join(missing)} (models "
+                f"{', '.join(models)}): their plugins register none. {simulate_others}give "
+                f"{'them their keys' if len(missing) > 1 else 'it its key'} "
+                f"({', '.join(f'export {p.key_env}=...' for p in installed.providers() if p.name in missing)}), "
+                f"or leave those models out of the sweep"
+            )
+        return needed
+    named = [str(name) for name in (simulate if isinstance(simulate, (list, tuple)) else [simulate])]
+    for name in named:
+        if name not in plugins.registry().providers:
+            raise UserError(f"simulate={name}: no installed provider is named {name!r}; simulate=true, false, or "
+                            f"provider names ({', '.join(plugins.registry().providers) or 'none installed'})")
+        if name not in simulators.classes:
+            raise UserError(f"simulate={name}: no simulator is installed for provider {name} (its plugin "
+                            f"{plugins.registry().provider_plugin[name]} registers none); leave it out of simulate= "
+                            f"and give its key, or leave its models out of the sweep")
+    return [name for name in needed if name in named]
+
+
 @contextmanager
-def simulator(config_path: str | None, state_dir: str) -> Iterator[dict[str, Account]]:
-    """The bundled simulator on loopback, for `simulate=true`: demo latencies of a few seconds, or
-    the behaviour a simulator config file describes (`sim_config=path.yaml`)."""
+def simulator(config_path: str | None, state_dir: str, providers: Collection[str]) -> Iterator[dict[str, Account]]:
+    """The provider simulator on loopback, for `simulate=`: the accounts of the providers named,
+    with demo latencies of a few seconds, or the behaviour a simulator config file describes
+    (`sim_config=path.yaml`)."""
     from runner.sim import Latency, SimConfig, Simulator
 
     try:
         config = SimConfig.load(config_path) if config_path else SimConfig(latency={"default": Latency(2.0, 4.0)})
-    except ValueError as exc:
-        raise UserError(f"sim_config={config_path}: {exc}") from None
-    with Simulator(config, state_path=config.state_path or Path(state_dir) / "simulator.jsonl") as sim:
-        yield {"runway": Account(sim.runway_url, sim.keys["runway"]),
-               "fal": Account(sim.fal_url, sim.keys["fal"], sim.fal_endpoints)}
+        sim = Simulator(config, state_path=config.state_path or Path(state_dir) / "simulator.jsonl")
+    except ValueError as exc:  # a config, or a plugin's simulator, it cannot serve
+        raise UserError(f"sim_config={config_path}: {exc}" if config_path else f"the provider simulator cannot start: {exc}") from None
+    with sim:
+        yield {name: Account(sim.url(name), sim.keys[name], sim.endpoints(name)) for name in providers}
 
 
 def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]) -> int:
@@ -138,9 +173,11 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str])
         logging.getLogger(noisy).setLevel(logging.WARNING)
     check_outputs_dir(cfg.outputs_dir)
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
-    if cfg.simulate:
-        with simulator(cfg.sim_config, cfg.state_dir) as simulated:
-            return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, simulated))
+    simulate = OmegaConf.to_container(cfg.simulate) if OmegaConf.is_config(cfg.simulate) else cfg.simulate
+    simulated = simulated_providers(simulate, plan)
+    if simulated:
+        with simulator(cfg.sim_config, cfg.state_dir, simulated) as found:
+            return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, found))
     return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, None))
 
 

@@ -6,11 +6,19 @@ import os
 import subprocess
 import sys
 import textwrap
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
 
+from runner.plugins import GROUP, is_builtin
+
 ROOT = Path(__file__).resolve().parent.parent
+#: The project's tests load only the project's own plugins, whatever else is installed beside them
+#: (a user's plugin must not change what they check), in this process and every command they run;
+#: a test that wants another plugin names the plugins in the command's RUNNER_LOAD_PLUGINS.
+BUILTIN_PLUGINS = ",".join(sorted(ep.name for ep in entry_points(group=GROUP) if is_builtin(ep)))
+os.environ["RUNNER_LOAD_PLUGINS"] = BUILTIN_PLUGINS
 #: Removed from the environment of every command a test runs: keys (unless the test gives them), and
 #: the run id one command shares with its multirun points (each test command is a new command).
 KEYLESS = ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "RUNNER_RUN_ID")

@@ -1,163 +1,57 @@
-"""The Runway and fal plugins against the provider conformance suite (runner/testing.py), over real
-HTTP to the bundled simulator, for every model and every mode their manifests declare; then the
-provider-specific parts the suite cannot know: Runway's upload flow, organization limits and
+"""The Runway and fal plugins against the conformance kit (runner/testing.py), as any plugin runs it:
+over real HTTP to their simulators, for every model and every mode their manifests declare; then
+the provider-specific parts the kit cannot know: Runway's upload flow, organization limits and
 THROTTLED status, fal's key pair, fallback header and queue position."""
 
 from __future__ import annotations
 
 import asyncio
-import re
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from runner import plugins
 from runner.app import plan
-from runner.catalog import CatalogModel
-from runner.manifest import MEDIA_PARAMS
 from runner.providers import Job, Provider, make_job
 from runner.sim import SimConfig, Simulator, payload_sha256
-from runner.sim.media import make_audio, make_image, make_video
-from runner.testing import ProviderConformance, settings
+from runner.sim.media import make_image
+from runner.testing import FailureCase, ProviderConformance, settings
 from runner_plugins.fal import Fal
 from runner_plugins.runway import Runway
 from tests.conftest import run_cli
 
-ASSETS = Path(__file__).resolve().parent.parent / "runner" / "assets"
 
-#: The suite's generic fault points, as the simulator names them per provider.
-POINTS = {
-    "runway": {"submit": "runway.create", "poll": "runway.poll", "result": "runway.poll", "cancel": "runway.cancel", "download": "download"},
-    "fal": {"submit": "fal.submit", "poll": "fal.status", "result": "fal.result", "cancel": "fal.cancel", "download": "download"},
-}
-
-
-# -- jobs for every (model, mode) of a provider, planned as a user's prompt set would be -------------
-
-
-def media_files(folder: Path) -> dict[str, Any]:
-    """Local input files for each canonical media parameter: images, an MP4 and a WAV."""
-    video = folder / "performance.mp4"
-    video.write_bytes(make_video("conformance performance", 3.0))
-    audio = folder / "speech.wav"
-    audio.write_bytes(make_audio("conformance speech", 2.0))
-    return {
-        "image": str(ASSETS / "lighthouse.png"),
-        "end_image": str(ASSETS / "portrait.jpg"),
-        "reference_images": [str(ASSETS / "portrait.jpg"), str(ASSETS / "coffee.jpg")],
-        "video": str(video),
-        "audio_input": str(audio),
-    }
-
-
-def prompt_for(model: CatalogModel, mode_name: str, media: dict[str, Any]) -> dict[str, Any]:
-    """A prompt that needs exactly this mode: text if it takes a prompt, every media input it takes,
-    and the first allowed value of any required native field that has no default."""
-    mode = model.mode(mode_name)
-    by_canonical = {spec.canonical: spec for spec in mode.params.values() if spec.canonical}
-    prompt: dict[str, Any] = {"id": re.sub(r"[^a-z0-9]+", "-", mode_name)}
-    if "prompt" in by_canonical:
-        prompt["text"] = f"A lighthouse at dusk, waves rolling in ({mode_name})"
-    for name in MEDIA_PARAMS:
-        if name in by_canonical:
-            prompt[name] = media[name]
-    if "reference_images" in prompt and "at most one" in by_canonical["reference_images"].description:
-        prompt["reference_images"] = prompt["reference_images"][:1]  # gen4_aleph takes one reference
-    native = {field: spec.enum[0] for field, spec in mode.params.items()
-              if spec.required and spec.default is None and not spec.canonical and spec.enum}
-    if native:
-        prompt["native"] = native  # eleven_voice_dubbing's targetLang
-    return prompt
-
-
-def runnable(model: CatalogModel) -> bool:
-    """Not retired: the provider's API refuses a retired model, so the plan refuses it too."""
-    return model.spec.retired is None or not model.spec.retired.refused
-
-
-def catalogue_jobs(provider: str, folder: Path) -> list[tuple[str, Job]]:
-    """One job per (model, mode) of a provider's manifests, each through `plan()` with a prompt file
-    of its own, so modes are inferred from the prompts as in a real sweep."""
-    catalog = plugins.registry().catalog
-    media = media_files(folder)
-    found = []
-    for model in sorted((m for m in catalog.models.values() if m.provider == provider and runnable(m)), key=lambda m: m.name):
-        set_name = "conformance_" + re.sub(r"[^A-Za-z0-9]+", "_", model.name)
-        prompts = [prompt_for(model, mode, media) for mode in model.spec.modes]
-        prompt_file = folder / f"{set_name}.yaml"
-        prompt_file.write_text(yaml.safe_dump({"name": set_name, "prompts": prompts}))
-        planned = plan([f"model={model.name}", f"prompt_set.file={prompt_file}"]).jobs
-        assert sorted(j.mode for j in planned) == sorted(model.spec.modes), (model.name, [j.mode for j in planned])
-        for job in planned:
-            found.append((f"{model.name} {job.mode}", make_job(job.key, model, job.endpoint, job.payload, job.inputs)))
-    return found
-
-
-# -- the suite, per provider --------------------------------------------------------------------------
-
-
-class SimulatorConformance(ProviderConformance):
-    """The suite against one class-scoped simulator; subclasses name the provider."""
-
-    provider_name: str
-    provider_class: type[Provider]
-    modes: set[str]  # modes the manifests must keep declaring
-    sim: Simulator
-    planned: list[tuple[str, Job]]
-
-    @pytest.fixture(scope="class", autouse=True)
-    @classmethod
-    def simulator(cls, tmp_path_factory):
-        with Simulator(SimConfig(latency={"default": {"min": 0.02, "max": 0.05}}, pending_s=0.01)) as sim:
-            cls.sim = sim
-            cls.planned = catalogue_jobs(cls.provider_name, tmp_path_factory.mktemp(cls.provider_name))
-            yield sim
-
-    @pytest.fixture(autouse=True)
-    def no_leftover_faults(self, simulator):
-        yield
-        simulator.clear_faults()
-
-    def base_url(self) -> str:
-        return self.sim.runway_url if self.provider_name == "runway" else self.sim.fal_url
-
-    def provider(self, client: httpx.AsyncClient, key: str | None = None) -> Provider:
-        return self.provider_class(settings(self.base_url(), key or self.sim.keys[self.provider_name]), client)
-
-    def jobs(self) -> list[tuple[str, Job]]:
-        return self.planned
-
-    def inject(self, kind: str, point: str, **detail: Any) -> bool:
-        self.sim.inject(kind, on=POINTS[self.provider_name][point], **detail)
-        return True
-
-    def received(self, handle) -> Any:
-        task = self.sim.app.board.get(handle.task_id)
-        entry = next(e for e in self.sim.ledger() if e["task_id"] == handle.task_id)
-        assert entry["payload_sha256"] == payload_sha256(task.body)  # the ledger saw this very body
-        return task.body
-
-    def test_every_model_and_every_mode_is_exercised(self) -> None:
-        catalog = plugins.registry().catalog
-        provided = [m for m in catalog.models.values() if m.provider == self.provider_name and runnable(m)]
-        assert {name for name, _ in self.jobs()} == {f"{m.name} {mode}" for m in provided for mode in m.spec.modes}
-        assert self.modes <= {mode for m in provided for mode in m.spec.modes}
-
-
-class TestRunwayConformance(SimulatorConformance):
-    provider_name = "runway"
+class TestRunwayConformance(ProviderConformance):
     provider_class = Runway
-    modes = {"text-to-video", "image-to-video", "video-to-video", "character-performance", "text-to-image",
-             "text-to-speech", "sound-effect", "voice-isolation", "voice-dubbing", "speech-to-speech"}
+    # Runway's task-failure guide: moderation, bad assets and bad outputs are not worth a new
+    # (paid) generation; its own and third-party faults may pass on a retry.
+    failure_cases = (
+        FailureCase("SAFETY.INPUT.TEXT", "permanent", "Input did not pass moderation"),
+        FailureCase("SAFETY.OUTPUT.VIDEO", "permanent"),
+        FailureCase("INTERNAL.BAD_OUTPUT.CODE01", "permanent"),
+        FailureCase("INTERNAL", "retryable"),
+        FailureCase("THIRD_PARTY.UNAVAILABLE", "retryable"),
+    )
 
 
-class TestFalConformance(SimulatorConformance):
-    provider_name = "fal"
+class TestFalConformance(ProviderConformance):
     provider_class = Fal
-    modes = {"text-to-video", "image-to-video", "reference-to-video"}
+    # fal: a model's error (content policy) is final; its platform's (5xx, X-Fal-Retryable) may pass.
+    failure_cases = (
+        FailureCase("SAFETY.INPUT.TEXT", "permanent", "content_policy_violation"),
+        FailureCase("INTERNAL", "retryable"),
+        FailureCase("THIRD_PARTY.UNAVAILABLE", "retryable"),
+    )
+
+
+@pytest.mark.parametrize("provider, modes", [
+    ("runway", {"text-to-video", "image-to-video", "video-to-video", "character-performance", "text-to-image",
+                "text-to-speech", "sound-effect", "voice-isolation", "voice-dubbing", "speech-to-speech"}),
+    ("fal", {"text-to-video", "image-to-video", "reference-to-video"}),
+])
+def test_the_manifests_keep_declaring_the_modes_the_suite_exercises(provider, modes):
+    catalog = plugins.registry().catalog
+    assert modes <= {mode for m in catalog.models.values() if m.provider == provider for mode in m.spec.modes}
 
 
 # -- provider specifics -------------------------------------------------------------------------------
@@ -209,7 +103,7 @@ def test_runway_sends_a_large_local_image_through_the_upload_flow(sim, tmp_path,
     handles, statuses = run(body)
     assert [s.state for s in statuses] == ["succeeded", "succeeded"]
     sent = [sim.app.board.get(h.task_id).body for h in handles]
-    assert sent[0]["promptImage"].startswith("runway://") and sim.app.uploads.check_uri(sent[0]["promptImage"]) is None
+    assert sent[0]["promptImage"].startswith("runway://") and sim.app.handlers["runway"].uploads.check_uri(sent[0]["promptImage"]) is None
     assert sent[0]["model"] == "gen4_turbo"
     assert sent[1]["promptImage"].startswith("data:image/png;base64,")
     ledger = {e["task_id"]: e for e in sim.ledger()}

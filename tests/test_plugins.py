@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from importlib.metadata import version
+from importlib.metadata import entry_points, version
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,13 @@ import pytest
 from tests.conftest import run_cli
 
 RUNNER_VERSION = version("video-runner")
+#: Every plugin installed in this environment: the project's, and any a user installed beside them,
+#: which messages about the allowlist name too.
+INSTALLED = sorted(ep.name for ep in entry_points(group="video_runner"))
+
+
+def left_out(*loaded: str) -> str:
+    return ", ".join(name for name in INSTALLED if name not in loaded)
 
 TEMPLATE = """\
 [build-system]
@@ -92,6 +99,35 @@ def job_failed(job, error):
     _log("failed", job, error, None)
 """
 
+NOSIM = """\
+from importlib.resources import files
+
+from runner.config import ProviderConf
+from runner.hookspecs import hookimpl
+from runner.providers import Provider
+
+
+class NoSim(Provider):
+    name = "nosim"
+    key_env = ("NOSIM_KEY",)
+    default_conf = ProviderConf(base_url="https://api.nosim.example", key_env="NOSIM_KEY")
+
+
+@hookimpl
+def register_providers(register):
+    register(NoSim)
+
+
+@hookimpl
+def register_manifests(register):
+    register(files(__name__) / "models.yaml")
+
+
+@hookimpl
+def register_simulators(register):
+    register(object)  # not a simulator: left out, with a warning
+"""
+
 #: entry-point name -> (distribution, module, {file: text})
 PLUGINS = {
     "broken": ("runner-broken", "runner_broken", {"__init__.py": "import no_such_module_xyz\n"}),
@@ -107,6 +143,10 @@ PLUGINS = {
         "__init__.py": "from runner.hookspecs import hookimpl\n\n\n@hookimpl\ndef register_provider(register):\n    pass\n",
     }),
     "observer": ("runner-observer", "runner_observer", {"__init__.py": OBSERVER}),
+    "nosim": ("runner-nosim", "runner_nosim", {
+        "__init__.py": NOSIM,
+        "models.yaml": MODEL.format(provider="nosim", model="nosim-v1", alias="nosim", duration_type="integer"),
+    }),
     "crasher": ("runner-crasher", "runner_crasher", {
         "__init__.py": "from runner.hookspecs import hookimpl\n\n\n@hookimpl\ndef job_submitted(job, task_id):\n    raise RuntimeError('observer bug')\n",
     }),
@@ -163,7 +203,7 @@ def test_a_plugin_that_fails_to_import_is_named_and_the_others_still_work(site, 
     assert "fal-kling-v2.1-standard" in result.stdout and "2 jobs" in result.stdout
     listing = models(env).stdout
     assert "  broken BROKEN: cannot import runner_broken" in listing
-    assert f"  fal {RUNNER_VERSION}  hooks: register_manifests, register_providers" in listing
+    assert f"  fal {RUNNER_VERSION}  hooks: register_manifests, register_providers, register_simulators" in listing
 
 
 def test_a_malformed_manifest_names_plugin_file_entry_and_field(site, tmp_path):
@@ -207,6 +247,20 @@ def test_every_broken_plugin_is_reported_at_once_and_the_builtins_load(site, tmp
     assert "gen4_turbo (runway" in listing and "fal-pika-v2.2 (fal" in listing
 
 
+def test_simulate_true_stops_at_a_provider_with_no_simulator_and_says_how_to_go_on(site, tmp_path):
+    env = env_for(site, "runway,fal,nosim")
+    result = subprocess.run([sys.executable, "-m", "runner", "-m", "model=nosim-v1,pika", "prompt_set=nature", "simulate=true"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert ("warning: plugin 'nosim': its simulator is left out: register_simulators: <class 'object'> is not a "
+            "subclass of runner.sim.ProviderSim") in result.stderr
+    assert ("error: simulate=true: no simulator is installed for provider(s) nosim (models nosim-v1): their plugins "
+            "register none. simulate only the others with simulate=[fal] and give it its key (export NOSIM_KEY=...), "
+            "or leave those models out of the sweep") in result.stderr
+    assert not (tmp_path / ".runner" / "ledger.db").exists()
+    assert "  nosim (plugin nosim)  key NOSIM_KEY  simulator: none" in models(env).stdout
+
+
 # -- the allowlist and the trace switch ----------------------------------------------------------------
 
 
@@ -215,7 +269,7 @@ def test_the_allowlist_leaves_out_a_plugins_models_and_says_why(tmp_path):
     result = dry_run(tmp_path, env, "kling")
     assert result.returncode == 2
     assert "error: unknown model 'kling'" in result.stderr
-    assert "Plugins not loaded because RUNNER_LOAD_PLUGINS='runway': fal." in result.stderr
+    assert f"Plugins not loaded because RUNNER_LOAD_PLUGINS='runway': {left_out('runway')}." in result.stderr
     assert dry_run(tmp_path, env, "gen4_turbo").returncode == 0
     listing = models(env).stdout
     assert "  runway " in listing and "  fal not loaded (not in RUNNER_LOAD_PLUGINS)" in listing and "fal-pika-v2.2" not in listing
@@ -225,15 +279,16 @@ def test_an_empty_allowlist_loads_no_plugin(tmp_path):
     env = env_for(None, "")
     result = dry_run(tmp_path, env, "gen4_turbo")
     assert result.returncode == 2
-    assert "Plugins not loaded because RUNNER_LOAD_PLUGINS='': fal, runway." in result.stderr
+    assert f"Plugins not loaded because RUNNER_LOAD_PLUGINS='': {left_out()}." in result.stderr
     assert models(env).stdout.splitlines() == [
-        "plugins:", "  fal not loaded (not in RUNNER_LOAD_PLUGINS)", "  runway not loaded (not in RUNNER_LOAD_PLUGINS)", "models:",
+        "plugins:", *(f"  {name} not loaded (not in RUNNER_LOAD_PLUGINS)" for name in INSTALLED), "providers:", "models:",
     ]
 
 
 def test_an_allowlist_naming_no_installed_plugin_warns(tmp_path):
     result = models(env_for(None, "runwya,fal"))
-    assert "warning: RUNNER_LOAD_PLUGINS names 'runwya', which no installed plugin provides; installed plugins: fal, runway" in result.stderr
+    assert ("warning: RUNNER_LOAD_PLUGINS names 'runwya', which no installed plugin provides; installed plugins: "
+            f"{', '.join(INSTALLED)}") in result.stderr
 
 
 def test_trace_prints_each_hook_call(tmp_path):
@@ -253,8 +308,9 @@ def test_listing_shows_plugins_with_version_and_hooks_and_models_with_modes_and_
     result = models(env_for(None))
     assert result.returncode == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
-    assert f"  runway {RUNNER_VERSION}  hooks: register_manifests, register_providers" in lines
-    assert f"  fal {RUNNER_VERSION}  hooks: register_manifests, register_providers" in lines
+    for name, key in (("runway", "RUNWAYML_API_SECRET"), ("fal", "FAL_KEY")):
+        assert f"  {name} {RUNNER_VERSION}  hooks: register_manifests, register_providers, register_simulators" in lines
+        assert f"  {name} (plugin {name})  key {key}  simulator: yes (simulate=true)" in lines
 
     def modes_of(model: str) -> dict[str, list[str]]:
         start = next(i for i, line in enumerate(lines) if line.startswith(f"  {model} ("))

@@ -603,8 +603,8 @@ def test_cli_state_flag_restores_on_the_same_port(tmp_path):
     proc, base, banner = serve()
     try:
         assert f"State   {state} (0 task(s) restored)" in banner
-        from runner.sim.config import DEFAULT_KEYS
-        headers = {"Authorization": f"Bearer {DEFAULT_KEYS['runway']}", "X-Runway-Version": RUNWAY_VERSION}
+        from runner.sim.runway import RunwaySim
+        headers = {"Authorization": f"Bearer {RunwaySim.key}", "X-Runway-Version": RUNWAY_VERSION}
         task_id = httpx.post(f"{base}/runway/v1/image_to_video", headers=headers, json=TURBO_BODY).json()["id"]
     finally:
         proc.terminate()
@@ -657,10 +657,11 @@ def test_burst_of_1000_tasks_over_both_providers(capsys, tmp_path):
 
 
 async def _burst(base: str, tasks: int, connections: int) -> dict:
-    from runner.sim.config import DEFAULT_KEYS
+    from runner.sim.fal import FalSim
+    from runner.sim.runway import RunwaySim
 
-    runway = {"Authorization": f"Bearer {DEFAULT_KEYS['runway']}", "X-Runway-Version": RUNWAY_VERSION}
-    fal = {"Authorization": f"Key {DEFAULT_KEYS['fal']}"}
+    runway = {"Authorization": f"Bearer {RunwaySim.key}", "X-Runway-Version": RUNWAY_VERSION}
+    fal = {"Authorization": f"Key {FalSim.key}"}
     gate = asyncio.Semaphore(connections)  # bounds requests in flight, not tasks
     errors: list[str] = []
     counts = {"requests": 0, "done": 0}

@@ -60,22 +60,21 @@ def build_config(args: argparse.Namespace) -> SimConfig:
                       ("ledger", "ledger_path"), ("state", "state_path")):
         if getattr(args, flag) is not None:
             data[key] = getattr(args, flag)
-    for provider in ("runway", "fal"):
-        if getattr(args, f"{provider}_key"):
-            data["keys"][provider] = getattr(args, f"{provider}_key")
+    data["keys"] = {**base.keys, **_pairs(args.key, "--key")}
     return SimConfig(**data)
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runner.sim", description=(
-        "Serve simulated Runway and fal.ai APIs on 127.0.0.1 (one port: /runway, /fal, /files, /_sim)."))
+        "Serve the simulated APIs of every installed provider that has a simulator on 127.0.0.1 "
+        "(one port: /<provider> for each, /files, /_sim)."))
     p.add_argument("--port", type=int, help=f"port on 127.0.0.1 (0: any free one; default {DEFAULT_PORT}; with --state, "
                                             "0 or none: the port the file was last served on, else one derived from its path)")
     p.add_argument("--config", help="YAML or JSON file with SimConfig settings")
     p.add_argument("--latency", action="append", default=[], metavar="[NAME=]MIN:MAX",
                    help="task run time in seconds, for a model, a provider or (bare) every model")
     p.add_argument("--concurrency", action="append", default=[], metavar="NAME=N",
-                   help="tasks running at once for a provider (runway, fal) or a model")
+                   help="tasks running at once for a provider (its whole account) or a model")
     p.add_argument("--daily-limit", action="append", default=[], metavar="NAME=N",
                    help="accepted submissions per UTC day for a provider or a model (then 429)")
     p.add_argument("--fault", action="append", default=[], metavar="POINT:KIND=RATE",
@@ -89,9 +88,32 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ledger", help="append the billing ledger to this JSONL file")
     p.add_argument("--state", metavar="FILE", help="persist tasks, uploads and the ledger to this JSONL file and "
                                                    "restore them on start (stop, start again: every task is still there)")
-    p.add_argument("--runway-key", help="the Runway API key to accept")
-    p.add_argument("--fal-key", help="the fal key to accept")
+    p.add_argument("--key", action="append", default=[], metavar="PROVIDER=KEY",
+                   help="the API key to accept for a provider instead of its simulator's own. Repeatable")
     return p
+
+
+def banner(sim: Simulator) -> str:
+    """What it serves, the keys it takes, and how to point the runner and the SDKs at it."""
+    from runner import plugins
+
+    state = ""
+    if sim.state_path is not None:
+        restored = len(sim.ledger())
+        also = f"; also on {', '.join(map(str, sim.ports[1:]))} (earlier runs' URLs)" if len(sim.ports) > 1 else ""
+        state = f"\nState   {sim.state_path} ({restored} task(s) restored{also})"
+    hosted = [(provider, sim.app.handlers[provider]) for provider in sim.providers]
+    width = max([len(handler.title or provider) for provider, handler in hosted] + [6])
+    served = [f"  {handler.title or provider:<{width}}  {sim.url(provider)}   key {sim.keys[provider]}" for provider, handler in hosted]
+    classes = plugins.registry().providers
+    exports = [f"  export {classes[p].key_env[0]}={sim.keys[p]}" for p in sim.providers if p in classes and classes[p].key_env]
+    urls = [f"providers.{p}.base_url={sim.url(p)}" for p in sim.providers]
+    urls += [f"providers.{p}.endpoints.{name}={url}" for p in sim.providers for name, url in sim.endpoints(p).items()]
+    lines = [f"video-runner provider simulator on {sim.base_url}{state}", *served, "", "Point the runner at it:", *exports,
+             "  python -m runner ... " + " ".join(urls)]
+    lines += [line for _, handler in hosted for line in handler.clients()]
+    lines += [f"Control: GET {sim.base_url}/_sim/ledger | /_sim/stats ; POST {sim.base_url}/_sim/faults", "Ctrl-C to stop."]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,28 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: cannot listen on 127.0.0.1:{port}: {exc}", file=sys.stderr)
         return 1
-    keys = sim.keys
     for warning in sim.warnings:
         print(f"warning: {warning}", file=sys.stderr, flush=True)
-    state = ""
-    if sim.state_path is not None:
-        restored = len(sim.ledger())
-        also = f"; also on {', '.join(map(str, sim.ports[1:]))} (earlier runs' URLs)" if len(sim.ports) > 1 else ""
-        state = f"\nState   {sim.state_path} ({restored} task(s) restored{also})"
-    print(f"""video-runner provider simulator on {sim.base_url}{state}
-  Runway  {sim.runway_url}   key {keys['runway']}
-  fal     {sim.fal_url}   key {keys['fal']}
-
-Point the runner at it:
-  export RUNWAYML_API_SECRET={keys['runway']}
-  export FAL_KEY={keys['fal']}
-  python -m runner ... providers.runway.base_url={sim.runway_url} providers.fal.base_url={sim.fal_url}
-Official clients: RunwayML(base_url="{sim.runway_url}", api_key=...);
-  fal_client: import fal_client.client as fc; fc.QUEUE_URL_FORMAT = "{sim.fal_url}/"
-              fc.REST_URL = "{sim.base_url}/fal-rest"; fc.CDN_URL = "{sim.base_url}/fal-cdn"
-fal Platform API: {sim.base_url}/fal-api/v1/models/requests/by-endpoint | /fal-api/v1/models/pricing
-Control: GET {sim.base_url}/_sim/ledger | /_sim/stats ; POST {sim.base_url}/_sim/faults
-Ctrl-C to stop.""", flush=True)
+    print(banner(sim), flush=True)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())

@@ -1,8 +1,8 @@
 """The simulator's state and request router: one object shared by every connection thread.
 
-Paths: `/runway/...` (Runway API), `/fal/...` (fal queue), `/fal-api/...` (fal's Platform API),
-`/fal-rest/...` and `/fal-cdn/...` (fal storage), `/files/...` (signed output files),
-`/uploads/...` (Runway's presigned upload form), `/_sim/...` (control: ledger, stats, faults).
+Paths: `/<provider>/...` for each provider simulator hosted (runner/sim/provider.py), plus the
+other paths each one claims (fal: `/fal-api/`, `/fal-rest/`, `/fal-cdn/`; Runway: `/uploads/`),
+`/files/...` (signed output files) and `/_sim/...` (control: ledger, stats, faults).
 """
 
 from __future__ import annotations
@@ -12,45 +12,45 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
 from runner.catalog import Catalog, CatalogModel
 from runner.errors import suggest
 from runner.sim.billing import Billing
-from runner.sim.config import PROVIDERS, SimConfig
+from runner.sim.config import SimConfig
 from runner.sim.control import Control
-from runner.sim.fal import FalAPI
-from runner.sim.falstorage import FalStorage
-from runner.sim.faults import FaultPlan
+from runner.sim.faults import FaultPlan, Points
 from runner.sim.files import Files
 from runner.sim.ledger import Ledger, entries_from_state
 from runner.sim.outputs import Outputs
-from runner.sim.platform import PlatformAPI
-from runner.sim.runway import RunwayAPI
+from runner.sim.provider import ProviderSim, Route
 from runner.sim.server import Request, Response, json_response
 from runner.sim.state import FORMAT, Snapshot, compact_payload
 from runner.sim.stats import RequestStats
 from runner.sim.tasks import Task, TaskBoard, model_names
-from runner.sim.uploads import Uploads
 
 
 class SimApp:
-    """Config, catalogue, task board, ledger, faults, outputs and uploads, behind one callable."""
+    """Config, catalogue, task board, ledger, faults and outputs, and the providers' protocol
+    handlers, behind one callable."""
 
-    def __init__(self, config: SimConfig, catalog: Catalog):
-        _check_names(config, catalog)
+    def __init__(self, config: SimConfig, catalog: Catalog, simulators: Sequence[type[ProviderSim]]):
+        self.providers = tuple(cls.provider for cls in simulators)
+        _check_names(config, catalog, self.providers)
         self.config = config
         self.catalog = catalog
+        #: The key each provider accepts: the config's, else its simulator's own.
+        self.keys = {cls.provider: config.keys.get(cls.provider, cls.key) for cls in simulators}
         self.billing = Billing(config, catalog.models)
         self.base_url = ""  # set once the server is bound
         self.stopping = threading.Event()
         self._rng = random.Random(config.seed)
         self._rng_lock = threading.Lock()
         self.board = TaskBoard(
-            provider_limits={p: n for p, n in config.concurrency.items() if p in PROVIDERS},
-            model_limit=lambda task: config.model_limit(config.concurrency, task.names),
+            provider_limits={p: n for p, n in config.concurrency.items() if p in self.providers},
+            model_limit=lambda task: config.model_limit(config.concurrency, task.names, self.providers),
             daily_limits=self._daily_limits, daily_window_s=config.daily_window_s,
         )
         self.ledger = Ledger(config.ledger_path, wall=self.board.wall)
@@ -58,25 +58,31 @@ class SimApp:
         self.persist: Callable[[dict[str, Any]], None] = lambda record: None
         self.board.on_accept, self.board.on_final = self._accepted, self._settle
         self.board.on_admit, self.board.on_delete, self.board.on_cancel = self._admitted, self._deleted, self._cancelled
-        self.faults = FaultPlan(config.faults, config.failure_codes, random.Random(config.seed + 1), config.fault_details)
-        secret = os.urandom(32)
-        self.outputs = Outputs(secret, config.url_ttl_s)
-        self.uploads = Uploads(secret, config.upload_ttl_s, log=lambda record: self.persist(record))
+        self.points = Points.of(simulators)
+        self.faults = FaultPlan(config.faults, config.failure_codes, random.Random(config.seed + 1), config.fault_details, self.points)
+        #: Signs output URLs (and what providers sign: upload forms, storage URLs); a restored
+        #: simulator takes its predecessor's, so URLs handed out before still verify.
+        self.secret = os.urandom(32)
+        self.outputs = Outputs(self.secret, config.url_ttl_s)
         self.ports: list[int] = []  # every port served, set by the Simulator
         self.state_path: str | None = None  # the state file restored from and written to, if any
         self.stats = RequestStats()
-        self.runway = RunwayAPI(self)
-        self.fal = FalAPI(self)
-        self.platform = PlatformAPI(self)
-        self.fal_storage = FalStorage(self, secret)
+        self.handlers: dict[str, ProviderSim] = {cls.provider: cls(self) for cls in simulators}
         self.files = Files(self)
         self.control = Control(self)
-        self._spent = Decimal(0)
-        self._routes: tuple[tuple[str, Callable[[Request, str], Response]], ...] = (
-            ("/runway/", self.runway.handle), ("/fal/", self.fal.handle), ("/fal-api/", self.platform.handle),
-            ("/fal-rest/", self.fal_storage.rest), ("/fal-cdn/", self.fal_storage.cdn),
-            ("/files/", self.files.serve), ("/uploads/", self.files.receive_upload), ("/_sim/", self.control.handle),
-        )
+        self._routes = self._route_table()
+
+    def _route_table(self) -> tuple[tuple[str, Route], ...]:
+        """Path prefixes to handlers, longest first; a prefix two providers claim is an error."""
+        routes: dict[str, Route] = {"/files/": self.files.serve, "/_sim/": self.control.handle}
+        for provider, handler in self.handlers.items():
+            for prefix, route in {f"{provider}/": handler.handle, **handler.routes()}.items():
+                path = "/" + prefix.strip("/") + "/"
+                if path in routes:
+                    raise ValueError(f"simulator for {provider!r}: the path {path} is already served "
+                                     f"(providers hosted: {', '.join(self.providers)})")
+                routes[path] = route
+        return tuple(sorted(routes.items(), key=lambda item: -len(item[0])))
 
     # -- routing ----------------------------------------------------------------------------------
 
@@ -114,16 +120,18 @@ class SimApp:
         self.board.submit(task)
         return task
 
-    def credit_balance(self) -> int:
-        """Runway credits left: the configured balance less what Runway has billed."""
-        return int(self.config.credit_balance - self._spent * 100)
+    def received(self, task_id: str) -> dict[str, Any] | None:
+        """The native fields a task's request carried (as its provider simulator read them)."""
+        task = self.board.get(task_id)
+        return None if task is None else task.payload
 
     def _settle(self, task: Task) -> None:
-        """A task ended: decide its bill, persist it, and ledger it (the board's lock is held)."""
-        task.billed = self.billing.charge(task)
-        units = self.billing.billable_units(task) if task.provider == "fal" else None
-        if task.provider == "runway" and task.billed is not None:
-            self._spent += task.billed
+        """A task ended: its provider decides whether it is billed; persist the bill and ledger it
+        (the board's lock is held)."""
+        handler = self.handlers[task.provider]
+        task.billed = task.price if handler.charged(task) else Decimal(0)
+        units = handler.billable_units(task)
+        handler.billed(task)
         self.persist({"event": "end", "id": task.id, "final": task.final, "at": self._wall(task.ended),
                       "billed": None if task.billed is None else str(task.billed), "units": units})
         self.ledger.settle(task, units)
@@ -168,12 +176,11 @@ class SimApp:
         """
         warnings = []
         if snap.meta is not None:
-            self.outputs.secret = self.uploads.secret = bytes.fromhex(snap.meta["secret"])
-            self.fal_storage.secret = self.outputs.secret
+            self.secret = self.outputs.secret = bytes.fromhex(snap.meta["secret"])
         else:
-            if snap.tasks or snap.uploads:
+            if snap.tasks or snap.records:
                 warnings.append("its first line (the URL signing key) is unreadable: URLs issued before no longer verify "
-                                "(Runway and fal mint fresh ones on the next poll or result)")
+                                "(providers mint fresh ones on the next poll or result)")
             self.persist({"event": "meta", "format": FORMAT, "secret": self.outputs.secret.hex(), "created": round(time.time(), 6)})
         if snap.skipped:
             warnings.append(f"{snap.skipped} unreadable line(s) skipped")
@@ -181,7 +188,7 @@ class SimApp:
         board, tasks, unknown = self.board, [], set()
         for task_id, rec in snap.tasks.items():
             model = self.catalog.models.get(rec["model"])
-            if model is None or rec["mode"] not in model.spec.modes:
+            if model is None or rec["mode"] not in model.spec.modes or rec["provider"] not in self.handlers:
                 unknown.add(f"{rec['model']} ({rec['mode']})")
                 continue
             task = Task(
@@ -200,14 +207,14 @@ class SimApp:
                 task.ended = board.at_wall(at)
                 billed = entries[task_id]["billed_usd"]
                 task.billed = None if billed is None else Decimal(billed)
-                if task.provider == "runway" and task.billed is not None:
-                    self._spent += task.billed
+                self.handlers[task.provider].billed(task)
             tasks.append(task)
         if unknown:
-            warnings.append(f"tasks of models this catalogue lacks are in the ledger but answer 404: {', '.join(sorted(unknown))}")
+            warnings.append(f"tasks of models or providers this simulator lacks are in the ledger but answer 404: "
+                            f"{', '.join(sorted(unknown))}")
         self.ledger.load(list(entries.values()))
-        self.uploads.restore(snap.uploads)
-        self.fal_storage.restore(snap.fal_files)
+        for handler in self.handlers.values():
+            handler.restore(snap)
         with self._rng_lock:  # continue the latency draws where the last run left them
             for _ in snap.tasks:
                 self._rng.random()
@@ -218,15 +225,18 @@ class SimApp:
         limits = []
         if task.provider in self.config.daily_limit:
             limits.append((task.provider, self.config.daily_limit[task.provider]))
-        per_model = self.config.model_limit(self.config.daily_limit, task.names)
+        per_model = self.config.model_limit(self.config.daily_limit, task.names, self.providers)
         if per_model is not None:
             limits.append((task.model.name, per_model))
         return limits
 
 
-def _check_names(config: SimConfig, catalog: Catalog) -> None:
-    """A config naming a model the catalogue lacks is a typo that would silently do nothing."""
-    known = {*PROVIDERS, "default"}
+def _check_names(config: SimConfig, catalog: Catalog, providers: tuple[str, ...]) -> None:
+    """A config naming a model or provider the simulator lacks is a typo that would silently do nothing."""
+    unknown = sorted(set(config.keys) - set(providers))
+    if unknown:
+        raise ValueError(f"keys: {', '.join(map(repr, unknown))} is not a simulated provider; simulated: {', '.join(providers) or 'none'}")
+    known = {*providers, "default"}
     for cm in catalog.models.values():
         known.update((*model_names(cm), *(m.endpoint for m in cm.spec.modes.values())))
     for table in ("latency", "concurrency", "daily_limit"):

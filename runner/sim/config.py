@@ -9,8 +9,7 @@ takes longer, the fal account runs 4 at once and Kling only 1".
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,8 @@ from typing import Any
 import yaml
 
 from runner.sim.failures import RUNWAY_UNREFUNDED
-from runner.sim.faults import check_details, check_rates
+from runner.sim.faults import Points, check_details
 
-#: Keys accepted by default: a Runway-shaped secret (`key_` + 128 hex) and a fal `id:secret` pair.
-DEFAULT_KEYS = {
-    "runway": "key_" + hashlib.sha512(b"video-runner provider simulator").hexdigest(),
-    "fal": "sim-key-id:sim-key-secret",
-}
-PROVIDERS = ("runway", "fal")
 #: What a fal model does with a cancel that reaches it running: run on to its result, or stop.
 FAL_RUNNING_CANCEL = ("completes", "stops")
 
@@ -90,7 +83,8 @@ class SimConfig:
         "INTERNAL.BAD_OUTPUT.CODE01",
         "THIRD_PARTY.UNAVAILABLE",
     )
-    keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
+    #: The API key to accept, by provider, instead of its simulator's own (`ProviderSim.key`).
+    keys: dict[str, str] = field(default_factory=dict)
     credit_balance: int = 10_000_000
     #: Charges are the manifest price times this: a provider billing more than its price list says.
     bill_factor: float = 1.0
@@ -125,7 +119,7 @@ class SimConfig:
         for name, rate in self.price_list.items():
             if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate < 0:
                 raise ValueError(f"price_list.{name} must be a price in USD >= 0, got {rate!r}")
-        self.keys = {**DEFAULT_KEYS, **self.keys}
+        self.keys = {str(k): str(v) for k, v in self.keys.items()}
         if self.bill_factor <= 0:
             raise ValueError(f"bill_factor must be > 0, got {self.bill_factor}")
         if self.speed <= 0:
@@ -133,7 +127,7 @@ class SimConfig:
         for name in ("pending_s", "url_ttl_s", "upload_ttl_s", "hang_max_s", "stream_max_s", "daily_window_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        check_rates(self.faults)
+        Points().check_rates(self.faults, known_only=True)  # providers' points: checked by the simulator
         check_details(self.fault_details)
 
     @classmethod
@@ -163,10 +157,11 @@ class SimConfig:
                 return self.latency[name]
         return self.latency["default"]
 
-    def model_limit(self, table: Mapping[str, int], names: Iterable[str]) -> int | None:
-        """A per-model entry only (provider-wide entries are separate account limits)."""
+    def model_limit(self, table: Mapping[str, int], names: Iterable[str], providers: Collection[str]) -> int | None:
+        """A per-model entry only: a name that is also a provider's (`providers`) is that provider's
+        account limit, kept apart (a model may be aliased as its provider, as Acme's is)."""
         for name in names:
-            if name in table and name not in PROVIDERS:
+            if name in table and name not in providers:
                 return table[name]
         return None
 

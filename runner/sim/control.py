@@ -23,7 +23,8 @@ class Control:
         if path == "stats" and request.method == "GET":
             return json_response(200, self.snapshot(), route=route)
         if path == "health" and request.method == "GET":
-            return json_response(200, {"ok": True, "runway_url": f"{app.base_url}/runway", "fal_url": f"{app.base_url}/fal",
+            urls = {provider: handler.url for provider, handler in app.handlers.items()}
+            return json_response(200, {"ok": True, "urls": urls, **{f"{p}_url": url for p, url in urls.items()},
                                        "ports": app.ports, "state_path": app.state_path}, route=route)
         if path == "faults":
             if request.method == "GET":

@@ -4,7 +4,9 @@ describe it.
 Submit goes to the full model id; status, result and cancel live under the app's `owner/app` only,
 and clients must follow the absolute URLs the submit answer gives. Invalid input is accepted at
 submit and fails the request afterwards (COMPLETED with an error; the result answers 422), as the
-real queue does, because the queue does not validate: the model does.
+real queue does, because the queue does not validate: the model does. fal's Platform API
+(platform.py) and storage (falstorage.py) are served beside it; the fal plugin registers this
+simulator (plugins/fal.py, `register_simulators`).
 """
 
 from __future__ import annotations
@@ -14,10 +16,15 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from runner.catalog import CatalogModel, check_payload
-from runner.sim.falresult import app_id, detail_error, error_of, model_error, request_error, result_of
+from runner.sim.failures import fal_failure
+from runner.sim.falresult import app_id, billable_units, detail_error, error_of, model_error, request_error, result_of
+from runner.sim.falstorage import FalStorage
 from runner.sim.faults import RESPONSE_KINDS, Fault
+from runner.sim.platform import PlatformAPI
+from runner.sim.provider import ProviderSim, Route
 from runner.sim.server import Request, Response, fault_response, json_response
-from runner.sim.tasks import DailyLimitExceeded, Task, iso_time, model_names
+from runner.sim.state import Snapshot
+from runner.sim.tasks import DailyLimitExceeded, Task, iso_time
 
 if TYPE_CHECKING:
     from runner.sim.app import SimApp
@@ -30,14 +37,38 @@ FALLBACK_HEADERS = ("x-fal-disable-fallbacks", "x-app-fal-disable-fallback")
 _FALSE = ("", "0", "false", "no")
 
 
-class FalAPI:
-    """Handlers for everything under `/fal`."""
+class FalSim(ProviderSim):
+    """Everything under `/fal` (the queue), `/fal-api` (Platform API), `/fal-rest` and `/fal-cdn` (storage)."""
+
+    provider = "fal"
+    title = "fal"
+    key = "sim-key-id:sim-key-secret"  # fal keys are `key id:key secret`
+    auth = ("Authorization", "Key {key}")
+    points = {"submit": ("submit",), "status": ("poll",), "result": ("result",), "cancel": ("cancel",), "upload": ()}
 
     def __init__(self, app: "SimApp"):
-        self.app = app
+        super().__init__(app)
+        self.platform = PlatformAPI(app)
+        self.storage = FalStorage(app, app.secret)
+
+    def routes(self) -> dict[str, Route]:
+        return {"fal-api/": self.platform.handle, "fal-rest/": self.storage.rest, "fal-cdn/": self.storage.cdn}
+
+    def endpoints(self) -> dict[str, str]:
+        """As the fal plugin's `providers.fal.endpoints` names them."""
+        return {"platform": f"{self.app.base_url}/fal-api/v1", "storage": f"{self.app.base_url}/fal-rest"}
+
+    def clients(self) -> list[str]:
+        base = self.app.base_url
+        return [f'fal_client: import fal_client.client as fc; fc.QUEUE_URL_FORMAT = "{self.url}/"',
+                f'            fc.REST_URL = "{base}/fal-rest"; fc.CDN_URL = "{base}/fal-cdn"',
+                f"fal Platform API: {base}/fal-api/v1/models/requests/by-endpoint | /fal-api/v1/models/pricing"]
+
+    def error(self, status: int, message: str) -> Response:
+        return detail_error(status, message)
 
     def handle(self, request: Request, path: str) -> Response:
-        if request.header("Authorization") != f"Key {self.app.config.keys['fal']}":
+        if self.refuse(request) is not None:
             return detail_error(401, "Unauthorized")
         target = path.strip("/")
         if request.method == "POST":
@@ -51,13 +82,13 @@ class FalAPI:
             ("GET", ()): ("fal.result", self.result),
             ("GET", ("status",)): ("fal.status", self.status),
             ("GET", ("status", "stream")): ("fal.stream", self.stream),
-            ("PUT", ("cancel",)): ("fal.cancel", self.cancel),
+            ("PUT", ("cancel",)): ("fal.cancel", self.cancel_request),
         }
         if (request.method, tuple(rest)) not in handlers:
             return detail_error(404, "Not Found")
         route, handler = handlers[(request.method, tuple(rest))]
-        task = self.app.board.get(request_id)
-        if task is None or task.provider != "fal" or app_id(task.endpoint) != app:
+        task = self.task(request_id)
+        if task is None or app_id(task.endpoint) != app:
             if route == "fal.cancel":
                 return json_response(404, {"status": "NOT_FOUND"}, route=route)
             return detail_error(404, "Request not found", route)
@@ -78,20 +109,11 @@ class FalAPI:
         if not isinstance(body, dict):
             return detail_error(422, [model_error(["body"], "Input should be a valid dictionary", "dict_type")], route, model.name)
         problems = check_payload(model.mode(mode), body) + self._check_inputs(model, mode, body)
-        fault = self.app.faults.draw(route, model_names(model, endpoint), RESPONSE_KINDS | {"task_failed"})
-        if fault is not None and fault.kind in RESPONSE_KINDS and not fault.after_accept:
-            return self._fault(fault, route, model.name)
-        failure_code, failure = fault.fate() if fault is not None else (None, None)
         header = next((h for h in FALLBACK_HEADERS if (request.header(h) or "").strip().lower() not in _FALSE), None)
-        try:
-            task = self.app.new_task(
-                "fal", model, mode, endpoint, body, body, failure_code=failure_code, failure=failure,
-                problems=tuple(problems), fallback_disabled=header is not None, fallback_header=header,
-            )
-        except DailyLimitExceeded as exc:
-            return detail_error(429, f"Daily request limit ({exc.limit}) reached for {exc.scope}", route, model.name)
-        if fault is not None and fault.after_accept:
-            return self._fault(fault, route, model.name)
+        task = self.accept(model, mode, endpoint, body, body, problems=tuple(problems),
+                           fallback_disabled=header is not None, fallback_header=header)
+        if isinstance(task, Response):
+            return task
         answer = {"status": "IN_QUEUE", "request_id": task.id, **self.urls(task),
                   "queue_position": self.app.board.queue_position(task)}
         return json_response(200, answer, {"X-Fal-Request-Id": task.id}, route, model.name)
@@ -113,7 +135,7 @@ class FalAPI:
                         problems.append(f"{field}: file is {size} bytes; at most {limits.max_bytes} bytes are allowed")
                 elif not value.startswith(("https://", "http://")):
                     problems.append(f"{field}: expected a URL or a data URI")
-                elif (missing := self.app.fal_storage.missing(value)) is not None:
+                elif (missing := self.storage.missing(value)) is not None:
                     problems.append(f"{field}: {missing}")
         return problems
 
@@ -128,9 +150,9 @@ class FalAPI:
         logs = _LOGS.get(request.query.get("logs", "0").lower())
         if logs is None:
             return detail_error(422, [model_error(["query", "logs"], "Input should be 1, 0, true or false", "bool_parsing")], route, task.model.name)
-        fault = self.app.faults.draw(route, task.names, RESPONSE_KINDS)
-        if fault is not None:
-            return self._fault(fault, route, task.model.name)
+        spoiled = self.spoiled("status", task)
+        if spoiled is not None:
+            return spoiled
         obj = self.status_object(task, logs)
         code = 200 if obj["status"] == "COMPLETED" else 202
         return json_response(code, obj, {"X-Fal-Request-Id": task.id}, route, task.model.name)
@@ -180,12 +202,12 @@ class FalAPI:
         kinds = RESPONSE_KINDS | {"expired_url"} if phase == "succeeded" else RESPONSE_KINDS
         fault = self.app.faults.draw(route, task.names, kinds)
         if fault is not None and fault.kind != "expired_url":
-            return self._fault(fault, route, name)
+            return self.spoil(fault, "result", name)
         if phase not in ("succeeded", "failed", "cancelled"):
             return detail_error(400, "Request is still in progress", route, name)
         return result_of(self.app, task, route, expired=fault is not None)
 
-    def cancel(self, request: Request, task: Task) -> Response:
+    def cancel_request(self, request: Request, task: Task) -> Response:
         """Cancel a request (https://fal.ai/docs/inference-api/queue/cancel).
 
         A queued one is removed and never runs (not billed). A running one gets a signal its model
@@ -194,11 +216,10 @@ class FalAPI:
         its result stays collectable.
         """
         route = "fal.cancel"
-        fault = self.app.faults.draw(route, task.names, RESPONSE_KINDS)
-        if fault is not None:
-            return self._fault(fault, route, task.model.name)
-        stop = self.app.config.fal_running_cancel == "stops"
-        if self.app.board.cancel(task, stop_running=stop) is not None:
+        spoiled = self.spoiled("cancel", task)
+        if spoiled is not None:
+            return spoiled
+        if self.cancel(task, stop_running=self.app.config.fal_running_cancel == "stops") is not None:
             return json_response(202, {"status": "CANCELLATION_REQUESTED"}, route=route, model=task.model.name)
         return json_response(400, {"status": "ALREADY_COMPLETED"}, route=route, model=task.model.name)
 
@@ -215,7 +236,7 @@ class FalAPI:
         return [{"message": message, "level": level, "source": "USER", "timestamp": iso_time(self.app.board.wall(at))}
                 for level, message, at in lines]
 
-    def _fault(self, fault: Fault, route: str, model: str | None) -> Response:
+    def spoil(self, fault: Fault, point: str, model: str | None = None) -> Response:
         def error(status: int, message: str) -> Response:
             if fault.detail.get("ingress"):  # the nginx ingress, not fal itself (fal_client retries these)
                 html = f"<html><head><title>{status}</title></head><body><center><h1>{status}</h1></center><hr><center>nginx</center></body></html>"
@@ -226,4 +247,21 @@ class FalAPI:
                           503: "runner_scheduling_failure", 504: "request_timeout"}[status]
             return request_error(status, message, error_type)
 
-        return fault_response(fault, error, self.app.config.hang_max_s, route, model)
+        return fault_response(fault, error, self.app.config.hang_max_s, self.point(point), model)
+
+    # -- billing and state -------------------------------------------------------------------------
+
+    def over_daily_limit(self, exc: DailyLimitExceeded, message: str | None = None) -> Response:
+        return detail_error(429, f"Daily request limit ({exc.limit}) reached for {exc.scope}")
+
+    def failure_charged(self, task: Task) -> bool:
+        """fal never charges invalid input (refused before any GPU time) or its own 5xx errors; a
+        model's error (a 4xx, e.g. content policy) may be charged (`fal_charges_model_errors`)."""
+        return not task.problems and fal_failure(task.failure_code).charged and self.app.config.fal_charges_model_errors
+
+    def billable_units(self, task: Task) -> str:
+        return billable_units(self.app, task)
+
+    def restore(self, snap: Snapshot) -> None:
+        self.storage.secret = self.app.secret  # storage URLs issued before the restart still verify
+        self.storage.restore(snap.records)

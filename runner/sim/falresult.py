@@ -5,14 +5,19 @@ and the result (`GET .../requests/{id}`) answers the error itself: a model's err
 list of `{loc, msg, type, url}` with `X-Fal-Retryable`, https://docs.fal.ai/errors) or the
 platform's (a flat `detail` with `error_type`, also in `X-Fal-Error-Type`). Every result carries
 `X-Fal-Billable-Units`, what the request was billed in units of its published unit price
-(0 for one that was not charged). The Platform API's request history shows the same answers.
+(0 for one that was not charged; `unit_price` is what fal's pricing API publishes). The Platform
+API's request history shows the same answers.
 """
 
 from __future__ import annotations
 
+import math
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from runner.catalog import CatalogModel, effective_params
 from runner.sim.failures import fal_failure, failure_message
+from runner.sim.outputs import output_seconds
 from runner.sim.server import Response, json_response
 from runner.sim.tasks import Task
 
@@ -21,6 +26,8 @@ if TYPE_CHECKING:
 
 NAMESPACES = ("workflows", "comfy")
 ERRORS_URL = "https://docs.fal.ai/errors/#"
+#: The billing unit fal's pricing API names for each manifest unit.
+FAL_UNITS = {"second": "second", "clip": "video", "image": "image", "character": "character", "request": "request"}
 
 
 def app_id(model_id: str) -> str:
@@ -58,7 +65,7 @@ def error_of(task: Task) -> tuple[str, str]:
 def result_of(app: "SimApp", task: Task, route: str, *, expired: bool = False) -> Response:
     """The result of an ended request: its output (with freshly signed URLs) or its error."""
     name = task.model.name
-    headers = {"X-Fal-Request-Id": task.id, "X-Fal-Billable-Units": app.billing.billable_units(task)}
+    headers = {"X-Fal-Request-Id": task.id, "X-Fal-Billable-Units": billable_units(app, task)}
     if task.final == "succeeded":
         content_type, file_name = app.outputs.describe(task)
         file = {"url": app.outputs.url(app.base_url, task, expired=expired),
@@ -87,3 +94,33 @@ def _problem_type(problem: str) -> str:
     if message.startswith("not a field"):
         return "extra_forbidden"
     return "value_error"
+
+
+def unit_price(app: "SimApp", model: CatalogModel, mode: str) -> tuple[Decimal, str] | None:
+    """(USD per unit, unit) as fal's pricing API publishes it: the rate that applies to the
+    mode's defaults, else its last (catch-all) rate; None when the model is unpriced."""
+    pricing = app.billing.pricing(model, mode)
+    if pricing is None:
+        return None
+    defaults = effective_params(model.mode(mode), canonical={}, native={})
+    rate = next((r for r in pricing.rates if all(defaults.get(k) == v for k, v in r.when.items())), pricing.rates[-1])
+    unit = FAL_UNITS[pricing.unit]
+    return rate.usd / pricing.unit_size if pricing.unit_size > 1 else rate.usd, unit
+
+
+def billable_units(app: "SimApp", task: Task) -> str:
+    """fal's `X-Fal-Billable-Units` for an ended request: the charge in units of the published
+    unit price (fractional where a resolution or length scales it), as fal formats it."""
+    billed = task.billed if task.final is not None else task.price
+    listed = unit_price(app, task.model, task.mode)
+    if billed == 0:
+        return "0"
+    if billed is None or listed is None:  # unpriced: count the unit the model is sold by
+        pricing = task.model.spec.pricing_for(task.mode)
+        if pricing.unit != "second":
+            return "1"
+        params = effective_params(task.model.mode(task.mode), canonical={}, native=task.payload)
+        return str(math.ceil(output_seconds(params)))
+    units = billed / listed[0]
+    # fal's app framework writes whole units without decimals, others with 8 (fal/api/api.py)
+    return str(int(units)) if units == units.to_integral_value() else f"{units:.8f}"

@@ -24,6 +24,7 @@ import hmac
 import threading
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -61,15 +62,21 @@ class FalStorage:
         self._files: dict[str, _File] = {}
         self._lock = threading.Lock()
 
-    def restore(self, files: dict[str, dict[str, Any]]) -> None:
+    def restore(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Files an earlier simulator received (its `fal_file` events): their URLs stay valid inputs."""
         with self._lock:
-            for file_id, rec in files.items():
-                self._files[file_id] = _File(file_id, rec["name"], rec["content_type"], int(rec["size"]), rec["sha256"], None)
+            for rec in records:
+                if rec.get("event") != "fal_file":
+                    continue
+                try:
+                    self._files[rec["id"]] = _File(rec["id"], rec["name"], rec["content_type"], int(rec["size"]), rec["sha256"], None)
+                except (KeyError, TypeError, ValueError):
+                    continue
 
     # -- rest.fal.ai -------------------------------------------------------------------------------
 
     def rest(self, request: Request, path: str) -> Response:
-        if request.header("Authorization") != f"Key {self.app.config.keys['fal']}":
+        if request.header("Authorization") != f"Key {self.app.keys['fal']}":
             return detail_error(401, "Unauthorized", ROUTE)
         if request.method != "POST" or path not in ("storage/auth/token", "storage/upload/initiate"):
             return detail_error(404, "Not Found", ROUTE)

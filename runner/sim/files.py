@@ -1,8 +1,7 @@
-"""File transfers that are not API calls: output downloads and Runway's presigned upload form.
+"""Output downloads: every provider's outputs, behind signed, expiring URLs on the simulator.
 
-Outputs are served behind signed, expiring URLs with Range support, as a CDN serves them; the
-download faults (expired URL, a body cut short, gzip encoding) happen here. Runway's upload form
-answers S3-style (204, XML errors).
+Outputs are served with Range support, as a CDN serves them; the download faults (expired URL, a
+body cut short, gzip encoding) happen here, at the `download` point every simulator has.
 """
 
 from __future__ import annotations
@@ -26,7 +25,7 @@ def text(status: int, message: str, route: str = "other", model: str | None = No
 
 
 class Files:
-    """Handlers for `/files/...` (outputs) and `/uploads/...` (Runway's upload form)."""
+    """The handler of `/files/...`."""
 
     def __init__(self, app: "SimApp"):
         self.app = app
@@ -68,18 +67,3 @@ class Files:
             response.abort = "truncate"
             response.send_bytes = int(len(body) * min(max(float(fault.detail.get("fraction", 0.5)), 0.0), 0.99))
         return response
-
-    def receive_upload(self, request: Request, upload_id: str) -> Response:
-        """The presigned form post of a Runway upload (S3-style: 204 on success, XML errors)."""
-        app, route = self.app, "runway.upload"
-        if request.method != "POST":
-            return Response(405, route=route)
-        fault = app.faults.draw(route, (), RESPONSE_KINDS - BODY_KINDS)
-        if fault is not None:
-            return fault_response(fault, text, app.config.hang_max_s, route)
-        problem = app.uploads.receive(upload_id, request.header("Content-Type") or "", request.body)
-        if problem is None:
-            return Response(204, route=route)
-        code, _, message = problem.partition(":")
-        xml = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message.strip() or code}</Message></Error>"
-        return Response(404 if code == "NoSuchUpload" else 400, xml.encode(), {"Content-Type": "application/xml"}, route)

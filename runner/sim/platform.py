@@ -19,7 +19,7 @@ import json
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from runner.sim.falresult import detail_error, result_of
+from runner.sim.falresult import detail_error, result_of, unit_price
 from runner.sim.server import Request, Response, json_response
 from runner.sim.tasks import Task, iso_time
 
@@ -45,7 +45,7 @@ class PlatformAPI:
         self.app = app
 
     def handle(self, request: Request, path: str) -> Response:
-        if request.header("Authorization") != f"Key {self.app.config.keys['fal']}":
+        if request.header("Authorization") != f"Key {self.app.keys['fal']}":
             return detail_error(401, "Unauthorized", ROUTE)
         handlers = {"v1/models/requests/by-endpoint": self.requests, "v1/models/pricing": self.pricing}
         if path.strip("/") not in handlers:
@@ -66,7 +66,7 @@ class PlatformAPI:
                 model, mode = self.app.catalog.by_endpoint("fal", endpoint)
             except KeyError:
                 continue
-            listed = self.app.billing.unit_price(model, mode)
+            listed = unit_price(self.app, model, mode)
             if listed is not None:
                 prices.append({"endpoint_id": endpoint, "unit_price": float(listed[0]), "unit": listed[1], "currency": "USD"})
         return json_response(200, {"prices": prices, "next_cursor": None, "has_more": False}, route=ROUTE)

@@ -4,12 +4,13 @@
 Create endpoints come from the catalogue's Runway modes, and bodies are checked against the
 manifests, so the simulator rejects exactly what the runner's own preflight should have caught.
 Errors carry Runway's `{"error": ...}` body (validation adds zod-style `issues` naming the field).
+The Runway plugin registers this simulator (plugins/runway.py, `register_simulators`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
-import math
 from collections.abc import Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -17,10 +18,14 @@ from urllib.parse import urlsplit
 
 from runner.catalog import CatalogModel, check_payload
 from runner.manifest import MediaLimits
-from runner.sim.failures import failure_message
-from runner.sim.faults import RESPONSE_KINDS, Fault
+from runner.sim.failures import failure_message, runway_refunded
+from runner.sim.faults import BODY_KINDS, RESPONSE_KINDS
+from runner.sim.files import text
+from runner.sim.provider import ProviderSim, Route
 from runner.sim.server import Request, Response, fault_response, json_response
+from runner.sim.state import Snapshot
 from runner.sim.tasks import DailyLimitExceeded, Task, iso_time, model_names
+from runner.sim.uploads import Uploads
 
 if TYPE_CHECKING:
     from runner.sim.app import SimApp
@@ -47,17 +52,33 @@ def credits(usd: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-class RunwayAPI:
-    """Handlers for everything under `/runway`."""
+class RunwaySim(ProviderSim):
+    """Everything under `/runway`, and the presigned upload form under `/uploads`."""
+
+    provider = "runway"
+    title = "Runway"
+    #: A Runway-shaped secret: `key_` and 128 hex digits.
+    key = "key_" + hashlib.sha512(b"video-runner provider simulator").hexdigest()
+    points = {"create": ("submit",), "poll": ("poll", "result"), "cancel": ("cancel",), "upload": ()}
 
     def __init__(self, app: "SimApp"):
-        self.app = app
+        super().__init__(app)
         runway_models = [cm for cm in app.catalog.models.values() if cm.provider == "runway"]
-        self.endpoints = {mode.endpoint for cm in runway_models for mode in cm.spec.modes.values()}
+        self.create_endpoints = {mode.endpoint for cm in runway_models for mode in cm.spec.modes.values()}
+        self.uploads = Uploads(app.secret, app.config.upload_ttl_s, log=lambda record: app.persist(record))
+        self._spent = Decimal(0)
+
+    def error(self, status: int, message: str) -> Response:
+        return error(status, message)
+
+    def routes(self) -> dict[str, Route]:
+        return {"uploads/": self.receive_upload}
+
+    def clients(self) -> list[str]:
+        return [f'Runway SDK: RunwayML(base_url="{self.url}", api_key=...)']
 
     def handle(self, request: Request, path: str) -> Response:
-        key = self.app.config.keys["runway"]
-        if request.header("Authorization") != f"Bearer {key}":
+        if request.header("Authorization") != f"Bearer {self.app.keys['runway']}":
             return error(401, "Invalid or missing API key: send Authorization: Bearer <key>")
         if request.header("X-Runway-Version") != VERSION:
             got = request.header("X-Runway-Version")
@@ -67,7 +88,7 @@ class RunwayAPI:
             return error(404, "Not found")
         parts = tuple(path[len("v1/"):].strip("/").split("/"))
         handlers: dict[str, Callable[[Request], Response]]
-        if len(parts) == 1 and parts[0] in self.endpoints:
+        if len(parts) == 1 and parts[0] in self.create_endpoints:
             handlers = {"POST": lambda r: self.create(r, parts[0])}
         elif len(parts) == 2 and parts[0] == "tasks":
             handlers = {"GET": lambda r: self.retrieve(r, parts[1]), "DELETE": lambda r: self.delete(r, parts[1])}
@@ -106,21 +127,11 @@ class RunwayAPI:
         if problems:
             return invalid(problems, route, model.name)
         estimate = self.app.billing.price(model, mode, payload)
-        if estimate is not None and credits(estimate) > self.app.credit_balance():
+        if estimate is not None and credits(estimate) > self.credit_balance():
             return error(400, "You do not have enough credits to run this task.", route)
-        fault = self.app.faults.draw(route, model_names(model, endpoint), RESPONSE_KINDS | {"task_failed"})
-        if fault is not None and fault.kind in RESPONSE_KINDS and not fault.after_accept:
-            return self._fault(fault, route, model.name)
-        failure_code, failure = fault.fate() if fault is not None else (None, None)
-        try:
-            task = self.app.new_task("runway", model, mode, endpoint, body, payload,
-                                     failure_code=failure_code, failure=failure)
-        except DailyLimitExceeded as exc:  # the window rolls: Retry-After is when its oldest entry leaves
-            response = error(429, DAILY_LIMIT_MESSAGE, route, model.name)
-            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-            return response
-        if fault is not None and fault.after_accept:
-            return self._fault(fault, route, model.name)
+        task = self.accept(model, mode, endpoint, body, payload, point="create")
+        if isinstance(task, Response):
+            return task
         answer: dict[str, Any] = {"id": task.id}
         if task.price is not None:
             answer["estimatedCost"] = {"credits": credits(task.price)}
@@ -151,7 +162,7 @@ class RunwayAPI:
                 return f"Data URI is {len(uri)} characters; at most {MAX_DATA_URI_CHARS} are allowed (upload larger files)"
             return None
         if uri.startswith("runway://"):
-            return self.app.uploads.check_uri(uri)
+            return self.uploads.check_uri(uri)
         if uri.startswith(("https://", "http://")):
             return url_problem(uri)
         return "Expected an HTTPS URL, a runway:// upload URI or a data URI"
@@ -168,7 +179,7 @@ class RunwayAPI:
         kinds = RESPONSE_KINDS | {"expired_url"} if phase == "succeeded" else RESPONSE_KINDS
         fault = self.app.faults.draw(route, task.names, kinds)
         if fault is not None and fault.kind != "expired_url":
-            return self._fault(fault, route, task.model.name)
+            return self.spoil(fault, "poll", task.model.name)
         return json_response(200, self.task_object(task, now, expired=fault is not None), route=route, model=task.model.name)
 
     def task_object(self, task: Task, now: float, expired: bool = False) -> dict[str, Any]:
@@ -200,9 +211,9 @@ class RunwayAPI:
         task = self.app.board.get(task_id)
         if task is None or task.provider != "runway":
             return error(404, "Task not found", route)
-        fault = self.app.faults.draw(route, task.names, RESPONSE_KINDS)
-        if fault is not None:
-            return self._fault(fault, route, task.model.name)
+        spoiled = self.spoiled("cancel", task)
+        if spoiled is not None:
+            return spoiled
         if self.app.board.cancel(task) is None:
             self.app.board.delete(task)
         return Response(204, route=route, model=task.model.name)
@@ -223,10 +234,25 @@ class RunwayAPI:
             problems.append(("type", "Expected 'ephemeral'"))
         if problems:
             return invalid(problems, route)
-        fault = self.app.faults.draw(route, (), RESPONSE_KINDS)
+        spoiled = self.spoiled("upload")
+        if spoiled is not None:
+            return spoiled
+        return json_response(200, self.uploads.create(body["filename"], self.app.base_url), route=route)
+
+    def receive_upload(self, request: Request, upload_id: str) -> Response:
+        """The presigned form post of an upload (S3-style: 204 on success, XML errors)."""
+        route = "runway.upload"
+        if request.method != "POST":
+            return Response(405, route=route)
+        fault = self.app.faults.draw(route, (), RESPONSE_KINDS - BODY_KINDS)
         if fault is not None:
-            return self._fault(fault, route, None)
-        return json_response(200, self.app.uploads.create(body["filename"], self.app.base_url), route=route)
+            return fault_response(fault, text, self.app.config.hang_max_s, route)  # the storage host's plain text
+        problem = self.uploads.receive(upload_id, request.header("Content-Type") or "", request.body)
+        if problem is None:
+            return Response(204, route=route)
+        code, _, message = problem.partition(":")
+        xml = f"<?xml version='1.0' encoding='UTF-8'?><Error><Code>{code}</Code><Message>{message.strip() or code}</Message></Error>"
+        return Response(404 if code == "NoSuchUpload" else 400, xml.encode(), {"Content-Type": "application/xml"}, route)
 
     def organization(self, request: Request) -> Response:
         """Credit balance, the tier's per-model limits, and today's usage."""
@@ -236,21 +262,37 @@ class RunwayAPI:
         for cm in self.app.catalog.models.values():
             if cm.provider != "runway":
                 continue
-            limits = [config.model_limit(table, model_names(cm)) for table in (config.concurrency, config.daily_limit)]
+            limits = [config.model_limit(table, model_names(cm), self.app.providers) for table in (config.concurrency, config.daily_limit)]
             concurrency, daily = [limit if limit is not None else table.get("runway")
                                   for limit, table in zip(limits, (config.concurrency, config.daily_limit))]
             models[cm.model_id] = {"maxConcurrentGenerations": concurrency, "maxDailyGenerations": daily}
         return json_response(200, {
-            "creditBalance": self.app.credit_balance(),
+            "creditBalance": self.credit_balance(),
             "tier": {"maxMonthlyCreditSpend": config.credit_balance, "models": models},
             "usage": {"models": {cm.model_id: {"dailyGenerations": usage[cm.name]}
                                  for cm in self.app.catalog.models.values() if cm.provider == "runway" and cm.name in usage}},
         }, route="runway.organization")
 
-    # -- helpers ----------------------------------------------------------------------------------
+    # -- billing and state -------------------------------------------------------------------------
 
-    def _fault(self, fault: Fault, route: str, model: str | None) -> Response:
-        return fault_response(fault, error, self.app.config.hang_max_s, route, model)
+    def over_daily_limit(self, exc: DailyLimitExceeded, message: str | None = None) -> Response:
+        return super().over_daily_limit(exc, DAILY_LIMIT_MESSAGE)
+
+    def failure_charged(self, task: Task) -> bool:
+        """Runway refunds failures but those of the families it names (input moderation)."""
+        return not runway_refunded(task.failure_code, self.app.config.runway_unrefunded_failures)
+
+    def billed(self, task: Task) -> None:
+        if task.billed is not None:
+            self._spent += task.billed
+
+    def credit_balance(self) -> int:
+        """Credits left: the configured balance less what Runway has billed."""
+        return int(self.app.config.credit_balance - self._spent * 100)
+
+    def restore(self, snap: Snapshot) -> None:
+        self.uploads.secret = self.app.secret  # forms issued before the restart still verify
+        self.uploads.restore(snap.records)
 
 
 def invalid(problems: list[tuple[str, str]], route: str, model: str | None = None) -> Response:

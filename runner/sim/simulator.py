@@ -7,12 +7,14 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from runner.catalog import Catalog
 from runner.sim.app import SimApp
 from runner.sim.config import SimConfig
+from runner.sim.provider import ProviderSim
 from runner.sim.server import SimHTTPServer
 from runner.sim.state import StateFile, preferred_ports
 
@@ -22,10 +24,13 @@ _TAKEN = (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL)
 
 
 class Simulator:
-    """Runway and fal.ai on one loopback port, served from a background thread.
+    """Every provider simulator installed (Runway, fal.ai, and those plugins register) on one
+    loopback port, served from background threads.
 
     >>> with Simulator() as sim:
-    ...     sim.runway_url, sim.fal_url, sim.keys   # point clients here
+    ...     sim.url("runway"), sim.keys["runway"]   # point clients here
+
+    `simulators=` hosts only the provider simulators given (`ProviderSim` subclasses) instead.
 
     With a state file (`state_path=`, or `SimConfig.state_path`) it survives its process as a
     real provider does: everything it accepts is appended to the file, and a simulator started
@@ -38,13 +43,14 @@ class Simulator:
     lock_wait_s: float = 3.0
 
     def __init__(self, config: SimConfig | None = None, port: int = 0, catalog: Catalog | None = None,
-                 *, state_path: str | os.PathLike[str] | None = None):
-        if catalog is None:
+                 *, state_path: str | os.PathLike[str] | None = None, simulators: Sequence[type[ProviderSim]] | None = None):
+        if catalog is None or simulators is None:
             from runner import plugins
 
-            catalog = plugins.registry().catalog
+            catalog = catalog or plugins.registry().catalog
+            simulators = list(plugins.simulators().values()) if simulators is None else simulators
         self.config = config or SimConfig()
-        self.app = SimApp(self.config, catalog)
+        self.app = SimApp(self.config, catalog, simulators)
         self._port = port
         chosen = state_path if state_path is not None else self.config.state_path
         self.state_path = Path(chosen) if chosen else None
@@ -216,24 +222,42 @@ class Simulator:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def runway_url(self) -> str:
-        """Runway's base URL (the official SDK's `base_url`; API paths are `/v1/...` under it)."""
-        return f"{self.base_url}/runway"
+    def providers(self) -> tuple[str, ...]:
+        """The providers it simulates."""
+        return self.app.providers
 
-    @property
-    def fal_url(self) -> str:
-        """fal's queue base URL (submit is `POST {fal_url}/{model id}`)."""
-        return f"{self.base_url}/fal"
+    def url(self, provider: str) -> str:
+        """A provider's base URL (`providers.<name>.base_url`; Runway's SDK `base_url`)."""
+        return f"{self.base_url}/{self._hosted(provider)}"
 
-    @property
-    def fal_endpoints(self) -> dict[str, str]:
-        """fal's other services as the fal plugin's `providers.fal.endpoints` names them."""
-        return {"platform": f"{self.base_url}/fal-api/v1", "storage": f"{self.base_url}/fal-rest"}
+    def endpoints(self, provider: str) -> dict[str, str]:
+        """A provider's other services, as its plugin's `providers.<name>.endpoints` names them."""
+        return self.app.handlers[self._hosted(provider)].endpoints()
 
     @property
     def keys(self) -> dict[str, str]:
         """The API keys the simulator accepts, by provider."""
-        return dict(self.config.keys)
+        return dict(self.app.keys)
+
+    def _hosted(self, provider: str) -> str:
+        if provider not in self.app.handlers:
+            raise KeyError(f"no simulator for provider {provider!r} here; simulated: {', '.join(self.providers) or 'none'}")
+        return provider
+
+    @property
+    def runway_url(self) -> str:
+        """Runway's base URL (the official SDK's `base_url`; API paths are `/v1/...` under it)."""
+        return self.url("runway")
+
+    @property
+    def fal_url(self) -> str:
+        """fal's queue base URL (submit is `POST {fal_url}/{model id}`)."""
+        return self.url("fal")
+
+    @property
+    def fal_endpoints(self) -> dict[str, str]:
+        """fal's other services as the fal plugin's `providers.fal.endpoints` names them."""
+        return self.endpoints("fal")
 
     # -- observing and steering -------------------------------------------------------------------
 
@@ -245,6 +269,12 @@ class Simulator:
         self.app.board.advance(self.app.board.now())
         return self.app.ledger.entries()
 
+    def received(self, task_id: str) -> dict[str, Any] | None:
+        """The native fields a task's request carried, as its provider simulator read them (the
+        request body without what is not a model parameter, such as Runway's `model`); None for
+        an unknown task."""
+        return self.app.received(task_id)
+
     def stats(self) -> dict[str, Any]:
         """Per provider and model: in-flight / running counts and maxima, request counts; server time."""
         return self.app.control.snapshot()
@@ -253,7 +283,8 @@ class Simulator:
                after_accept: bool = False, **detail: Any) -> None:
         """Script a fault for the next `count` requests at point `on` (optionally for one model).
 
-        Settings by kind (`runner.sim.faults.DETAILS`): http_* `retry_after`, `retry_after_ms`,
+        Points are `download` and each provider's own (`runway.create`, `fal.status`, ...: its
+        simulator's `points`). Settings by kind (`runner.sim.faults.DETAILS`): http_* `retry_after`, `retry_after_ms`,
         `should_retry` (sent verbatim as headers), `message`, on fal `ingress=True` for an
         nginx-style answer; hang `seconds`; not_object `value`; redirect `status`, `location`;
         task_failed `failure_code` (and `failure`, the message); truncated `fraction`.

@@ -16,6 +16,7 @@ Events (`"event"` names the kind; times are Unix seconds, rounded to the microse
     cancel    id, phase     -- a cancel arrived while the task was waiting, pending or running
     end       id, final, at, billed, units -- succeeded, failed or cancelled, and what it cost
     delete    id            -- Runway DELETE of an ended task
+    ...       what a provider simulator persists of its own (kept in `Snapshot.records` for it):
     upload    id, filename, expires   /   uploaded  id, size               -- Runway uploads
     fal_file  id, name, content_type, expires, size, sha256                -- fal storage uploads
 
@@ -78,8 +79,8 @@ class Snapshot:
     bills: dict[str, dict[str, Any]] = field(default_factory=dict)  # id -> {billed, units} (newer files)
     cancels: dict[str, str] = field(default_factory=dict)  # id -> phase when the cancel arrived
     deleted: set[str] = field(default_factory=set)
-    uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
-    fal_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Events of other kinds, in order: what provider simulators persisted of their own (uploads, stored files).
+    records: list[dict[str, Any]] = field(default_factory=list)
     serves: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0  # lines that could not be read
     torn: int = 0  # bytes of an unfinished last line
@@ -116,20 +117,14 @@ def parse(lines: Iterable[bytes]) -> Snapshot:
                 snap.cancels[record["id"]] = str(record["phase"])
             elif kind == "delete":
                 snap.deleted.add(record["id"])
-            elif kind == "upload":
-                snap.uploads[record["id"]] = {"filename": record["filename"], "expires": float(record["expires"]), "size": None}
-            elif kind == "uploaded":
-                if record["id"] in snap.uploads:
-                    snap.uploads[record["id"]]["size"] = int(record["size"])
-            elif kind == "fal_file":
-                snap.fal_files[record["id"]] = {k: v for k, v in record.items() if k != "event"}
             elif kind == "serve":
                 snap.serves.append(record)
             elif kind == "meta":
                 if int(record.get("format", 0)) > FORMAT:
                     raise UserError(f"simulator state written by a newer version (format {record['format']}; this one reads {FORMAT})")
                 snap.meta = snap.meta or record
-            # other kinds: written by a newer version, harmless to ignore
+            else:  # a provider simulator's own (or a newer version's: its simulator ignores it)
+                snap.records.append(record)
         except (ValueError, KeyError, TypeError, AttributeError):
             snap.skipped += 1
     return snap

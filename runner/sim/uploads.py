@@ -15,10 +15,11 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from email.parser import BytesParser
 from email.policy import HTTP
+from typing import Any
 
 #: Runway's documented size bounds for an upload.
 MIN_BYTES = 512
@@ -43,13 +44,19 @@ class Uploads:
         self._lock = threading.Lock()
         self.log = log  # persists each ticket and each arrival (the simulator's state file)
 
-    def restore(self, uploads: Mapping[str, Mapping[str, object]]) -> None:
-        """Tickets and arrivals an earlier simulator recorded: `{id: {filename, expires, size}}`."""
+    def restore(self, records: Iterable[Mapping[str, Any]]) -> None:
+        """Tickets and arrivals an earlier simulator recorded (its `upload` and `uploaded` events);
+        an unreadable one is skipped, as the state file's other lines are."""
         with self._lock:
-            for upload_id, item in uploads.items():
-                size = item.get("size")
-                self._uploads[upload_id] = _Upload(upload_id, str(item["filename"]), float(item["expires"]),  # type: ignore[arg-type]
-                                                   None if size is None else int(size))  # type: ignore[call-overload]
+            for record in records:
+                try:
+                    if record["event"] == "upload":
+                        upload_id = str(record["id"])
+                        self._uploads[upload_id] = _Upload(upload_id, str(record["filename"]), float(record["expires"]))
+                    elif record["event"] == "uploaded" and record["id"] in self._uploads:
+                        self._uploads[record["id"]].size = int(record["size"])
+                except (KeyError, TypeError, ValueError):
+                    continue
 
     def create(self, filename: str, base_url: str) -> dict[str, object]:
         """A new ticket: where to post the file, the form fields to send, and the future URI."""

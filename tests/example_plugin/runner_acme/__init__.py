@@ -1,11 +1,13 @@
 """Acme Video: a provider plugin written against video-runner's public contract only.
 
 Acme's API: POST /v1/generations starts one (header X-Api-Key), GET /v1/generations/{id} reports
-`state` (queued, processing, done, error) and, when done, `video_url`; DELETE cancels.
+`state` (queued, processing, done, error, canceled) and, when done, `video_url`; an error comes with
+`error`, `code` and `retryable`. DELETE cancels (409 once it has finished).
 """
 
 from __future__ import annotations
 
+import json
 from importlib.resources import files
 
 from runner.config import ProviderConf
@@ -35,18 +37,21 @@ class Acme(Provider):
 
     async def poll(self, handle: Handle) -> Status:
         data = json_object(await self.http("GET", self._url(f"generations/{handle.task_id}")))
-        state = data["state"]
+        state = data.get("state")
         if state == "done":
-            return Status("succeeded", detail=state, outputs=(data["video_url"],))
+            return Status("succeeded", detail=state, outputs=tuple(output_urls(data, ("video_url",))))
         if state == "error":
-            return Status("failed", detail=state, error=data.get("error"), error_kind="permanent")
+            kind = "retryable" if data.get("retryable") else "permanent"  # Acme says whether a new try may pass
+            return Status("failed", detail=state, error=f"{data.get('error')} ({data.get('code')})", error_kind=kind)
         if state == "canceled":
             return Status("canceled", detail=state)
-        return Status("queued" if state == "queued" else "running", detail=state)
+        if state in ("queued", "processing"):
+            return Status("queued" if state == "queued" else "running", detail=state)
+        return Status("failed", detail=str(state), error=f"unknown Acme state {state!r}", error_kind="retryable")
 
     async def result(self, handle: Handle, job: Job) -> Result:
         data = json_object(await self.http("GET", self._url(f"generations/{handle.task_id}")))
-        urls = output_urls(data, job.output_paths)
+        urls = output_urls(data, job.output_paths)  # a fresh URL each time: Acme's expire
         if not urls:
             raise ProviderError(f"generation {handle.task_id} has no video", kind="permanent")
         return Result(tuple(urls))
@@ -64,3 +69,19 @@ def register_providers(register):
 @hookimpl
 def register_manifests(register):
     register(files(__name__) / "acme.yaml")
+
+
+@hookimpl
+def register_simulators(register):
+    from runner_acme.sim import AcmeSim  # imported only when a simulator is wanted
+
+    register(AcmeSim)
+
+
+@hookimpl
+def job_finished(job, path):
+    """Beside each Acme clip, a note of Acme's generation id and what it cost. Hooks are delivered
+    at least once, so this writes the same note again rather than adding to it."""
+    if job.provider == "acme":
+        note = {"generation": job.task_id, "model": job.model, "usd": str(job.spent_usd), "sha256": job.output_sha256}
+        path.with_name(path.name + ".acme.json").write_text(json.dumps(note), encoding="utf-8")
