@@ -85,8 +85,9 @@ def test_the_gallery_of_a_simulated_sweep_plays_and_filters(tmp_path, sim, brows
     browser.execute_script("document.querySelector('#models input[value=gen4_turbo]').click()")
     wait_for(browser, "return document.querySelectorAll('video').length === 1")
     browser.execute_script("document.querySelector('#states input[value=downloaded]').click()")
-    wait_for(browser, "return document.querySelectorAll('video').length === 0")
-    assert browser.execute_script("return document.querySelectorAll('.cell.off').length") == 1
+    # A filter re-renders the grid and rows fill in as they come into view: wait for the filled rows.
+    wait_for(browser, "return document.querySelectorAll('.line[data-filled]').length === 2 && document.querySelectorAll('.cell.off').length === 1")
+    assert browser.execute_script("return document.querySelectorAll('video').length") == 0
     assert all(d > 0 for d in durations), durations
 
 
