@@ -20,6 +20,7 @@ import dataclasses
 import datetime
 import sqlite3
 import time
+import typing
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from runner.providers import ListedPrice, ProviderError, Settings
 
 MAX_AGE_S = 24 * 3600.0  # a price read is reused this long
 TIMEOUT_S = 10.0  # planning never waits longer than this on a price list
-_UNITS = set(Pricing.model_fields["unit"].annotation.__args__)  # the manifests' pricing units
+_UNITS = set(typing.get_args(Pricing.model_fields["unit"].annotation))  # the manifests' pricing units
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,8 @@ def price_from_lists(plan: Plan, catalog: Catalog, accounts: Mapping[str, Any], 
         name = plugins.registry().providers[provider].price_list
         account = accounts.get(provider)
         if account is None:
-            jobs = sum(1 for job in plan.unpriced if job.provider == provider)
             plan.warnings.append(f"the {name} was not read ({key_env.get(provider, 'its key')} is not set): "
-                                 f"{_count(jobs)} stay price unknown")
+                                 f"{_count(_unpriced(plan, provider))} stay price unknown")
             continue
         now = time.time()
         found = _cached(db, provider, account.base_url, endpoints, now)
@@ -82,9 +82,10 @@ def price_from_lists(plan: Plan, catalog: Catalog, accounts: Mapping[str, Any], 
         if missing:
             try:
                 listed = asyncio.run(_read(plugins.registry().providers[provider], account, missing))
-            except ProviderError as exc:
-                plan.warnings.append(f"the {name} could not be read ({exc.message[:200]}): the jobs it would price "
-                                     f"stay price unknown")
+            except Exception as exc:  # noqa: BLE001  a plugin's fault as much as the network's: planning goes on
+                problem = exc.message if isinstance(exc, ProviderError) else f"{type(exc).__name__}: {exc}"
+                plan.warnings.append(f"the {name} could not be read ({problem[:200]}): "
+                                     f"{_count(_unpriced(plan, provider))} stay price unknown")
                 listed = None
             if listed is not None:
                 fresh = [Listed(provider, account.base_url, e, p.usd, p.unit, now) for e, p in listed.items() if e in endpoints]
@@ -100,6 +101,10 @@ def price_from_lists(plan: Plan, catalog: Catalog, accounts: Mapping[str, Any], 
 
 def _count(jobs: int) -> str:
     return f"{jobs:,} job{'s' if jobs != 1 else ''}"
+
+
+def _unpriced(plan: Plan, provider: str) -> int:
+    return sum(1 for job in plan.unpriced if job.provider == provider)
 
 
 def wanted(plan: Plan, catalog: Catalog) -> dict[str, set[str]]:

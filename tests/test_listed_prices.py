@@ -88,6 +88,7 @@ def test_a_run_keeps_the_price_for_a_day_and_an_unreadable_list_never_stops_plan
     assert stale.returncode == 0, stale.stderr
     assert "2 jobs with price unknown" in stale.stdout
     assert "warning: the fal price list could not be read (network error" in stale.stdout
+    assert "): 2 jobs stay price unknown" in stale.stdout
 
 
 def test_jobs_first_planned_unpriced_get_the_listed_price_when_a_run_reads_it(tmp_path):
