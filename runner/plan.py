@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -105,18 +105,18 @@ class Plan:
         for reason, skipped in other.skipped.items():
             self.skip(reason, skipped.prompts, skipped.jobs)
 
-    def skip(self, reason: str, prompts: list[str], jobs: int) -> None:
+    def skip(self, reason: str, prompts: Iterable[str], jobs: int) -> None:
         entry = self.skipped.setdefault(reason, Skipped())
         entry.jobs += jobs
-        entry.prompts += [p for p in prompts if p not in entry.prompts]
+        entry.prompts.update(dict.fromkeys(prompts))
 
 
 @dataclass
 class Skipped:
-    """Jobs on_invalid=skip left out for one reason: how many, and of which prompts."""
+    """Jobs on_invalid=skip left out for one reason: how many, and of which prompts (in order)."""
 
     jobs: int = 0
-    prompts: list[str] = field(default_factory=list)
+    prompts: dict[str, None] = field(default_factory=dict)
 
 
 def job_key(provider: str, model_id: str, endpoint: str, payload: Mapping[str, Any], replicate: int) -> str:

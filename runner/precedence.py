@@ -69,7 +69,7 @@ class Layers:
     points: list[tuple[Values, Values]]  # per sweep point: the config's and the grid's values, without the model's
     override: bool = False  # override_prompt_params: the config and the grid win over a prompt's own values
     #: (value as given, its source) -> the prompts whose own value hid it (when not `override`).
-    hidden: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    hidden: dict[tuple[str, str], dict[str, None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._merged = [({**self.model, **canonical}, {**self.model_native, **native}) for canonical, native in self.points]
@@ -91,14 +91,13 @@ class Layers:
         for name, mine in own.items():
             theirs = point.get(name)
             if theirs is not None and not values.same(theirs.value, mine.value):
-                ids = self.hidden.setdefault((f"{prefix}{name}={values.text(theirs.value)}", theirs.source), [])
-                if prompt_id not in ids:
-                    ids.append(prompt_id)
+                self.hidden.setdefault((f"{prefix}{name}={values.text(theirs.value)}", theirs.source), {})[prompt_id] = None
 
     def warnings(self) -> list[str]:
         """A line per value that some prompts' own values hid, naming the switch that changes it."""
         lines = []
-        for (given, source), ids in self.hidden.items():
+        for (given, source), hiding in self.hidden.items():
+            ids = list(hiding)
             shown = ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
             lines.append(f"{given} (from {source}) does not apply to {len(ids)} prompt{'s' if len(ids) != 1 else ''} "
                          f"that set{'s' if len(ids) == 1 else ''} {given.split('=')[0]} {'itself' if len(ids) == 1 else 'themselves'} "

@@ -58,7 +58,8 @@ def _skipped(plan: Plan) -> list[str]:
     jobs = sum(entry.jobs for entry in plan.skipped.values())
     lines = [f"skipped {jobs:,} job{'s' if jobs != 1 else ''} (on_invalid=skip):"]
     for reason, entry in plan.skipped.items():
-        shown = ", ".join(entry.prompts[:3]) + (f" and {len(entry.prompts) - 3:,} more" if len(entry.prompts) > 3 else "")
+        prompts = list(entry.prompts)
+        shown = ", ".join(prompts[:3]) + (f" and {len(prompts) - 3:,} more" if len(prompts) > 3 else "")
         lines.append(f"  {entry.jobs:,} job{'s' if entry.jobs != 1 else ''} ({shown}): {reason}")
     return lines
 
