@@ -9,14 +9,16 @@ comparison measures the model that was asked for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
 
 from runner.hookspecs import hookimpl
 from runner.inputs import InputFile, replace_inputs
-from runner.providers import GenerationFailed, Handle, Job, Provider, ProviderError, Result, Status, json_object, output_urls
+from runner.providers import (
+    GenerationFailed, Handle, Job, ListedPrice, Provider, ProviderError, Result, Status, json_object, output_urls,
+)
 from runner_manifests import path
 from runner_plugins.fal_platform import FalPlatform
 
@@ -34,6 +36,7 @@ STORED_TTL_S = 6 * 3600
 class Fal(Provider):
     name = "fal"
     key_env = ("FAL_KEY",)
+    price_list = "fal price list"
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -87,6 +90,10 @@ class Fal(Provider):
                 url = await self.platform.upload(file)
                 await self.uploads.put(file.sha256, url, STORED_TTL_S)
             return url
+
+    async def listed_prices(self, endpoints: Sequence[str]) -> dict[str, ListedPrice]:
+        """Unit prices from fal's pricing API (the Platform API), for models the manifest leaves unpriced."""
+        return await self.platform.listed(endpoints)
 
     async def find(self, job: Job, since: float) -> list[Handle]:
         """Requests fal holds for this exact input, sent since `since`: a lost submit answer is looked

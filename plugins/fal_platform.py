@@ -4,7 +4,8 @@
   to an endpoint with their inputs. A submit whose answer was lost is looked up there and adopted
   instead of paid for again (https://fal.ai/docs/platform-apis/v1/models/requests/by-endpoint).
 - Prices (`GET {platform}/models/pricing`): the unit price of an endpoint; a result's
-  `X-Fal-Billable-Units` times it is what the request was billed.
+  `X-Fal-Billable-Units` times it is what the request was billed, and the plan estimates models
+  the manifest leaves unpriced from it (https://fal.ai/docs/platform-apis/v1/models/pricing).
 - Storage (`POST {storage}/storage/upload/initiate`, then a PUT of the bytes to the signed URL it
   answers), as fal-client uploads a local file; the file URL it gives is a valid model input.
 
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import datetime
 import mimetypes
+from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from runner.inputs import InputFile
-from runner.providers import Handle, Job, ProviderError, classify_status, classify_transport, json_object
+from runner.providers import Handle, Job, ListedPrice, ProviderError, classify_status, classify_transport, json_object
 
 if TYPE_CHECKING:
     from runner_plugins.fal import Fal
@@ -29,6 +31,10 @@ if TYPE_CHECKING:
 NAMESPACES = ("workflows", "comfy")
 HISTORY_PAGES = 20  # at most 2,000 requests looked through for one lost answer
 LOOKBACK_S = 120.0  # requests sent this long before the lost one are looked at too (clocks differ)
+PRICED_PER_CALL = 50  # endpoint ids the pricing API takes in one call
+PRICE_PAGES = 20
+#: fal's pricing units in the manifests' words (a unit not here is passed on as fal says it).
+UNITS = {"video": "clip", "second": "second", "image": "image", "character": "character", "request": "request"}
 
 
 class FalPlatform:
@@ -87,13 +93,32 @@ class FalPlatform:
     async def unit_price(self, endpoint: str) -> Decimal | None:
         if endpoint not in self._prices:
             try:
-                answer = json_object(await self.fal.http("GET", f"{self._base('platform')}/models/pricing",
-                                                         params={"endpoint_id": endpoint}))
-                prices = [p for p in answer.get("prices") or [] if isinstance(p, dict) and p.get("endpoint_id") == endpoint]
-                self._prices[endpoint] = Decimal(str(prices[0]["unit_price"])) if prices else None
-            except (ProviderError, InvalidOperation, KeyError):
+                listed = await self.listed([endpoint])
+            except ProviderError:
                 return None  # asked again for the next result
+            self._prices[endpoint] = listed[endpoint].usd if endpoint in listed else None
         return self._prices[endpoint]
+
+    async def listed(self, endpoints: Sequence[str]) -> dict[str, ListedPrice]:
+        """The prices fal's price list has for these endpoints (those it leaves out are missing);
+        ProviderError when the list could not be read."""
+        found: dict[str, ListedPrice] = {}
+        for start in range(0, len(endpoints), PRICED_PER_CALL):
+            params: dict[str, Any] = {"endpoint_id": ",".join(endpoints[start:start + PRICED_PER_CALL])}
+            for _ in range(PRICE_PAGES):
+                answer = json_object(await self.fal.http("GET", f"{self._base('platform')}/models/pricing", params=params))
+                for item in answer.get("prices") or []:
+                    try:
+                        usd = Decimal(str(item["unit_price"]))
+                        endpoint, unit = str(item["endpoint_id"]), str(item.get("unit", ""))
+                    except (TypeError, KeyError, InvalidOperation):
+                        continue  # an entry this runner cannot read prices nothing
+                    if usd.is_finite() and usd >= 0 and item.get("currency", "USD") == "USD":
+                        found[endpoint] = ListedPrice(usd, UNITS.get(unit, unit))
+                if not answer.get("has_more") or not answer.get("next_cursor"):
+                    break
+                params["cursor"] = answer["next_cursor"]
+        return found
 
     # -- storage ------------------------------------------------------------------------------------
 

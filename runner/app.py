@@ -21,6 +21,7 @@ from hydra import compose, initialize_config_module
 from hydra._internal.utils import get_args_parser
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import installed, plugins
@@ -30,7 +31,7 @@ from runner.plan import Plan, build_plan
 from runner import preflight
 from runner.preflight import check_overrides
 from runner.report import format_plan
-from runner.run import RUN_ID_ENV, check_budget, execute
+from runner.run import RUN_ID_ENV, execute, prepare
 
 EXIT_USAGE = 2
 CONFIG_PATH = "pkg://runner_conf"
@@ -107,12 +108,14 @@ def run(cfg: DictConfig) -> None:
     try:
         catalog = plugins.registry().catalog
         plan = build_plan(cfg, catalog, HydraConfig.get().runtime.choices)
-        print(format_plan(plan, cfg.show_jobs))
-        check_budget(plan, cfg.budget_usd, cfg.allow_unpriced)
+        if not plan.jobs and HydraConfig.get().mode == RunMode.MULTIRUN:  # one point of Hydra's own launchers
+            print(format_plan(plan, cfg.show_jobs))  # on_invalid=skip left this point nothing: the others go on
+            return
+        priced = prepare(cfg, plan)
         if cfg.dry_run:
             return
         config = OmegaConf.to_container(cfg, resolve=True)
-        status = execute(cfg, plan, config, COMMAND or sys.argv[1:])
+        status = execute(cfg, plan, config, COMMAND or sys.argv[1:], priced)
     except UserError as exc:
         fail(str(exc))
     if status:
@@ -187,7 +190,6 @@ def _app_help(app: Any, overrides: list[str], resolve: bool) -> str:
     options of every config group, each of its own too, copying the whole config repository for
     each one, which takes seconds with an option per catalogue model. Here the app's groups are
     listed, and Hydra's only if the template asks for them."""
-    from hydra.types import RunMode
 
     cfg = app.compose_config(config_name=CONFIG_NAME, overrides=overrides, run_mode=RunMode.RUN)
     HydraConfig.instance().set_config(cfg)

@@ -75,7 +75,8 @@ class RunConfig:
     prompt_set: PromptSetConf = MISSING
     providers: dict[str, ProviderConf] = field(default_factory=dict)
 
-    # Canonical parameters, for every job of the run (a prompt's own params win over these).
+    # Canonical parameters, for every job of the run (a prompt's own params win over these, unless
+    # override_prompt_params=true).
     duration: Optional[int] = None
     aspect_ratio: Optional[str] = None
     resolution: Optional[str] = None
@@ -88,6 +89,11 @@ class RunConfig:
     # The sweep kept in a file: a grid over canonical params, e.g. sweep.duration=[5,10].
     sweep: SweepConf = field(default_factory=SweepConf)
     replicates: int = 1
+    #: A job whose values its model does not take (a sweep across unlike models): `error` ends the
+    #: plan, `skip` leaves the job out and the plan lists it with the reason.
+    on_invalid: str = "error"
+    #: true: the config, command line and sweep grid win over a prompt's own params and native fields.
+    override_prompt_params: bool = False
 
     # Runner settings.
     name: Optional[str] = None  # the sweep's name (outputs/<name>/...); defaults to the prompt set's

@@ -18,3 +18,11 @@ def suggest(given: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' when `given` looks like a typo of one of `choices`, else ''."""
     close = difflib.get_close_matches(given, list(choices), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class NotTaken(UserError):
+    """A value the model does not take (a parameter, field, value, mode or combination of them).
+
+    In a sweep across unlike models such a job can be skipped rather than end the plan
+    (`on_invalid=skip`); any other mistake (a missing file, a typo in a setting) always ends it.
+    """

@@ -179,3 +179,12 @@ def m006_one_job_per_task(db: sqlite_utils.Database) -> None:
     shared = db.execute("select count(*) from (select task_id from jobs where task_id is not null group by task_id having count(*) > 1)").fetchone()[0]
     unique = "unique " if not shared else ""
     db.execute(f"create {unique}index jobs_task on jobs(task_id) where task_id is not null")
+
+
+@migration
+def m007_listed_prices(db: sqlite_utils.Database) -> None:
+    """Prices read from a provider's own price list (fal's pricing API) for models the manifests
+    leave unpriced, with when they were read: reused for 24 h (runner/listed.py). `usd` is the
+    decimal text the provider gave (a unit price may be finer than a micro-dollar)."""
+    db["listed_prices"].create({"provider": str, "source": str, "endpoint": str, "usd": str, "unit": str, "fetched_at": float},
+                               pk=("provider", "source", "endpoint"))

@@ -7,7 +7,7 @@ and has every input it requires; when none fits, the message says what the model
 from __future__ import annotations
 
 from runner.catalog import CatalogModel
-from runner.errors import UserError, suggest
+from runner.errors import NotTaken, UserError, suggest
 from runner.manifest import MEDIA_PARAMS, Mode
 
 
@@ -23,7 +23,7 @@ def select_mode(model: CatalogModel, present: set[str], forced: str | None, wher
 
     if forced:
         if forced not in modes:
-            raise UserError(
+            raise NotTaken(
                 f"mode={forced} is not a mode of model {model.name}{suggest(forced, modes)}; its modes: {', '.join(modes)}"
             )
         candidates = [forced]
@@ -37,12 +37,12 @@ def select_mode(model: CatalogModel, present: set[str], forced: str | None, wher
     extra = present - takes(modes[name])
     kinds = ", ".join(candidates)
     if len(candidates) == 1 and missing:
-        raise UserError(
+        raise NotTaken(
             f"model {model.name} is {kinds} only and needs {', '.join(sorted(missing))}, "
             f"but {where} has none; use a prompt set whose prompts give {', '.join(sorted(missing))}, or a model that takes text alone"
         )
     given = ", ".join(sorted(present)) or "text only"
-    raise UserError(
+    raise NotTaken(
         f"model {model.name} has no mode for {where} ({given}): its modes are {kinds}"
         + (f"; it does not take {', '.join(sorted(extra))}" if extra else "")
     )

@@ -8,9 +8,8 @@ is spent, with a message naming the field, the value, what is allowed and where 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -32,10 +31,14 @@ from runner.catalog import (
     wrap,
 )
 from runner.config import RUN_LEVEL_PARAMS
-from runner.errors import UserError, suggest
+from runner.errors import NotTaken, UserError, suggest
 from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
 from runner.modes import select_mode
+from runner.precedence import CONFIG, Given, Layers, Values, grid, layer
 from runner.prompts import Prompt
+
+#: What a job whose values its model does not take does to the plan (`on_invalid=`).
+ON_INVALID = ("error", "skip")
 
 # slots: a sweep may hold 100,000 of them, and a __dict__ each would take more than their contents.
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,8 @@ class Plan:
     jobs: list[JobSpec] = field(default_factory=list)
     merged: int = 0  # planned points that turned out to be the same job
     warnings: list[str] = field(default_factory=list)  # what a person should know before running it
+    #: Jobs left out by on_invalid=skip: why (the message the error would have been) -> the prompts skipped.
+    skipped: dict[str, "Skipped"] = field(default_factory=dict)
     #: The keys of `jobs`, kept with them so adding a job (or a sweep point's plan) never rescans the list.
     _keys: set[str] = field(default_factory=set, repr=False, compare=False)
 
@@ -97,6 +102,21 @@ class Plan:
             self.add(job)
         self.merged += other.merged
         self.warnings += [w for w in other.warnings if w not in self.warnings]
+        for reason, skipped in other.skipped.items():
+            self.skip(reason, skipped.prompts, skipped.jobs)
+
+    def skip(self, reason: str, prompts: Iterable[str], jobs: int) -> None:
+        entry = self.skipped.setdefault(reason, Skipped())
+        entry.jobs += jobs
+        entry.prompts.update(dict.fromkeys(prompts))
+
+
+@dataclass
+class Skipped:
+    """Jobs on_invalid=skip left out for one reason: how many, and of which prompts (in order)."""
+
+    jobs: int = 0
+    prompts: dict[str, None] = field(default_factory=dict)
 
 
 def job_key(provider: str, model_id: str, endpoint: str, payload: Mapping[str, Any], replicate: int) -> str:
@@ -128,12 +148,6 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-@dataclass(frozen=True)
-class _Value:
-    value: Any
-    source: str
-
-
 def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: Mapping[str, str] | None = None) -> Plan:
     """Expand prompts × sweep grid × replicates into validated, keyed, priced jobs.
 
@@ -152,22 +166,34 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     if not isinstance(replicates, int) or replicates < 1:
         raise UserError(f"replicates={replicates!r} is not allowed: give a whole number of 1 or more")
 
-    base = _layer({}, conf["model"].get("params") or {}, f"model={model_choice} (model.params)")
-    base_native = _layer({}, conf["model"].get("native") or {}, f"model={model_choice} (model.native)")
-    base = _layer(base, {k: conf.get(k) for k in RUN_LEVEL_PARAMS}, "the config or command line")
-    base_native = _layer(base_native, conf.get("native") or {}, "the config or command line (native)")
+    on_invalid = conf.get("on_invalid", "error")
+    if on_invalid not in ON_INVALID:
+        raise UserError(f"on_invalid={on_invalid!r} is not allowed: give error (a value a model does not take ends the "
+                        f"plan) or skip (its jobs are left out and listed)")
+    config = layer({}, {k: conf.get(k) for k in RUN_LEVEL_PARAMS}, CONFIG)
+    config_native = layer({}, conf.get("native") or {}, f"{CONFIG} (native)")
+    layers = Layers(
+        model=layer({}, conf["model"].get("params") or {}, f"model={model_choice} (model.params)"),
+        model_native=layer({}, conf["model"].get("native") or {}, f"model={model_choice} (model.native)"),
+        points=[(layer(config, canonical, "sweep"), layer(config_native, native, "sweep (native)"))
+                for canonical, native in grid(conf.get("sweep") or {})],
+        override=bool(conf.get("override_prompt_params")),
+    )
     sweep_name = conf.get("name") or prompt_set.name
-    points = [(_layer(base, canonical, "sweep"), _layer(base_native, native, "sweep (native)"))
-              for canonical, native in _grid(conf.get("sweep") or {})]
 
     sweep = _Sweep(model, conf, replicates, sweep_name)
     for prompt in prompt_set.prompts:
-        where = prompt.label
-        for point_canonical, point_native in points:
-            canonical = _layer(point_canonical, prompt.params, f"{where} (params)")
-            native = _layer(point_native, prompt.native, f"{where} (native)")
-            for job in _jobs(sweep, prompt, canonical, native):
+        for canonical, native in layers.values(prompt):
+            try:
+                jobs = _jobs(sweep, prompt, canonical, native)
+            except NotTaken as exc:
+                if on_invalid == "error":
+                    raise NotTaken(f"{exc}; to plan the other jobs and list the ones skipped, add on_invalid=skip") from None
+                plan.skip(str(exc), [prompt.id], replicates)
+                continue
+            for job in jobs:
                 plan.add(job)
+    plan.warnings += layers.warnings()
     return plan
 
 
@@ -185,32 +211,6 @@ def _retirement(model: CatalogModel, catalog: Catalog) -> list[str]:
     if retired.refused:
         raise UserError(f"model {model.name} is retired: {model.provider} no longer accepts it{since}{instead}")
     return [f"model {model.name} is deprecated by {model.provider} and may stop working{since}{instead}"]
-
-
-def _layer(under: Mapping[str, _Value], over: Mapping[str, Any], source: str) -> dict[str, _Value]:
-    merged = dict(under)
-    merged.update({k: _Value(v, source) for k, v in over.items() if v is not None})
-    return merged
-
-
-def _grid(sweep: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-    """The cartesian product of the in-config sweep, as (canonical values, native values) points."""
-    axes = [[(name, v) for v in values] for name, values in _axes(sweep)]
-    points = []
-    for combo in itertools.product(*axes):
-        canonical = {k: v for k, v in combo if not k.startswith("native.")}
-        native = {k.removeprefix("native."): v for k, v in combo if k.startswith("native.")}
-        points.append((canonical, native))
-    return points
-
-
-def _axes(sweep: Mapping[str, Any]) -> list[tuple[str, list[Any]]]:
-    named = [(k, v) for k, v in sweep.items() if k != "native" and v is not None]
-    named += [(f"native.{k}", v) for k, v in (sweep.get("native") or {}).items()]
-    for name, axis in named:
-        if not isinstance(axis, list) or not axis:
-            raise UserError(f"sweep.{name}={axis!r} is not allowed: give a non-empty list, e.g. sweep.{name}=[a,b]")
-    return named
 
 
 @dataclass
@@ -238,12 +238,12 @@ class _Sweep:
         return self.fields[mode_name]
 
 
-def _jobs(sweep: _Sweep, prompt: Prompt, canonical: dict[str, _Value], native: dict[str, _Value]) -> list[JobSpec]:
+def _jobs(sweep: _Sweep, prompt: Prompt, canonical: Values, native: Values) -> list[JobSpec]:
     """The replicates of one (prompt, sweep point): its native payload, checked and priced once, and
     a key per replicate."""
     model, conf, checked = sweep.model, sweep.conf, sweep.checked
     where = prompt.label
-    media = {k: _Value(v, where) for k, v in prompt.media.items()}
+    media = {k: Given(v, where) for k, v in prompt.media.items()}
     mode_name = sweep.mode_for(media, where)
     mode = model.mode(mode_name)
     label = f"model {model.name} ({mode_name})"
@@ -254,20 +254,20 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: dict[str, _Value], native: d
     text = prompt.text
     if text:
         if "prompt" not in by_canonical:
-            raise UserError(f"{label} takes no text prompt, but {where} has text; leave `text` empty for it")
-        canonical = {**canonical, "prompt": _Value(text, where)}
+            raise NotTaken(f"{label} takes no text prompt, but {where} has text; leave `text` empty for it")
+        canonical = {**canonical, "prompt": Given(text, where)}
     for name, given in canonical.items():
         field_name = by_canonical.get(name)
         if field_name is None:
             takes = ", ".join(sorted(by_canonical)) or "no canonical parameters"
-            raise UserError(
+            raise NotTaken(
                 f"{name}={given.value!r} is not a parameter of {label} (from {given.source}); it takes: {takes}"
             )
         spec = mode.params[field_name]
         try:
             value = to_native(spec, given.value)
         except ValueError as exc:
-            raise UserError(
+            raise NotTaken(
                 f"{name}={given.value!r} is not allowed for {label} (from {given.source}); {exc}"
             ) from None
         payload[field_name] = wrap(spec, value)
@@ -299,14 +299,14 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: dict[str, _Value], native: d
     for field_name, given in native.items():
         spec = mode.params.get(field_name)
         if spec is None:
-            raise UserError(
+            raise NotTaken(
                 f"native.{field_name} is not a field of {label} (from {given.source})"
                 f"{suggest(field_name, mode.params)}; its fields: {', '.join(mode.params)}"
             )
         value = spelled_native(spec, given.value)
         problem = check_value(spec, value)
         if problem:
-            raise UserError(f"native.{field_name}={given.value!r} is not allowed for {label} (from {given.source}); {problem}")
+            raise NotTaken(f"native.{field_name}={given.value!r} is not allowed for {label} (from {given.source}); {problem}")
         payload[field_name] = value
 
     _normalise(mode, payload, label, where)
@@ -334,7 +334,7 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: dict[str, _Value], native: d
 
 
 def _check_rules(
-    mode: Mode, effective: Mapping[str, Any], label: str, canonical: Mapping[str, _Value], native: Mapping[str, _Value]
+    mode: Mode, effective: Mapping[str, Any], label: str, canonical: Mapping[str, Given], native: Mapping[str, Given]
 ) -> None:
     """Refuse a combination the provider refuses ("1080p videos are limited to 5 seconds")."""
     broken = broken_rule(mode, effective)
@@ -355,7 +355,7 @@ def _check_rules(
 
     conditions = ", ".join(shown(k) for k in rule.when)
     what = f"takes {name} only as {', '.join(values.text(v) for v in allowed)}" if allowed else f"takes no {name}"
-    raise UserError(f"{label} {what} when {conditions}; {shown(name)} is not allowed: {rule.reason}")
+    raise NotTaken(f"{label} {what} when {conditions}; {shown(name)} is not allowed: {rule.reason}")
 
 
 def _extension(model: CatalogModel, payload: Mapping[str, Any]) -> str:
@@ -381,7 +381,7 @@ def _normalise(mode: Mode, payload: dict[str, Any], label: str, where: str) -> N
             payload[field_name] = spec.default
         elif spec.required:
             what = spec.canonical or f"native.{field_name}"
-            raise UserError(f"{label} needs {what}, and {where} does not give it")
+            raise NotTaken(f"{label} needs {what}, and {where} does not give it")
 
 
 def _same_value(a: Any, b: Any) -> bool:

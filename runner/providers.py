@@ -14,7 +14,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -160,6 +160,16 @@ class AccountLimits:
 
 
 @dataclass(frozen=True)
+class ListedPrice:
+    """A price as the provider's own price list gives it: USD per `unit` (the manifest's words:
+    `second`, `clip`, `image`, `character`, `request`; any other is the provider's own word, which
+    the runner cannot estimate from)."""
+
+    usd: Decimal
+    unit: str
+
+
+@dataclass(frozen=True)
 class Settings:
     """A provider account as the run config gives it."""
 
@@ -178,6 +188,9 @@ class Provider:
     #: The provider's settings (base URL, key variable, limits) when conf/provider/ has no file for
     #: it: a third-party plugin ships its defaults here, and they become `provider=<name>`.
     default_conf: ClassVar[ProviderConf | None] = None
+    #: How the plan names the provider's own price list ("fal price list"), read for models its
+    #: manifest leaves unpriced; None: the provider publishes none the runner can read.
+    price_list: ClassVar[str | None] = None
 
     def __init__(self, settings: Settings, client: httpx.AsyncClient, uploads: Uploads | None = None):
         self.settings = settings
@@ -254,6 +267,11 @@ class Provider:
     async def cancel(self, handle: Handle) -> bool:
         """Stop a task; False when it had already finished (its output is then still collectable)."""
         raise NotImplementedError
+
+    async def listed_prices(self, endpoints: Sequence[str]) -> dict[str, ListedPrice]:
+        """The provider's own prices of these endpoints, where its price list has them (asked after
+        the plan is validated, for models the manifest leaves unpriced; see `price_list`)."""
+        return {}
 
     async def account_limits(self) -> "AccountLimits":
         """Per-model limits the account has, where the provider says (`limits_from_provider=true`)."""

@@ -30,7 +30,7 @@ def format_plan(plan: Plan, show_jobs: str | int = SHOW_JOBS) -> str:
     limit = _limit(show_jobs)
     jobs = plan.jobs
     lines = _table([_job_row(job) for job in (jobs if limit is None or len(jobs) <= limit else jobs[:EXAMPLE_ROWS])],
-                   ("job", "model", "mode", "prompt", "params", "est. $"))
+                   ("job", "model", "mode", "prompt", "params", "est. $")) if jobs else []
     if limit is not None and len(jobs) > limit:
         lines.append(f"... and {len(jobs) - EXAMPLE_ROWS:,} more (show_jobs=all lists every job)")
         lines += [""] + _summary(plan)
@@ -46,7 +46,22 @@ def format_plan(plan: Plan, show_jobs: str | int = SHOW_JOBS) -> str:
     if sources:
         lines.append(f"prices from: {'; '.join(sources)}")
     lines += [f"warning: {warning}" for warning in plan.warnings]
+    lines += _skipped(plan)
     return "\n".join(lines)
+
+
+def _skipped(plan: Plan) -> list[str]:
+    """What on_invalid=skip left out: a line per reason (model, parameter, value given, what is
+    allowed), with its jobs and prompts."""
+    if not plan.skipped:
+        return []
+    jobs = sum(entry.jobs for entry in plan.skipped.values())
+    lines = [f"skipped {jobs:,} job{'s' if jobs != 1 else ''} (on_invalid=skip):"]
+    for reason, entry in plan.skipped.items():
+        prompts = list(entry.prompts)
+        shown = ", ".join(prompts[:3]) + (f" and {len(prompts) - 3:,} more" if len(prompts) > 3 else "")
+        lines.append(f"  {entry.jobs:,} job{'s' if entry.jobs != 1 else ''} ({shown}): {reason}")
+    return lines
 
 
 def _limit(show_jobs: str | int) -> int | None:

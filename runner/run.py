@@ -8,6 +8,7 @@ ledger is written or anything is sent, with a message saying what to set.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import MappingProxyType
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -26,7 +27,7 @@ from typing import Any
 import httpx
 from omegaconf import OmegaConf
 
-from runner import installed, plugins
+from runner import installed, listed, plugins
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
@@ -41,6 +42,7 @@ from runner.plan import Plan
 from runner.progress import Progress
 from runner.providers import Settings, Uploads
 from runner.publish import publish_run
+from runner.report import format_plan
 from runner.summary import EXIT_INTERRUPTED, summarize
 from runner.writer import LedgerUnusable, Writer
 
@@ -79,6 +81,35 @@ def check_budget(plan: Plan, budget_usd: float | None, allow_unpriced: bool) -> 
         )
 
 
+def prepare(cfg: Any, plan: Plan) -> listed.Priced:
+    """A validated plan, before anything is written or sent: jobs of models the manifests leave
+    unpriced priced from their provider's price list (read with the key, or from the simulator
+    for `simulate=`), the plan shown, and the estimate held to the budget. Returns what the run
+    keeps of the prices read (a dry run keeps nothing)."""
+    if not plan.jobs and plan.skipped:
+        print(format_plan(plan, cfg.show_jobs))
+        raise UserError("on_invalid=skip skipped every job (listed above): nothing to run")
+    _quiet_http()
+    catalog = plugins.registry().catalog
+    providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
+    wanted = listed.wanted(plan, catalog)
+    simulate = OmegaConf.to_container(cfg.simulate) if OmegaConf.is_config(cfg.simulate) else cfg.simulate
+    simulated = [name for name in simulated_providers(simulate, plan) if name in wanted] if wanted else []
+    # a simulator of its own, keeping no state: its prices are its config's, the same as the run's
+    with simulator(cfg.sim_config, None, simulated) if simulated else nullcontext({}) as found:
+        reachable = accounts(plan, providers, os.environ, found, required=False) if wanted else {}
+        priced = listed.price_from_lists(plan, catalog, reachable, {n: c.key_env for n, c in providers.items()}, cfg.db)
+    priced.read = [item for item in priced.read if item.provider not in simulated]  # this simulator is gone after this
+    print(format_plan(plan, cfg.show_jobs))
+    check_budget(plan, cfg.budget_usd, cfg.allow_unpriced)
+    return priced
+
+
+def _quiet_http() -> None:
+    for noisy in ("httpx", "httpcore"):  # a line per request drowns the plan and the progress display
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def check_outputs_dir(outputs_dir: str) -> None:
     """The outputs folder takes files, found out before a generation is paid for, not after."""
     folder = Path(outputs_dir)
@@ -91,9 +122,11 @@ def check_outputs_dir(outputs_dir: str) -> None:
                         f"choose another with outputs_dir=...") from None
 
 
-def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping[str, str], simulated: Mapping[str, Account] | None) -> dict[str, Account]:
+def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping[str, str], simulated: Mapping[str, Account] | None,
+             *, required: bool = True) -> dict[str, Account]:
     """The account of every provider the plan needs: the simulator's for those simulated, else the
-    configured one with its key from the environment; a missing key stops the run before it starts."""
+    configured one with its key from the environment; a missing key stops the run before it starts
+    (`required=False`: that provider is left out)."""
     registry = plugins.registry()
     found: dict[str, Account] = {}
     for name in sorted({job.provider for job in plan.jobs}):
@@ -107,6 +140,8 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
             found[name] = simulated[name]
             continue
         key = cls.key_from_env(environ, conf.key_env)
+        if not key and not required:
+            continue
         if not key:
             simulate = f"simulate={name} (or simulate=true)" if name in plugins.simulators().classes else "no simulator for it is installed"
             raise UserError(
@@ -152,36 +187,39 @@ def simulated_providers(simulate: Any, plan: Plan) -> list[str]:
 
 
 @contextmanager
-def simulator(config_path: str | None, state_dir: str, providers: Collection[str]) -> Iterator[dict[str, Account]]:
+def simulator(config_path: str | None, state_dir: str | None, providers: Collection[str]) -> Iterator[dict[str, Account]]:
     """The provider simulator on loopback, for `simulate=`: the accounts of the providers named,
     with demo latencies of a few seconds, or the behaviour a simulator config file describes
-    (`sim_config=path.yaml`)."""
+    (`sim_config=path.yaml`). With no `state_dir`, one that writes nothing (to read its prices)."""
     from runner.sim import Latency, SimConfig, Simulator
 
     try:
         config = SimConfig.load(config_path) if config_path else SimConfig(latency={"default": Latency(2.0, 4.0)})
-        sim = Simulator(config, state_path=config.state_path or Path(state_dir) / "simulator.jsonl")
+        if state_dir is None:
+            config = dataclasses.replace(config, state_path=None, ledger_path=None)
+        state = config.state_path or (Path(state_dir) / "simulator.jsonl" if state_dir is not None else None)
+        sim = Simulator(config, state_path=state)
     except ValueError as exc:  # a config, or a plugin's simulator, it cannot serve
         raise UserError(f"sim_config={config_path}: {exc}" if config_path else f"the provider simulator cannot start: {exc}") from None
     with sim:
         yield {name: Account(sim.url(name), sim.keys[name], sim.endpoints(name)) for name in providers}
 
 
-def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]) -> int:
-    """Run a validated plan to the end (or to an interrupt); returns the exit status."""
-    for noisy in ("httpx", "httpcore"):  # a line per request drowns the progress display
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], priced: listed.Priced | None = None) -> int:
+    """Run a validated plan (made ready by `prepare`) to the end (or to an interrupt); returns the exit status."""
+    _quiet_http()
     check_outputs_dir(cfg.outputs_dir)
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
     simulate = OmegaConf.to_container(cfg.simulate) if OmegaConf.is_config(cfg.simulate) else cfg.simulate
     simulated = simulated_providers(simulate, plan)
     if simulated:
         with simulator(cfg.sim_config, cfg.state_dir, simulated) as found:
-            return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, found))
-    return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, None))
+            return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, found), priced)
+    return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, None), priced)
 
 
-def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], found: dict[str, Account]) -> int:
+def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], found: dict[str, Account],
+             priced: listed.Priced | None) -> int:
     lanes = {name: _lane_limits(name, cfg.providers[name], plugins.registry().catalog) for name in found}
 
     def waiting(seconds: float) -> None:
@@ -197,6 +235,8 @@ def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]
         writer.sync(S.register_owner, me)
         heartbeat = Heartbeat(writer.path, me.id).start()
         sweep_id = writer.sync(S.record_plan, plan, config)
+        if priced is not None and (priced.read or priced.jobs):
+            writer.sync(listed.keep, priced)
         keys = [job.key for job in plan.jobs]
         budget_id = None
         if cfg.budget_usd is not None:

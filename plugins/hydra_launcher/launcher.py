@@ -15,8 +15,7 @@ from runner import plugins
 from runner.app import COMMAND, fail
 from runner.errors import UserError
 from runner.plan import Plan, build_plan
-from runner.report import format_plan
-from runner.run import check_budget, execute
+from runner.run import execute, prepare
 
 #: Settings that belong to the run, not to a sweep point: they cannot differ between points.
 RUN_SETTINGS = (
@@ -57,12 +56,11 @@ class RunnerLauncher(Launcher):
                 points.append((list(overrides), cfg, hydra_cfg))
             first = points[0][1]
             _same_run_settings(points)
-            print(format_plan(merged, first.show_jobs))
-            check_budget(merged, first.budget_usd, first.allow_unpriced)
+            priced = prepare(first, merged)
             status = 0
             if not first.dry_run:
                 config = {"points": [OmegaConf.to_container(cfg, resolve=True) for _, cfg, _ in points]}
-                status = execute(first, merged, config, COMMAND or sys.argv[1:])
+                status = execute(first, merged, config, COMMAND or sys.argv[1:], priced)
         except UserError as exc:
             fail(str(exc))
         if status:
