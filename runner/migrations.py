@@ -12,6 +12,10 @@ from collections.abc import Callable
 import sqlite_utils
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+#: The runner's mark in a ledger's SQLite header (`PRAGMA application_id`, "VRLG"): a file carrying
+#: it is a runner ledger, so one listing migrations this runner does not know is a newer runner's
+#: (runner.ledger_file), not another application's database that happens to use `_migrations` too.
+APPLICATION_ID = 0x56524C47
 
 
 def migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
@@ -179,3 +183,10 @@ def m006_one_job_per_task(db: sqlite_utils.Database) -> None:
     shared = db.execute("select count(*) from (select task_id from jobs where task_id is not null group by task_id having count(*) > 1)").fetchone()[0]
     unique = "unique " if not shared else ""
     db.execute(f"create {unique}index jobs_task on jobs(task_id) where task_id is not null")
+
+
+@migration
+def m007_application_id(db: sqlite_utils.Database) -> None:
+    """The runner's mark in the file's header, so a ledger can be told from other SQLite files
+    (and a newer runner's ledger from a foreign database) without writing to it."""
+    db.execute(f"pragma application_id = {APPLICATION_ID}")
