@@ -56,6 +56,35 @@ def find_ledger(db: str | None = None, cwd: Path | None = None, environ: Mapping
                    f"(python -m runner ... simulate=true), or give --db PATH or {STATE_ENV}=FOLDER")
 
 
+def runner_state_dir(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The state folder a runner started in `cwd` uses unless `state_dir=` says otherwise:
+    `$RUNNER_STATE_DIR`, else the nearest `.runner/` holding a ledger from `cwd` up (so a run
+    started in a subfolder of a project joins the project's ledger), else a new `.runner` here."""
+    environ = os.environ if environ is None else environ
+    if environ.get(STATE_ENV):
+        return environ[STATE_ENV]
+    cwd = (cwd or Path.cwd()).resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / STATE_DIR / LEDGER).is_file():
+            return STATE_DIR if folder == cwd else str(folder / STATE_DIR)
+    return STATE_DIR
+
+
+def outputs_beside(state_dir: str, cwd: Path | None = None) -> str:
+    """The default outputs folder for a state folder: `outputs` beside its `.runner/`, as the
+    companion CLI resolves recorded paths; said relative to `cwd` when that is where it is."""
+    cwd = (cwd or Path.cwd()).resolve()
+    root = _root((cwd / state_dir / LEDGER).resolve(), cwd)
+    return "outputs" if root == cwd else str(root / "outputs")
+
+
+def found_at(db: str | Path, cwd: Path | None = None) -> Found:
+    """The ledger a runner uses, with the folder its recorded relative paths are relative to."""
+    cwd = (cwd or Path.cwd()).resolve()
+    path = (cwd / db).resolve()
+    return Found(path, _root(path, cwd))
+
+
 def _root(path: Path, cwd: Path) -> Path:
     """Where the runner that wrote this ledger ran: beside its `.runner/` folder, as by default."""
     return path.parent.parent if path.parent.name == STATE_DIR else cwd
