@@ -1,10 +1,10 @@
-"""Which ledger a command means: the one the runner would use from the current folder.
+"""Which ledger a command means, for the runner and the companion CLI alike.
 
-The runner keeps its ledger at `.runner/ledger.db` under the folder it was started in. A command
-started in a subfolder of that project finds it by walking up, as git finds `.git`;
-`RUNNER_STATE_DIR` names the state folder outright, and an explicit path wins over both. Output
-paths recorded relative to where the runner ran are resolved against the folder holding `.runner/`
-(the runner's default layout), else against the current folder.
+A project keeps its ledger at `.runner/ledger.db`. A command started in a subfolder of that project
+finds it by walking up, as git finds `.git`; `RUNNER_STATE_DIR` names the state folder outright,
+and an explicit path (`state_dir=`, `db=`, `--db`) wins over both. With none found the runner
+starts a new `.runner/` in the current folder. Output paths recorded relative are relative to the
+folder holding `.runner/` (the runner writes to `outputs/` beside it), else to the current folder.
 """
 
 from __future__ import annotations
