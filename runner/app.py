@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner import installed, plugins
+from runner import home, installed, plugins
 from runner.config import register_schemas
 from runner.errors import UserError
 from runner.plan import Plan, build_plan
@@ -40,6 +40,7 @@ TASK_NAME = "app"  # what hydra.main names the job after this module (Hydra's lo
 
 # At import, not in setup(): Hydra's joblib launcher resolves configs in worker processes that
 # import this module but never run main().
+home.register_resolvers()  # state_dir and outputs_dir found as git finds its repository
 if not OmegaConf.has_resolver("runner_help"):  # `--help`, naming what is installed (runner/installed.py)
     OmegaConf.register_new_resolver("runner_help", lambda part: installed.help_text(part))
 

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from runner import store as S
-from runner.locate import Found, NoLedger, find_ledger
+from runner.ledger_file import NotALedger
+from runner.locate import STATE_ENV, Found, NoLedger, find_ledger
 from runner.money import usd_text
 from runner.naming import param_tag
 from runner.views import NotFound, jobs, parse_value, select, status, sweeps
@@ -43,12 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         found = find_ledger(args.db)
-        conn = S.open_ledger(found.db)
+        conn = S.open_ledger(found.db, hint=f"give another ledger with --db PATH or {STATE_ENV}=FOLDER")
         try:
             return args.command(conn, found, args)
         finally:
             conn.close()
-    except (NoLedger, NotFound) as exc:
+    except (NoLedger, NotALedger, NotFound) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # `video-runner export | head`

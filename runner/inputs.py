@@ -2,8 +2,8 @@
 
 A prompt names an input as a local path, a URL or a data URI. Local files and data URIs are read
 once at plan time: their sha256 goes into the job key (so editing the file makes a new job), their
-type is sniffed from the bytes (not the file name), and the provider's size limits are checked
-before anything is spent. URLs are passed to the provider as they are, once they pass the
+type is sniffed from the bytes (not the file name) and the file decoded (runner.decoding), and the
+provider's size limits for the route the file will take are checked before anything is spent. URLs are passed to the provider as they are, once they pass the
 provider's URL rules (Runway fetches only HTTPS URLs naming a domain, for instance).
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from runner import decoding
 from runner.manifest import MediaLimits, UrlRules
 
 #: In a planned payload an input file stands as {"$input": sha256}; the provider plugin replaces it
@@ -107,22 +108,28 @@ def is_remote(value: str) -> bool:
 
 
 def resolve(value: str, kind: str, limits: MediaLimits | None, urls: UrlRules | None = None) -> InputFile | str:
-    """A local input as an InputFile, or a URL as itself; ValueError says what is wrong with it."""
+    """A local input as an InputFile, or a URL as itself; ValueError says what is wrong with it.
+
+    A local file is sized before it is read (one too large for every route to the provider is not
+    read at all), identified from its bytes, then decoded (runner.decoding): a file the provider
+    would refuse is refused here, before anything is spent."""
     if _URL.match(value):
         problem = url_problem(value, urls or UrlRules())
         if problem:
             raise ValueError(problem)
         return value
+    declared = None
     if value.startswith("data:"):
-        _, data = _decode_data_uri(value)
+        declared, data = _decode_data_uri(value)
         source = value
     else:
         path = Path(value).expanduser()
         if not path.exists():
             raise ValueError(f"does not exist (looked for {path.resolve()})")
         if not path.is_file():
-            raise ValueError(f"is not a file ({path.resolve()})")
+            raise ValueError(f"is not a file ({path.resolve()} is a {'folder' if path.is_dir() else 'special file'})")
         try:
+            _check_size(path.stat().st_size, limits)
             data = path.read_bytes()
         except OSError as exc:
             raise ValueError(f"cannot be read ({exc.strerror})") from None
@@ -130,14 +137,22 @@ def resolve(value: str, kind: str, limits: MediaLimits | None, urls: UrlRules | 
     mime = sniff_mime(data)
     allowed = limits.formats if limits else None
     if mime is None or not mime.startswith(kind + "/") or (allowed and mime not in allowed):
-        what = mime or "not a recognised media file"
+        what = mime or ("an empty file" if not data else "not a recognised media file")
         raise ValueError(f"is {what}; allowed: {', '.join(allowed or [kind + '/*'])}")
+    if declared and declared != mime:
+        raise ValueError(f"is a data URI that says {declared} but holds {mime}")
     _check_size(len(data), limits)
-    return InputFile(source=source, sha256=hashlib.sha256(data).hexdigest(), mime=mime, size=len(data))
+    sha256 = hashlib.sha256(data).hexdigest()
+    broken = decoding.problem(data, mime, sha256)
+    if broken:
+        raise ValueError(broken)
+    return InputFile(source=source, sha256=sha256, mime=mime, size=len(data))
 
 
 def url_problem(url: str, rules: UrlRules) -> str | None:
     """Why the provider would not fetch this URL, or None."""
+    if any(c.isspace() or ord(c) < 32 for c in url):
+        return "is a URL with spaces or control characters in it; percent-encode them (a space is %20)"
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     why = f"; {rules.reason}" if rules.reason else ""
@@ -146,25 +161,38 @@ def url_problem(url: str, rules: UrlRules) -> str | None:
         return f"is a {scheme}:// URL, which this provider does not fetch (it takes {takes}){why}"
     if rules.max_length is not None and len(url) > rules.max_length:
         return f"is a URL of {len(url)} characters; allowed: at most {rules.max_length}{why}"
-    if rules.domain_names_only and scheme in ("http", "https"):
+    if scheme in ("http", "https"):
         host = parts.hostname or ""
         try:
-            ipaddress.ip_address(host)
+            parts.port  # noqa: B018 -- urlsplit checks the port only when asked for it
         except ValueError:
-            return None if host else f"is a URL without a host name{why}"
-        return f"names its host by IP address ({host}), not by a domain name{why}"
+            return f"is a URL with an invalid port ({parts.netloc}){why}"
+        if not host:
+            return f"is a URL without a host name{why}"
+        if rules.domain_names_only:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                return None
+            return f"names its host by IP address ({host}), not by a domain name{why}"
+    elif not (parts.netloc or parts.path.strip("/")):
+        return f"is a {scheme}:// URL naming nothing{why}"
     return None
 
 
 def _check_size(size: int, limits: MediaLimits | None) -> None:
-    """A local file reaches the provider as a data URI or through its upload flow: the larger applies,
-    under the model's overall cap."""
+    """A local file reaches the provider as a data URI or through its upload flow: the larger route
+    applies, under the model's overall cap (the plugin sends it by the route it fits)."""
     if limits is None:
         return
-    routes = [c for c in (limits.upload_max_bytes, _raw_bytes_for_data_uri(limits.data_uri_max_bytes)) if c]
+    inline = _raw_bytes_for_data_uri(limits.data_uri_max_bytes)
+    routes = [c for c in (limits.upload_max_bytes, inline) if c]
     ceiling = limits.max_bytes or (max(routes) if routes else None)
     if ceiling is not None and size > ceiling:
-        raise ValueError(f"is {_mb(size)}; allowed: at most {_mb(ceiling)} for this model")
+        how = [f"inline as a data URI up to {_mb(inline)}" if inline else "",
+               f"through the provider's upload flow up to {_mb(limits.upload_max_bytes)}" if limits.upload_max_bytes else "",
+               f"at most {_mb(limits.max_bytes)} by any route" if limits.max_bytes else ""]
+        raise ValueError(f"is {_mb(size)}; allowed: at most {_mb(ceiling)} for this model ({'; '.join(h for h in how if h)})")
 
 
 def _raw_bytes_for_data_uri(encoded_limit: int | None) -> int | None:

@@ -1,10 +1,10 @@
-"""Which ledger a command means: the one the runner would use from the current folder.
+"""Which ledger a command means, for the runner and the companion CLI alike.
 
-The runner keeps its ledger at `.runner/ledger.db` under the folder it was started in. A command
-started in a subfolder of that project finds it by walking up, as git finds `.git`;
-`RUNNER_STATE_DIR` names the state folder outright, and an explicit path wins over both. Output
-paths recorded relative to where the runner ran are resolved against the folder holding `.runner/`
-(the runner's default layout), else against the current folder.
+A project keeps its ledger at `.runner/ledger.db`. A command started in a subfolder of that project
+finds it by walking up, as git finds `.git`; `RUNNER_STATE_DIR` names the state folder outright,
+and an explicit path (`state_dir=`, `db=`, `--db`) wins over both. With none found the runner
+starts a new `.runner/` in the current folder. Output paths recorded relative are relative to the
+folder holding `.runner/` (the runner writes to `outputs/` beside it), else to the current folder.
 """
 
 from __future__ import annotations
@@ -54,6 +54,35 @@ def find_ledger(db: str | None = None, cwd: Path | None = None, environ: Mapping
             return Found(path, folder)
     raise NoLedger(f"no {STATE_DIR}/{LEDGER} in {cwd} or any folder above it: run a sweep here first "
                    f"(python -m runner ... simulate=true), or give --db PATH or {STATE_ENV}=FOLDER")
+
+
+def runner_state_dir(cwd: Path | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The state folder a runner started in `cwd` uses unless `state_dir=` says otherwise:
+    `$RUNNER_STATE_DIR`, else the nearest `.runner/` holding a ledger from `cwd` up (so a run
+    started in a subfolder of a project joins the project's ledger), else a new `.runner` here."""
+    environ = os.environ if environ is None else environ
+    if environ.get(STATE_ENV):
+        return environ[STATE_ENV]
+    cwd = (cwd or Path.cwd()).resolve()
+    for folder in (cwd, *cwd.parents):
+        if (folder / STATE_DIR / LEDGER).is_file():
+            return STATE_DIR if folder == cwd else str(folder / STATE_DIR)
+    return STATE_DIR
+
+
+def outputs_beside(state_dir: str, cwd: Path | None = None) -> str:
+    """The default outputs folder for a state folder: `outputs` beside its `.runner/`, as the
+    companion CLI resolves recorded paths; said relative to `cwd` when that is where it is."""
+    cwd = (cwd or Path.cwd()).resolve()
+    root = _root((cwd / state_dir / LEDGER).resolve(), cwd)
+    return "outputs" if root == cwd else str(root / "outputs")
+
+
+def found_at(db: str | Path, cwd: Path | None = None) -> Found:
+    """The ledger a runner uses, with the folder its recorded relative paths are relative to."""
+    cwd = (cwd or Path.cwd()).resolve()
+    path = (cwd / db).resolve()
+    return Found(path, _root(path, cwd))
 
 
 def _root(path: Path, cwd: Path) -> Path:

@@ -12,6 +12,10 @@ from collections.abc import Callable
 import sqlite_utils
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
+#: The runner's mark in a ledger's SQLite header (`PRAGMA application_id`, "VRLG"): a file carrying
+#: it is a runner ledger, so one listing migrations this runner does not know is a newer runner's
+#: (runner.ledger_file), not another application's database that happens to use `_migrations` too.
+APPLICATION_ID = 0x56524C47
 
 
 def migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
@@ -182,7 +186,14 @@ def m006_one_job_per_task(db: sqlite_utils.Database) -> None:
 
 
 @migration
-def m007_listed_prices(db: sqlite_utils.Database) -> None:
+def m007_application_id(db: sqlite_utils.Database) -> None:
+    """The runner's mark in the file's header, so a ledger can be told from other SQLite files
+    (and a newer runner's ledger from a foreign database) without writing to it."""
+    db.execute(f"pragma application_id = {APPLICATION_ID}")
+
+
+@migration
+def m008_listed_prices(db: sqlite_utils.Database) -> None:
     """Prices read from a provider's own price list (fal's pricing API) for models the manifests
     leave unpriced, with when they were read: reused for 24 h (runner/listed.py). `usd` is the
     decimal text the provider gave (a unit price may be finer than a micro-dollar)."""

@@ -261,14 +261,14 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: Values, native: Values) -> l
         if field_name is None:
             takes = ", ".join(sorted(by_canonical)) or "no canonical parameters"
             raise NotTaken(
-                f"{name}={given.value!r} is not a parameter of {label} (from {given.source}); it takes: {takes}"
+                f"{name}={values.shown(given.value)} is not a parameter of {label} (from {given.source}); it takes: {takes}"
             )
         spec = mode.params[field_name]
         try:
             value = to_native(spec, given.value)
         except ValueError as exc:
             raise NotTaken(
-                f"{name}={given.value!r} is not allowed for {label} (from {given.source}); {exc}"
+                f"{name}={values.shown(given.value)} is not allowed for {label} (from {given.source}); {exc}"
             ) from None
         payload[field_name] = wrap(spec, value)
         params[name] = to_canonical(spec, value)  # one spelling, however it was given (768P, "6", ...)
@@ -306,7 +306,7 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: Values, native: Values) -> l
         value = spelled_native(spec, given.value)
         problem = check_value(spec, value)
         if problem:
-            raise NotTaken(f"native.{field_name}={given.value!r} is not allowed for {label} (from {given.source}); {problem}")
+            raise NotTaken(f"native.{field_name}={values.shown(given.value)} is not allowed for {label} (from {given.source}); {problem}")
         payload[field_name] = value
 
     _normalise(mode, payload, label, where)

@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from runner import values
 from runner.config import RUN_LEVEL_PARAMS
 from runner.errors import UserError, suggest
 from runner.inputs import is_remote
@@ -40,6 +41,14 @@ MAX_SHOWN = 20
 CSV_LIST_SEPARATOR = "|"
 
 _ASSET = re.compile(r"^\$\{asset:([^}]+)\}$")
+#: A prompt id names the prompt's files (outputs/<sweep>/<model>/<id>__...): a plain name, never a path.
+_ID = re.compile(r"^[^\W_](?:[\w .+-]{0,98}[\w+-])?$")
+ID_RULE = "an id is 1 to 100 letters, digits, spaces and . _ + -, starting with a letter or digit (no / or \\), unique in the file"
+#: The longest prompt text accepted whatever the model: far beyond what video models take (Runway
+#: documents 1,000 characters), so a longer text is a file pasted by mistake, caught with its line
+#: even for a model whose provider documents no limit. A model's own `max_length` is checked when
+#: the plan is built.
+MAX_TEXT = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,15 +175,21 @@ def _prompt(row: Any, line: int, shown: str, folder: Path, problems: _Problems) 
             problems.add(line, f"unknown field {str(field)!r}{suggest(str(field), FIELDS)}; a prompt's fields: {', '.join(FIELDS)}")
     prompt_id = row.get("id")
     if prompt_id is None or (isinstance(prompt_id, str) and not prompt_id.strip()):
-        problems.add(line, "a prompt needs an id (a non-empty name, unique in the file)")
+        problems.add(line, f"a prompt needs an id ({ID_RULE}); got {'none' if prompt_id is None else repr(prompt_id)}")
         return None
     if isinstance(prompt_id, bool) or not isinstance(prompt_id, (str, int)):
-        problems.add(line, f"id {prompt_id!r} is not a name")
+        problems.add(line, f"id {values.shown(prompt_id, 60)} is not a name ({ID_RULE})")
         return None
     prompt_id = str(prompt_id)
+    if not _ID.match(prompt_id) or prompt_id in (".", ".."):
+        problems.add(line, f"id {values.shown(prompt_id, 60)} is not allowed: {ID_RULE}")
+        return None
     text = row.get("text") or ""
     if not isinstance(text, str):
         problems.add(line, f"prompt {prompt_id!r}: text must be text, not {type(text).__name__}")
+    elif len(text) > MAX_TEXT:
+        problems.add(line, f"prompt {prompt_id!r}: text is {len(text):,} characters ({values.shown(text, 40)}); allowed: at most "
+                     f"{MAX_TEXT:,} (a model's own limit, where its provider documents one, is checked too)")
     media = {}
     for name in MEDIA_PARAMS:
         value = row.get(name)

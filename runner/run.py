@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from omegaconf import OmegaConf
 
-from runner import installed, listed, plugins
+from runner import installed, ledger_file, listed, plugins
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
@@ -35,7 +35,7 @@ from runner.delivery import Delivery
 from runner.engine import Engine, Lane, Options, Outcome
 from runner.jobview import RunContext
 from runner.errors import UserError
-from runner.locate import Found
+from runner.locate import found_at
 from runner.money import to_micros
 from runner.owners import Heartbeat, Identity
 from runner.plan import Plan
@@ -43,6 +43,7 @@ from runner.progress import Progress
 from runner.providers import Settings, Uploads
 from runner.publish import publish_run
 from runner.report import format_plan
+from runner.simshare import shared_accounts
 from runner.summary import EXIT_INTERRUPTED, summarize
 from runner.writer import LedgerUnusable, Writer
 
@@ -89,6 +90,9 @@ def prepare(cfg: Any, plan: Plan) -> listed.Priced:
     if not plan.jobs and plan.skipped:
         print(format_plan(plan, cfg.show_jobs))
         raise UserError("on_invalid=skip skipped every job (listed above): nothing to run")
+    # Before anything touches the file (even the price cache's read-only look) or writes beside it:
+    # the outputs folder, the simulator's state.
+    ledger_file.check(cfg.db, f"db={cfg.db}")
     _quiet_http()
     catalog = plugins.registry().catalog
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
@@ -186,21 +190,31 @@ def simulated_providers(simulate: Any, plan: Plan) -> list[str]:
     return [name for name in needed if name in named]
 
 
-@contextmanager
-def simulator(config_path: str | None, state_dir: str | None, providers: Collection[str]) -> Iterator[dict[str, Account]]:
-    """The provider simulator on loopback, for `simulate=`: the accounts of the providers named,
-    with demo latencies of a few seconds, or the behaviour a simulator config file describes
-    (`sim_config=path.yaml`). With no `state_dir`, one that writes nothing (to read its prices)."""
+def new_simulator(config_path: str | None, state_dir: str | None) -> Any:
+    """The provider simulator for `simulate=` (not started): demo latencies of a few seconds, or the
+    behaviour a simulator config file describes (`sim_config=path.yaml`). With no `state_dir`, one
+    that writes nothing (to read its prices)."""
     from runner.sim import Latency, SimConfig, Simulator
 
     try:
         config = SimConfig.load(config_path) if config_path else SimConfig(latency={"default": Latency(2.0, 4.0)})
         if state_dir is None:
-            config = dataclasses.replace(config, state_path=None, ledger_path=None)
-        state = config.state_path or (Path(state_dir) / "simulator.jsonl" if state_dir is not None else None)
-        sim = Simulator(config, state_path=state)
+            return Simulator(dataclasses.replace(config, state_path=None, ledger_path=None), state_path=None)
+        return Simulator(config, state_path=config.state_path or Path(state_dir) / "simulator.jsonl")
     except ValueError as exc:  # a config, or a plugin's simulator, it cannot serve
         raise UserError(f"sim_config={config_path}: {exc}" if config_path else f"the provider simulator cannot start: {exc}") from None
+
+
+@contextmanager
+def simulator(config_path: str | None, state_dir: str | None, providers: Collection[str]) -> Iterator[dict[str, Account]]:
+    """The accounts of the providers named at the provider simulator on loopback: the one a
+    multirun shares between its processes (runner.simshare), else one started for this run (with
+    no `state_dir`, a stateless one of its own)."""
+    sim = new_simulator(config_path, state_dir)
+    shared = None if state_dir is None else shared_accounts(Path(str(sim.state_path)), config_path)
+    if shared is not None:
+        yield {name: Account(shared[name]["url"], shared[name]["key"], shared[name]["endpoints"]) for name in providers}
+        return
     with sim:
         yield {name: Account(sim.url(name), sim.keys[name], sim.endpoints(name)) for name in providers}
 
@@ -227,6 +241,8 @@ def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]
 
     try:
         writer = Writer(cfg.db, on_wait=waiting)
+    except UserError:
+        raise
     except Exception as exc:  # not a ledger this runner can open: say so, with no traceback
         raise UserError(f"db={cfg.db} cannot be opened as a ledger: {exc}") from None
     me = Identity.current()
@@ -256,8 +272,9 @@ def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]
         finally:
             progress.close()
         rows = writer.sync(S.rows, keys)
-        published = publish_run(Found(writer.path, Path.cwd()), rows, Path(cfg.outputs_dir))  # manifest.jsonl, report.html
-        return summarize(rows, outcome, plan, command, published, Path(cfg.outputs_dir))
+        ledger = found_at(writer.path)
+        published = publish_run(ledger, rows, Path(cfg.outputs_dir))  # manifest.jsonl, report.html
+        return summarize(rows, outcome, plan, command, published, Path(cfg.outputs_dir), ledger)
     except LedgerUnusable as exc:
         print(f"error: {exc}; every task id received before this is kept: fix it and run the same command", file=sys.stderr)
         return 3

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlite_utils
 
+from runner import ledger_file
 from runner.migrations import migrate
 from runner.money import to_micros
 from runner.owners import Identity
@@ -64,10 +65,12 @@ class ClaimResult:
     reason: str = ""  # "provider", "model", "budget", "state"
 
 
-def open_ledger(path: str | Path) -> sqlite3.Connection:
+def open_ledger(path: str | Path, shown: str | None = None, hint: str = ledger_file.RUNNER_HINT) -> sqlite3.Connection:
     """A connection in WAL mode with the schema migrated. A ledger's writes are committed to the
-    WAL before anything is sent: `synchronous=NORMAL` survives any crash of the process."""
+    WAL before anything is sent: `synchronous=NORMAL` survives any crash of the process. A file
+    that is not a runner ledger (or a newer runner's) raises `ledger_file.NotALedger` untouched."""
     path = Path(path)
+    ledger_file.check(path, shown, hint)
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=60, check_same_thread=False)
     conn.row_factory = sqlite3.Row

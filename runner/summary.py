@@ -10,6 +10,7 @@ from typing import Any
 
 from runner import store as S
 from runner.engine import Outcome
+from runner.locate import Found
 from runner.money import usd_text
 from runner.plan import Plan
 from runner.publish import Published
@@ -22,8 +23,9 @@ _SHOWN = 10  # lines per kind of problem before "and N more"
 
 
 def summarize(rows: list[dict[str, Any]], outcome: Outcome, plan: Plan, command: list[str],
-              published: tuple[list[Published], str | None] = ([], None), outputs_dir: Path = Path("outputs")) -> int:
-    """Print the summary (with the outputs folders and galleries `published`); returns the exit status."""
+              published: tuple[list[Published], str | None], outputs_dir: Path, ledger: Found) -> int:
+    """Print the summary (with the outputs folders and galleries `published`, and the ledger used:
+    found in a folder above, it is not where a user may expect); returns the exit status."""
     states = Counter(row["state"] for row in rows)
     words = {S.DOWNLOADED: "downloaded", S.GENERATED: "generated (paid, not collected yet)", S.LOST: "lost",
              S.FAILED: "failed", S.CANCELED: "canceled", S.SUBMITTED: "at the provider", S.SUBMITTING: "submitting",
@@ -36,7 +38,7 @@ def summarize(rows: list[dict[str, Any]], outcome: Outcome, plan: Plan, command:
     if plan.unpriced:
         spend += f" (+ {len(plan.unpriced)} job(s) with price unknown)"
     lines.append(spend)
-    lines += _where(rows, plan, published, outputs_dir)
+    lines += _where(rows, plan, published, outputs_dir, ledger)
     duplicates = sum(row["possible_duplicates"] or 0 for row in rows)
     if duplicates:
         lines.append(f"possible duplicate charges: {duplicates} submission(s) may have started a generation the runner "
@@ -75,14 +77,16 @@ def summarize(rows: list[dict[str, Any]], outcome: Outcome, plan: Plan, command:
     return 0 if states[S.DOWNLOADED] == len(rows) else EXIT_INCOMPLETE
 
 
-def _where(rows: list[dict[str, Any]], plan: Plan, published: tuple[list[Published], str | None], outputs_dir: Path) -> list[str]:
-    """Every outputs folder and its gallery, files no longer on disk, and jobs whose files stay where
-    an earlier run put them (`name=` and `outputs_dir=` apply to jobs new to the ledger)."""
+def _where(rows: list[dict[str, Any]], plan: Plan, published: tuple[list[Published], str | None], outputs_dir: Path,
+           ledger: Found) -> list[str]:
+    """The ledger, every outputs folder and its gallery, files no longer on disk, and jobs whose files
+    stay where an earlier run put them (`name=` and `outputs_dir=` apply to jobs new to the ledger)."""
     folders, problem = published
-    lines = [f"outputs: {_shown(done.folder)} ({done.jobs} jobs of that sweep; gallery {_shown(done.report)})" for done in folders]
+    lines = [f"ledger: {_shown(ledger.db)}"]
+    lines += [f"outputs: {_shown(done.folder)} ({done.jobs} jobs of that sweep; gallery {_shown(done.report)})" for done in folders]
     if problem:
         lines.append(f"warning: {problem}")
-    gone = [row for row in rows if row["state"] == S.DOWNLOADED and not Path(row["output_path"]).is_file()]
+    gone = [row for row in rows if row["state"] == S.DOWNLOADED and not ledger.resolve(row["output_path"]).is_file()]
     if gone:
         lines.append(f"{len(gone)} downloaded file(s) are no longer on disk: `video-runner verify` marks them, then the same "
                      f"command collects them again from the provider (no new generation)")
@@ -91,9 +95,9 @@ def _where(rows: list[dict[str, Any]], plan: Plan, published: tuple[list[Publish
     for sweep, n in sorted(earlier.items()):
         lines.append(f"{n} job(s) were first planned under sweep {sweep!r} and keep its folder: a job's name= and "
                      f"outputs_dir= are those of the run that first planned it")
-    elsewhere = [row for row in rows if row["output_path"] and not _under(Path(row["output_path"]), outputs_dir)]
+    elsewhere = [row for row in rows if row["output_path"] and not _under(ledger.resolve(row["output_path"]), outputs_dir)]
     if elsewhere:
-        where = sorted({str(Path(row["output_path"]).parents[1]) for row in elsewhere})
+        where = sorted({_shown(ledger.resolve(row["output_path"]).parents[1]) for row in elsewhere})
         lines.append(f"{len(elsewhere)} file(s) downloaded by an earlier run stay where they are ({', '.join(where)}), "
                      f"outside outputs_dir={outputs_dir}")
     return lines

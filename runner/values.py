@@ -28,6 +28,12 @@ def text(value: Any) -> str:
     return str(value)
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as a message quotes it: its repr, cut short (a 100,000-character prompt is not echoed)."""
+    quoted = repr(value)
+    return quoted if len(quoted) <= limit else f"{quoted[:limit]}... ({len(str(value)):,} characters)"
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal as written (5 == "5", True == "true"); bools never equal numbers."""
     return text(a) == text(b)

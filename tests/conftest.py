@@ -19,9 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 #: a test that wants another plugin names the plugins in the command's RUNNER_LOAD_PLUGINS.
 BUILTIN_PLUGINS = ",".join(sorted(ep.name for ep in entry_points(group=GROUP) if is_builtin(ep)))
 os.environ["RUNNER_LOAD_PLUGINS"] = BUILTIN_PLUGINS
-#: Removed from the environment of every command a test runs: keys (unless the test gives them), and
-#: the run id one command shares with its multirun points (each test command is a new command).
-KEYLESS = ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "RUNNER_RUN_ID")
+#: Removed from the environment of every command a test runs: keys (unless the test gives them), the
+#: run id one command shares with its multirun points (each test command is a new command), and a
+#: state folder of the user's (each test's ledger is its own folder's).
+KEYLESS = ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "RUNNER_RUN_ID", "RUNNER_STATE_DIR")
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

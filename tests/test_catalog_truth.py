@@ -174,9 +174,10 @@ def test_prompt_text_required_where_the_api_requires_it(prompt_sets):
 
 def test_runway_takes_a_large_local_image_through_its_upload_flow(prompt_sets, tmp_path, catalog):
     from runner import inputs
+    from runner.sim.media import make_image
 
     image = tmp_path / "big.png"
-    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20_000_000)
+    image.write_bytes(make_image("big") + b"\x00" * 20_000_000)  # a whole PNG, then padding: 20 MB
     job = plan(_one_prompt(prompt_sets, "big", f"            text: hi\n            image: {image}") + ["model=gen4_turbo"]).jobs[0]
     limits = catalog.resolve("gen4_turbo").media_limits("image")
     assert not inputs.fits_data_uri(job.inputs[0], limits)  # so the plugin uploads it
