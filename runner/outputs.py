@@ -7,6 +7,7 @@ a cut connection never leaves a partial file under the final name.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -37,6 +38,14 @@ def clear_partials(path: Path) -> None:
     """Remove temporary files an interrupted download of this output left behind."""
     for stale in path.parent.glob(f"{glob.escape(path.name)}.*.part"):
         stale.unlink(missing_ok=True)
+
+
+def _discard(part: Path) -> None:
+    """Remove a partial file if it is there. Never raises: on a read-only file system even the
+    removal of a missing file fails (EROFS comes before ENOENT), and the error being handled is the
+    one worth reporting."""
+    with contextlib.suppress(OSError):
+        part.unlink(missing_ok=True)
 
 
 async def download(client: httpx.AsyncClient, url: str, path: Path, tag: str) -> Downloaded:
@@ -71,15 +80,15 @@ async def download(client: httpx.AsyncClient, url: str, path: Path, tag: str) ->
             raise ProviderError("download is empty", kind="retryable")
         os.replace(part, path)
     except httpx.TransportError as exc:
-        part.unlink(missing_ok=True)
+        _discard(part)
         raise classify_transport(exc) from None
     except (httpx.TooManyRedirects, httpx.InvalidURL, httpx.DecodingError, httpx.StreamError) as exc:
-        part.unlink(missing_ok=True)
+        _discard(part)
         raise ProviderError(f"download failed: {type(exc).__name__}: {exc}", kind="retryable") from None
     except OSError as exc:
-        part.unlink(missing_ok=True)
+        _discard(part)
         raise EnvironmentFault(f"cannot write {exc.filename or path}: {exc.strerror or exc}") from None
     except BaseException:
-        part.unlink(missing_ok=True)
+        _discard(part)
         raise
     return Downloaded(path=path, size=size, sha256=digest.hexdigest())

@@ -140,7 +140,8 @@ def test_a_full_disk_stops_the_run_and_keeps_every_task_id(tmp_path, sim):
 
 def test_an_unwritable_outputs_folder_is_refused_before_anything_is_sent(tmp_path, sim):
     with _tmpfs(tmp_path / "ro", "1m") as folder:
-        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        # A remount fails (EBUSY) while the runner holds a file open for writing: try again, bounded.
+        wait_until(lambda: subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True).returncode == 0)
         result = run_cli(*ARGS, *sim_args(sim), f"outputs_dir={folder}", cwd=tmp_path, env=sim_env(sim))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"outputs_dir={folder} is not a folder this run can write to" in result.stderr
@@ -154,7 +155,8 @@ def test_outputs_turned_read_only_mid_run_stop_it_cleanly(tmp_path):
             _tmpfs(tmp_path / "out", "4m") as folder:
         proc = start([*ARGS, *sim_args(sim, runway=1, fal=1), f"outputs_dir={folder}", "replicates=3"], tmp_path, sim_env(sim))
         wait_until(lambda: states(tmp_path)["downloaded"] >= 1 or proc.poll() is not None)
-        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+        # A remount fails (EBUSY) while the runner holds a file open for writing: try again, bounded.
+        wait_until(lambda: subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True).returncode == 0)
         out, err = proc.communicate(timeout=240)
         subprocess.run(["mount", "-o", "remount,rw", str(folder)], check=True)
         assert proc.returncode == 3 and "Traceback" not in err, err
