@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from omegaconf import OmegaConf
 
-from runner import installed, plugins
+from runner import connections, installed, plugins
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
@@ -47,6 +47,9 @@ from runner.writer import LedgerUnusable, Writer
 #: Set once per command (inherited by Hydra's joblib workers): every point of a multirun, in any
 #: process, shares the one budget of the command that started it.
 RUN_ID_ENV = "RUNNER_RUN_ID"
+#: What the summary and the outputs folders are told of each job (not its request: a sweep may be 100,000 jobs).
+SUMMARY_COLUMNS = ("key, sweep, model, prompt_id, state, est_micros, attempts, spent_micros, possible_micros, "
+                   "possible_duplicates, output_path, error")
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str])
 
 
 def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], found: dict[str, Account]) -> int:
-    lanes = {name: _lane_limits(name, cfg.providers[name], plugins.registry().catalog) for name in found}
+    # Plain dataclasses, not config nodes: the engine reads these settings at every request.
+    lanes = {name: _lane_limits(name, OmegaConf.to_object(cfg.providers[name]), plugins.registry().catalog) for name in found}
 
     def waiting(seconds: float) -> None:
         print(f"waiting for the ledger {cfg.db}: another process has held it for {seconds:.0f} s", file=sys.stderr, flush=True)
@@ -212,10 +216,10 @@ def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]
             config=MappingProxyType(dict(config)), outputs_dir=Path(cfg.outputs_dir), ledger=writer.path,
         )
         try:
-            outcome = asyncio.run(_drive(cfg, writer, keys, lanes, found, options, me, progress, Delivery(writer, context)))
+            outcome = asyncio.run(_drive(cfg, writer, sweep_id, lanes, found, options, me, progress, Delivery(writer, context)))
         finally:
             progress.close()
-        rows = writer.sync(S.rows, keys)
+        rows = writer.sync(S.rows, keys, SUMMARY_COLUMNS)
         published = publish_run(Found(writer.path, Path.cwd()), rows, Path(cfg.outputs_dir))  # manifest.jsonl, report.html
         return summarize(rows, outcome, plan, command, published, Path(cfg.outputs_dir))
     except LedgerUnusable as exc:
@@ -244,15 +248,15 @@ def _lane_limits(name: str, conf: ProviderConf, catalog: Catalog) -> Lane:
     return Lane(provider=None, conf=conf, model_limits=limits)  # type: ignore[arg-type]  # the provider joins in _drive
 
 
-async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lane], found: dict[str, Account],
+async def _drive(cfg: Any, writer: Writer, sweep_id: str, lanes: dict[str, Lane], found: dict[str, Account],
                  options: Options, me: Identity, progress: Progress, delivery: Delivery) -> Outcome:
     registry = plugins.registry()
-    clients = {name: _client(cfg.providers[name], follow_redirects=False) for name in found}
+    clients = {name: _client(lanes[name].conf, follow_redirects=False) for name in found}
     downloads = _client(next(iter(cfg.providers.values())), follow_redirects=True, pool=sum(c.concurrency for c in cfg.providers.values()))
     try:
         for name, account in found.items():
-            conf = cfg.providers[name]
             lane = lanes[name]
+            conf = lane.conf
             settings = Settings(account.base_url, account.key, conf.request_timeout_s, account.endpoints)
             lane.provider = registry.providers[name](settings, clients[name], LedgerUploads(writer, name))
             if conf.limits_from_provider:
@@ -263,7 +267,7 @@ async def _drive(cfg: Any, writer: Writer, keys: list[str], lanes: dict[str, Lan
                     if left <= 0:
                         lane.stop_model(model_id, "the account's daily generation limit for this model is reached")
 
-        engine = Engine(writer, keys, lanes, registry.catalog, options, downloads, me, progress.event, progress.update)
+        engine = Engine(writer, sweep_id, lanes, registry.catalog, options, downloads, me, progress.event, progress.update)
         loop = asyncio.get_running_loop()
         interrupts = 0
 
@@ -312,9 +316,4 @@ class LedgerUploads(Uploads):
 
 def _client(conf: ProviderConf, *, follow_redirects: bool, pool: int | None = None) -> httpx.AsyncClient:
     """An HTTP client sized to the work: a connection per generation in flight, and some for polls."""
-    size = max(10, 2 * (pool or conf.concurrency))
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(conf.request_timeout_s, connect=15.0),
-        limits=httpx.Limits(max_connections=size, max_keepalive_connections=size),
-        follow_redirects=follow_redirects,
-    )
+    return connections.client(max(10, 2 * (pool or conf.concurrency)), conf.request_timeout_s, follow_redirects=follow_redirects)
