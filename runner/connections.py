@@ -39,8 +39,9 @@ class Pools(httpx.AsyncBaseTransport):
 
     def __init__(self, connections: int, pool_size: int = POOL_SIZE):
         count = max(1, -(-connections // pool_size))
-        limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
-        self._pools = [httpx.AsyncHTTPTransport(limits=limits) for _ in range(count)]
+        self._limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+        self._tls = httpx.create_ssl_context()  # one for every pool: each loads the certificate store
+        self._pools: list[httpx.AsyncHTTPTransport | None] = [None] * count  # made when first used
         self._size = pool_size
         self._busy = [0] * count
         self._room = list(range(count))  # a heap of the pools with a free connection: the first is used
@@ -53,8 +54,11 @@ class Pools(httpx.AsyncBaseTransport):
         if self._busy[index] == self._size:
             heapq.heappop(self._room)
         release = self._releaser(index)
+        pool = self._pools[index]
+        if pool is None:
+            pool = self._pools[index] = httpx.AsyncHTTPTransport(verify=self._tls, limits=self._limits)
         try:
-            response = await self._pools[index].handle_async_request(request)
+            response = await pool.handle_async_request(request)
         except BaseException:
             release()
             raise
@@ -78,7 +82,8 @@ class Pools(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         for pool in self._pools:
-            await pool.aclose()
+            if pool is not None:
+                await pool.aclose()
 
 
 class _Releasing(httpx.AsyncByteStream):
