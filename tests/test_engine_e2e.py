@@ -9,7 +9,7 @@ import pytest
 
 from runner.sim import SimConfig, Simulator, read_ledger
 from tests.conftest import run_cli
-from tests.helpers import assert_complete, assert_no_paid_twice, ledger_rows, sim_args, sim_env, start, states, wait_until
+from tests.helpers import assert_complete, assert_no_paid_twice, ledger_rows, query, sim_args, sim_env, start, states, wait_until
 
 
 def test_sweep_over_two_providers_and_six_models(tmp_path, sim):
@@ -23,10 +23,15 @@ def test_sweep_over_two_providers_and_six_models(tmp_path, sim):
     # Runway reported what it billed; the ledger settled it.
     gen4 = [r for r in rows if r["model"] == "gen4_turbo"]
     assert sorted(r["spent_micros"] for r in gen4) == [250_000, 250_000, 500_000]
-    # The same command again finds everything done and submits nothing.
+    # The same command again finds everything done and submits nothing; it records nothing again,
+    # and leaves the outputs folder's manifest and gallery as they were.
+    written = {name: (tmp_path / "outputs" / "ads" / name).stat().st_mtime_ns for name in ("manifest.jsonl", "report.html")}
+    events = query(tmp_path, "select count(*) as n from events")[0]["n"]
     again = run_cli("-m", f"model={models}", "prompt_set=ads", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
     assert again.returncode == 0 and "18 jobs: 18 downloaded" in again.stdout
     assert len(sim.ledger()) == 18
+    assert query(tmp_path, "select count(*) as n from events")[0]["n"] == events
+    assert {name: (tmp_path / "outputs" / "ads" / name).stat().st_mtime_ns for name in written} == written
 
 
 @pytest.fixture
