@@ -15,6 +15,7 @@ import sqlite3
 import random
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,9 @@ class Driver(Following):
         self._on_the_wire: Counter[str] = Counter()  # request body -> sends whose task id is not recorded yet
         self._settled = asyncio.Event()
         self.overdue: dict[str, str] = {}  # key -> why it is only followed at leisure now
+        # Probing a clip decodes a picture: one thread for it, so probes queue rather than take
+        # the interpreter from the event loop several at a time.
+        self.probing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-probe")
 
     # -- entry points -------------------------------------------------------------------------------
 
@@ -79,7 +83,7 @@ class Driver(Following):
         elif state == S.SUBMITTED:
             await self._follow(job, self._handle(job), resumed=True)
         elif state == S.GENERATED:
-            await self._collect(job, self._handle(job))
+            await self._collect(job, self._handle(job), resumed=True)
 
     async def _guard(self, job: Tracked, step: Any) -> None:
         """Faults stay in the job: anything unexpected is recorded on it, and the job is left where

@@ -51,7 +51,7 @@ class Lane:
     stopped_models: dict[str, str] = field(default_factory=dict)  # model id -> why (a daily limit reached)
     daily_left: dict[str, int] = field(default_factory=dict)  # model id -> generations the account has left today
     unreachable_since: float | None = None
-    queues: dict[str, deque[str]] = field(default_factory=dict)  # model id -> keys ready to claim
+    queues: dict[str, deque[tuple[str, int]]] = field(default_factory=dict)  # model id -> (key, estimate) ready to claim
     blocked: set[str | None] = field(default_factory=set)  # None: the provider's limit; else model ids
     held: int = 0  # slots this process holds
 
@@ -104,7 +104,7 @@ class Engine:
     def __init__(
         self,
         writer: Writer,
-        keys: list[str],
+        sweep_id: str,
         lanes: dict[str, Lane],
         catalog: Catalog,
         options: Options,
@@ -114,14 +114,14 @@ class Engine:
         on_change: Callable[[Counter[str], int], None] = lambda counts, spent: None,
     ):
         self.db = writer
-        self.keys = keys
+        self.sweep_id = sweep_id
         self.lanes = lanes
         self.options = options
         self.me = me
         self.liveness = Liveness(me)
         self.outcome = Outcome()
         self.driver = Driver(self, catalog, downloads, notify)
-        self.jobs: dict[str, Tracked] = {}
+        self.jobs: dict[str, Tracked] = {}  # the jobs this run drives or watches (queued ones are keys in their lane)
         self.counts: Counter[str] = Counter()  # jobs of this run by state, kept as they change
         self.spent = 0  # micro-dollars settled on this run's jobs
         self.on_change = on_change
@@ -185,19 +185,26 @@ class Engine:
     # -- the scheduler ----------------------------------------------------------------------------
 
     async def run(self) -> Outcome:
-        rows = await self.db(S.rows, self.keys)
-        for model_id in {row["model_id"] for row in rows}:
+        # Counted in SQL; of each job only what queues it (a job's whole row is read when it is claimed).
+        for state, provider_status, jobs, spent in await self.db(S.sweep_totals, self.sweep_id):
+            self.counts[bucket(state, provider_status)] += jobs
+            self.spent += spent
+        reopened = [state for state, wanted in ((S.CANCELED, True), (S.FAILED, self.options.retry_failed),
+                                                (S.LOST, self.options.regenerate_lost)) if wanted]
+        slim = await self.db(S.sweep_jobs, self.sweep_id, [S.PLANNED, *S.DRIVEN, *reopened])
+        for model_id in {row[2] for row in slim}:
             self.driver.learned[model_id] = await self.db(S.latency, model_id)
-        self.counts.update(bucket(row["state"], row["provider_status"]) for row in rows)
-        self.spent = sum(row["spent_micros"] or 0 for row in rows)
-        for row in rows:
-            self.jobs[row["key"]] = Tracked(row)
-            if await self._reopen(row):
-                self._queue(row["key"])
-            elif row["state"] == S.PLANNED:
-                self._queue(row["key"])
-            elif row["state"] in S.DRIVEN:
-                self._others.add(row["key"])
+        for values in slim:
+            key, provider, model_id, state, _, est = values
+            if state == S.PLANNED:
+                self._queue(key, provider, model_id, est)
+            elif state in S.DRIVEN:
+                self.jobs[key] = Tracked(dict(zip(S.SLIM, values)))
+                self._others.add(key)
+            elif await self._reopen(dict(zip(S.SLIM, values))):
+                self.changed(bucket(state, values[4]), bucket(S.PLANNED, None))
+                self._queue(key, provider, model_id, est)
+        del slim
         await self._look_at_others()  # first: adopt a dead runner's tasks before claiming new slots
         last_others = last_rescan = time.monotonic()
         while not self.stopping:
@@ -238,6 +245,9 @@ class Engine:
         while self._ended:
             task = self._ended.popleft()
             key = self._running.pop(task)
+            tracked = self.jobs.get(key)
+            if tracked is not None and tracked.row["state"] in S.FINAL:
+                del self.jobs[key]  # done with: the run keeps no row per finished job
             if task.cancelled():
                 continue
             error = task.exception()
@@ -268,9 +278,13 @@ class Engine:
             return False
         return any(queue and model not in lane.blocked and model not in lane.stopped_models for model, queue in lane.queues.items())
 
-    def _queue(self, key: str) -> None:
-        row = self.jobs[key].row
-        self._lane_of(key).queues.setdefault(row["model_id"], deque()).append(key)
+    def _queue(self, key: str, provider: str, model_id: str, est: int | None) -> None:
+        self.lanes[provider].queues.setdefault(model_id, deque()).append((key, est or 0))
+
+    def _requeue(self, key: str) -> None:
+        """A job this run drove (or watched) claimable again: it is queued, no longer tracked."""
+        row = self.jobs.pop(key).row
+        self._queue(key, row["provider"], row["model_id"], row["est_micros"])
 
     def _lane_of(self, key: str) -> Lane:
         return self.lanes[self.jobs[key].row["provider"]]
@@ -278,7 +292,7 @@ class Engine:
     def _due(self) -> None:
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
-            self._queue(heapq.heappop(self._delayed)[1])
+            self._requeue(heapq.heappop(self._delayed)[1])
 
     async def _claim(self) -> None:
         """One batch of claims across every lane with room; granted jobs start at once."""
@@ -292,31 +306,31 @@ class Engine:
                     left = lane.daily_left.get(model_id)
                     while queue and lane.sendable(model_id) and model_id not in lane.blocked and room and left != 0 \
                             and len(candidates) < CLAIM_BATCH:
-                        key = queue.popleft()
-                        candidates.append((key, name, model_id, self.jobs[key].row["est_micros"] or 0))
+                        key, est = queue.popleft()
+                        candidates.append((key, name, model_id, est))
                         room -= 1
                         left = None if left is None else left - 1
             if not candidates:
                 return
             provider_limits = {name: lane.conf.concurrency for name, lane in self.lanes.items()}
             model_limits = {(name, m): n for name, lane in self.lanes.items() for m, n in lane.model_limits.items()}
-            candidates_est = {key: est for key, _, _, est in candidates}
             results = await self.db(S.claim, self.me.id, candidates, provider_limits, model_limits, self.options.budget_id)
-            for result, (key, name, model_id, _) in reversed(list(zip(results, candidates))):  # put back in order
+            for result, (key, name, model_id, est) in reversed(list(zip(results, candidates))):  # put back in order
                 lane = self.lanes[name]
                 if result.fence is not None:
                     if model_id in lane.daily_left:
                         lane.daily_left[model_id] -= 1
                         if lane.daily_left[model_id] <= 0:
                             lane.stop_model(model_id, "the account's daily generation limit for this model is reached")
-                    self.jobs[key].row.update(state=S.CLAIMED, holds_slot=1, reserved_micros=candidates_est[key])
+                    self.jobs[key] = Tracked(result.row)
                     self.changed(bucket(S.PLANNED, None), bucket(S.CLAIMED, None))
                     self._start(key, result.fence, self.driver.claimed)
                     continue
                 if result.reason == "state":  # another process claimed it first
+                    self.jobs[key] = Tracked(dict(zip(S.SLIM, (key, name, model_id, S.PLANNED, None, est))))
                     self._others.add(key)
                     continue
-                lane.queues[model_id].appendleft(key)
+                lane.queues[model_id].appendleft((key, est))
                 if result.reason == "budget":
                     self._budget_blocked = self.outcome.budget_stopped = True
                 else:
@@ -371,7 +385,9 @@ class Engine:
                 self._others.discard(key)
                 tracked.row.update(row)
                 if row["state"] == S.PLANNED:
-                    self._queue(key)
+                    self._requeue(key)
+                else:
+                    del self.jobs[key]
             elif not self.liveness.alive(owners.get(row["owner"])):
                 fence = await self.db(S.adopt, key, S.Fence(row["owner"], row["lease"]), self.me.id)
                 if fence is not None:
@@ -402,6 +418,7 @@ class Engine:
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
+        self.driver.probing.shutdown(wait=False, cancel_futures=True)  # a clip not probed now is by `video-runner check`
         self._reap()
         for key, tracked in self.jobs.items():
             if tracked.row["state"] in (S.SUBMITTED, S.GENERATED) and tracked.fence is not None and key not in self.outcome.parked:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from runner import store as S
 from runner.money import to_micros
 from runner.outputs import clear_partials, download, output_path
+from runner.polling import Schedule, first_delay
 from runner.probe import examine
 from runner.progress import bucket
 from runner.providers import GenerationFailed, Handle, ProviderError, Result, Status
@@ -26,15 +27,15 @@ from runner.providers import GenerationFailed, Handle, ProviderError, Result, St
 if TYPE_CHECKING:
     from runner.driver import Tracked
 
-FIRST_POLL_CAP_S = 600.0
-
 
 class Following:
     async def _follow(self, job: Tracked, handle: Handle, resumed: bool = False, submitted: float | None = None) -> None:
-        """Poll a task until it ends; never faster than the provider allows."""
+        """Poll a task until it ends (`runner.polling` says when); never faster than the provider allows."""
         lane = self._lane(job)
         interval = lane.conf.min_poll_interval_s
-        delay = interval if resumed else self._first_poll_delay(job, interval)
+        learned = self.learned.get(job.row["model_id"])
+        delay = interval if resumed else first_delay(interval, learned)
+        schedule = Schedule(interval, learned, job.row["submitted_at"] or time.time())
         deadline = (job.row["submitted_at"] or time.time()) + self.engine.options.job_timeout_s
         last_seen_running = submitted
         while True:
@@ -60,11 +61,14 @@ class Following:
                 if (status.detail, status.progress) != (job.row["provider_status"], job.row["progress"]):
                     before = bucket(S.SUBMITTED, job.row["provider_status"])
                     job.row.update(provider_status=status.detail, progress=status.progress)
-                    self.engine.db.submit(S.move, job.key, job.fence, None, "", provider_status=status.detail, progress=status.progress)
+                    self.engine.db.post(S.move, job.key, job.fence, None, "", provider_status=status.detail, progress=status.progress)
                     if bucket(S.SUBMITTED, status.detail) != before:
                         self.engine.changed(before, bucket(S.SUBMITTED, status.detail))
                 if time.time() > deadline and job.key not in self.overdue:
                     await self._past_deadline(job, status)
+                if job.key not in self.overdue:  # and looked at again by its deadline, to give its slot back then
+                    now = time.time()
+                    delay = min(schedule.next(status.progress, now), max(interval, deadline - now))
                 continue
             self.overdue.pop(job.key, None)
             if submitted is not None:
@@ -82,16 +86,11 @@ class Following:
         self.overdue[job.key] = reason
         await self._slot_released(job, reason)
 
-    def _first_poll_delay(self, job: Tracked, interval: float) -> float:
-        """From the model's typical latency as runners measured it, so a slow model is not polled needlessly."""
-        learned = self.learned.get(job.row["model_id"])
-        return interval if not learned else min(FIRST_POLL_CAP_S, max(interval, 0.8 * learned[0]))
-
     def _learn(self, job: Tracked, low_s: float, high_s: float) -> None:
         model_id = job.row["model_id"]
         before = self.learned.get(model_id)
         self.learned[model_id] = (low_s, high_s) if not before else (0.8 * before[0] + 0.2 * low_s, max(before[1], high_s))
-        self.engine.db.submit(S.note_latency, model_id, low_s, high_s)
+        self.engine.db.post(S.note_latency, model_id, low_s, high_s)
 
     # -- outcomes -------------------------------------------------------------------------------------
 
@@ -116,13 +115,17 @@ class Following:
         self.notify("generated", job.row, "")
         await self._collect(job, handle)
 
-    async def _collect(self, job: Tracked, handle: Handle) -> None:
+    async def _collect(self, job: Tracked, handle: Handle, resumed: bool = False) -> None:
         """Download the output to disk; an expired URL is renewed from the provider, a failed
-        transfer retried. What this run cannot collect stays `generated` for the next one."""
+        transfer retried. What this run cannot collect stays `generated` for the next one.
+
+        A download leaves a partial file only when its process died mid-transfer, and its job was
+        then `generated`: only a job resumed at that step (`resumed`) can have one to clear."""
         lane = self._lane(job)
         row = job.row
         path = output_path(self.engine.options.outputs_dir, row)
-        clear_partials(path)
+        if resumed:
+            clear_partials(path)
         url, renewed, problem = row["output_url"], False, ""
         for attempt in range(1, lane.conf.retry.max_attempts + 1):
             try:
@@ -140,14 +143,15 @@ class Following:
                         problem = again.message
                         break
                     renewed = True
-                    self.engine.db.submit(S.move, job.key, job.fence, None, "output URL renewed", output_url=url)
+                    self.engine.db.post(S.move, job.key, job.fence, None, "output URL renewed", output_url=url)
                     continue
                 await asyncio.sleep(self._backoff(lane, attempt))
                 continue
             await self._move(job, S.DOWNLOADED, str(got.path), output_path=str(got.path), output_bytes=got.size,
                              output_sha256=got.sha256, error=None, error_class=None)
-            facts = await asyncio.to_thread(examine, got.path, row["params"], got.sha256)  # what was delivered
-            self.engine.db.submit(S.record_probe, job.key, facts)
+            # What was delivered, probed on the driver's one probing thread: never on the event loop.
+            facts = await asyncio.get_running_loop().run_in_executor(self.probing, examine, got.path, row["params"], got.sha256)
+            self.engine.db.post(S.record_probe, job.key, facts)
             self.notify("downloaded", job.row, str(got.path))
             return
         await self._park(job, f"paid for, not collected yet: download failed: {problem}")

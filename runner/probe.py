@@ -29,22 +29,7 @@ def probe(path: str | Path) -> dict[str, Any]:
     import av  # imported here: the CLI and the planner never pay for FFmpeg's libraries
 
     with av.open(str(path)) as container:
-        video = next(iter(container.streams.video), None)
-        audio = next(iter(container.streams.audio), None)
-        duration = None
-        if video is not None and video.duration is not None and video.time_base is not None:
-            duration = float(video.duration * video.time_base)
-        elif container.duration is not None:
-            duration = container.duration / av.time_base
-        rate = video.average_rate if video is not None else None
-        return {
-            "duration_s": round(duration, 3) if duration is not None else None,
-            "width": video.codec_context.width if video is not None else None,
-            "height": video.codec_context.height if video is not None else None,
-            "fps": round(float(rate), 3) if isinstance(rate, (Fraction, int, float)) and rate else None,
-            "video_codec": video.codec_context.name if video is not None else None,
-            "audio_codec": audio.codec_context.name if audio is not None else None,
-        }
+        return _facts(container)
 
 
 def poster(path: str | Path, dest: Path) -> Path | None:
@@ -53,14 +38,43 @@ def poster(path: str | Path, dest: Path) -> Path | None:
     import av
 
     with av.open(str(path)) as container:
-        if not container.streams.video:
-            return None
-        for frame in container.decode(video=0):
-            image = frame.to_image()
-            image.thumbnail((POSTER_WIDTH, POSTER_WIDTH))
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            image.convert("RGB").save(dest, "JPEG", quality=80)
-            return dest
+        return _poster(container, dest)
+
+
+def _facts(container: Any) -> dict[str, Any]:
+    import av
+
+    video = next(iter(container.streams.video), None)
+    audio = next(iter(container.streams.audio), None)
+    duration = None
+    if video is not None and video.duration is not None and video.time_base is not None:
+        duration = float(video.duration * video.time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    rate = video.average_rate if video is not None else None
+    return {
+        "duration_s": round(duration, 3) if duration is not None else None,
+        "width": video.codec_context.width if video is not None else None,
+        "height": video.codec_context.height if video is not None else None,
+        "fps": round(float(rate), 3) if isinstance(rate, (Fraction, int, float)) and rate else None,
+        "video_codec": video.codec_context.name if video is not None else None,
+        "audio_codec": audio.codec_context.name if audio is not None else None,
+    }
+
+
+def _poster(container: Any, dest: Path) -> Path | None:
+    if not container.streams.video:
+        return None
+    stream = container.streams.video[0]
+    # One picture: FFmpeg's own decoding threads would cost more to start than the picture does.
+    stream.codec_context.thread_count = 1
+    for frame in container.decode(stream):
+        scale = min(1.0, POSTER_WIDTH / max(frame.width, frame.height, 1))
+        small = frame.reformat(width=max(2, round(frame.width * scale)), height=max(2, round(frame.height * scale)),
+                               format="rgb24")  # scaled by FFmpeg, not by Pillow: a tenth of the pixels to convert
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        small.to_image().save(dest, "JPEG", quality=80)
+        return dest
     return None
 
 
@@ -95,8 +109,11 @@ def examine(path: str | Path, params_json: str | None, sha256: str) -> dict[str,
     clip = Path(path)
     facts: dict[str, Any] = {"output_sha256": sha256}
     try:
-        facts.update(probe(clip))
-        made = poster(clip, poster_path(clip))
+        import av
+
+        with av.open(str(clip)) as container:  # opened once for the facts and the poster
+            facts.update(_facts(container))
+            made = _poster(container, poster_path(clip))
         facts["poster_path"] = str(made) if made else None
         facts["mismatch"] = mismatch(json.loads(params_json or "{}"), facts)
     except Exception as exc:  # a damaged file, an unknown format, a missing library: never the job's fault

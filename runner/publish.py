@@ -15,7 +15,7 @@ import json
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,11 @@ from urllib.parse import quote
 from runner import gallery
 from runner.locate import Found
 from runner.naming import param_tag, safe_name
-from runner.views import Selection, jobs, outputs_dirs
+from runner.views import Selection, each_job, outputs_dirs
 
 MANIFEST = "manifest.jsonl"
 REPORT = "report.html"
+STAMP = "published.json"  # in _gallery/: what the manifest and the gallery were last written from
 THUMB_SIZE = 160
 #: Fields of a record, in the order `export --format csv` writes them.
 FIELDS = ("key", "sweep", "prompt_id", "prompt", "model", "model_id", "provider", "mode", "replicate", "params", "state",
@@ -63,50 +64,82 @@ class Published:
     jobs: int
 
 
-def folder_rows(conn: sqlite3.Connection, name: str) -> list[dict[str, Any]]:
-    """Every job first planned under sweep `name` (the jobs of its outputs folder), with its probe."""
-    return jobs(conn, Selection(name, "jobs.sweep = ?", (name,)))[1]
+def folder_rows(conn: sqlite3.Connection, name: str) -> Iterator[dict[str, Any]]:
+    """Every job first planned under sweep `name` (the jobs of its outputs folder), with its probe,
+    one at a time: a folder may hold a hundred thousand."""
+    return each_job(conn, Selection(name, "jobs.sweep = ?", (name,)))
 
 
-def publish(conn: sqlite3.Connection, found: Found, names: Iterable[str], outputs_dir: Path | None = None) -> list[Published]:
+def publish(conn: sqlite3.Connection, found: Found, names: Iterable[str], outputs_dir: Path | None = None, *,
+            when_changed: bool = False) -> list[Published]:
     """Write the manifest and the gallery of each sweep folder named; `outputs_dir` is where the
-    folders go when no clip of theirs is on disk yet (else where most of their clips are)."""
+    folders go when no clip of theirs is on disk yet (else where most of their clips are). With
+    `when_changed`, a folder whose jobs have not changed since it was last written is left as it is."""
     names = sorted(set(names))
     configured = outputs_dirs(conn, names)
     done = []
     for name in names:
-        rows = folder_rows(conn, name)
-        folder = _folder(rows, found, name, outputs_dir or found.resolve(configured[name]))
-        folder.mkdir(parents=True, exist_ok=True)
-        records = [record(row, found, folder) for row in rows]
-        manifest = _write(folder / MANIFEST, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        thumbs = {r["key"]: _thumbnail(row, found, folder) for r, row in zip(records, rows)}
-        for r in records:
-            r["input_thumb"] = thumbs[r["key"]]
-            r["column"] = " ".join(x for x in (r["model"], param_tag(r["params"], r["replicate"] or 0)) if x)
-            r["output_path"] = quote(r["output_path"]) if r["output_path"] else None
-            r["poster"] = quote(r["poster"]) if r["poster"] else None
-        report = _write(folder / REPORT, gallery.render(name, records))
-        done.append(Published(folder, manifest, report, len(rows)))
+        paths = [row[0] for row in conn.execute("select output_path from jobs where sweep = ? and output_path is not null", [name])]
+        folder = _folder(paths, found, name, outputs_dir or found.resolve(configured[name]))
+        del paths
+        stamp, count = _stamp(conn, name)
+        marker = folder / "_gallery" / STAMP
+        manifest, report = folder / MANIFEST, folder / REPORT
+        if not (when_changed and manifest.is_file() and report.is_file() and _read(marker) == stamp):
+            folder.mkdir(parents=True, exist_ok=True)
+            count = _write_folder(conn, found, name, folder)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            _write(marker, stamp)
+        done.append(Published(folder, manifest, report, count))
     return done
 
 
-def publish_run(found: Found, rows: list[dict[str, Any]], outputs_dir: Path) -> tuple[list[Published], str | None]:
-    """After a run: the manifest and gallery of every sweep folder its jobs belong to, read from the
-    ledger on a connection of its own (the runner's writer is left alone). (published, problem)."""
+def _write_folder(conn: sqlite3.Connection, found: Found, name: str, folder: Path) -> int:
+    """The manifest and the gallery of one folder, written as its rows are read (each replaced whole)."""
+    count = 0
+    with _Replacing(folder / MANIFEST) as manifest, _Replacing(folder / REPORT) as report:
+        pieces = gallery.pieces(name)
+        report.write(next(pieces))
+        for row in folder_rows(conn, name):
+            r = record(row, found, folder)
+            manifest.write(json.dumps(r, ensure_ascii=False) + "\n")
+            r["input_thumb"] = _thumbnail(row, found, folder)
+            r["column"] = " ".join(x for x in (r["model"], param_tag(r["params"], r["replicate"] or 0)) if x)
+            r["output_path"] = quote(r["output_path"]) if r["output_path"] else None
+            r["poster"] = quote(r["poster"]) if r["poster"] else None
+            report.write(pieces.send(r))
+            count += 1
+        for piece in pieces:
+            report.write(piece)
+    return count
+
+
+def _stamp(conn: sqlite3.Connection, name: str) -> tuple[str, int]:
+    """What a folder's manifest and gallery were written from: its jobs' number and latest change,
+    its probes', and the gallery page's version. (stamp, jobs)."""
+    jobs_, changed = conn.execute("select count(*), max(updated_at) from jobs where sweep = ?", [name]).fetchone()
+    probed = conn.execute("select count(*), max(probes.probed_at) from probes join jobs on jobs.key = probes.job_key "
+                          "where jobs.sweep = ?", [name]).fetchone()
+    return json.dumps([jobs_, changed, *probed, gallery.VERSION]), jobs_
+
+
+def publish_run(found: Found, rows: Iterable[dict[str, Any]], outputs_dir: Path) -> tuple[list[Published], str | None]:
+    """After a run: the manifest and gallery of every sweep folder its jobs belong to (those whose
+    jobs changed since they were written), read from the ledger on a connection of its own (the
+    runner's writer is left alone). (published, problem)."""
     conn = sqlite3.connect(found.db, timeout=60)
     conn.row_factory = sqlite3.Row
     try:
-        return publish(conn, found, {row["sweep"] for row in rows}, outputs_dir), None
+        return publish(conn, found, {row["sweep"] for row in rows}, outputs_dir, when_changed=True), None
     except (OSError, sqlite3.Error) as exc:  # the clips are safe; only their description could not be written
         return [], f"the gallery could not be written: {exc}"
     finally:
         conn.close()
 
 
-def _folder(rows: list[dict[str, Any]], found: Found, name: str, fallback: Path) -> Path:
+def _folder(paths: list[str], found: Found, name: str, fallback: Path) -> Path:
     """Where most of the sweep's clips are (`<outputs_dir>/<sweep>/<model>/<file>`), else the fallback's."""
-    roots = Counter(os.path.dirname(os.path.dirname(_absolute(row["output_path"], found))) for row in rows if row["output_path"])
+    roots = Counter(os.path.dirname(os.path.dirname(_absolute(path, found))) for path in paths)
     return Path(roots.most_common(1)[0][0]) if roots else fallback / safe_name(name)
 
 
@@ -135,10 +168,35 @@ def _thumbnail(row: dict[str, Any], found: Found, folder: Path) -> str | None:
 
 def _write(path: Path, text: str) -> Path:
     """Replace a file whole (a reader never sees half of it; two runs writing it leave one version)."""
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    part.write_text(text, encoding="utf-8")
-    os.replace(part, path)
+    with _Replacing(path) as out:
+        out.write(text)
     return path
+
+
+class _Replacing:
+    """A text file written beside `path` and renamed over it once complete (never on an error)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.part = path.with_name(f".{path.name}.{os.getpid()}.part")
+
+    def __enter__(self) -> io.TextIOWrapper:
+        self.file = self.part.open("w", encoding="utf-8")
+        return self.file
+
+    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
+        self.file.close()
+        if kind is None:
+            os.replace(self.part, self.path)
+        else:
+            self.part.unlink(missing_ok=True)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return None
 
 
 def _usd(micros: int | None) -> float | None:

@@ -63,6 +63,7 @@ class ClaimResult:
     key: str
     fence: Fence | None  # None: not granted
     reason: str = ""  # "provider", "model", "budget", "state"
+    row: dict[str, Any] | None = None  # a granted job's row as claimed: the engine drives it from this
 
 
 def open_ledger(path: str | Path, shown: str | None = None, hint: str = ledger_file.RUNNER_HINT) -> sqlite3.Connection:
@@ -91,6 +92,25 @@ def rows(conn: sqlite3.Connection, keys: Iterable[str] | None = None, columns: s
         chunk = keys[i : i + _CHUNK]
         out += [dict(r) for r in conn.execute(f"select {columns} from jobs where key in ({','.join('?' * len(chunk))})", chunk)]
     return out
+
+
+#: What the engine keeps of a job it is not driving: enough to queue it and count it.
+SLIM = ("key", "provider", "model_id", "state", "provider_status", "est_micros")
+
+
+def sweep_jobs(conn: sqlite3.Connection, sweep_id: str, states: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The SLIM columns of a sweep's jobs in these states, as tuples, in the order they were planned."""
+    marks = ",".join("?" * len(states))
+    return [tuple(r) for r in conn.execute(
+        f"select {', '.join(f'jobs.{c}' for c in SLIM)} from sweep_jobs join jobs on jobs.key = sweep_jobs.job_key "
+        f"where sweep_jobs.sweep_id = ? and jobs.state in ({marks}) order by jobs.rowid", [sweep_id, *states])]
+
+
+def sweep_totals(conn: sqlite3.Connection, sweep_id: str) -> list[tuple[str, str | None, int, int]]:
+    """(state, provider_status, jobs, settled micro-dollars) over a sweep's jobs."""
+    return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+        "select jobs.state, jobs.provider_status, count(*), coalesce(sum(jobs.spent_micros), 0) from sweep_jobs "
+        "join jobs on jobs.key = sweep_jobs.job_key where sweep_jobs.sweep_id = ? group by 1, 2", [sweep_id])]
 
 
 def job(conn: sqlite3.Connection, key: str) -> dict[str, Any] | None:
@@ -139,12 +159,15 @@ def owner_gone(conn: sqlite3.Connection, owner_id: str) -> None:
 def record_plan(conn: sqlite3.Connection, plan: Plan, config: Mapping[str, Any]) -> str:
     """Insert the plan's jobs (existing ones keep their state) and the sweep that links them.
 
-    The sweep id is the hash of its job keys: the same command finds the same sweep again.
+    The sweep id is the hash of its job keys: the same command finds the same sweep again, and
+    then has nothing to record (a sweep and its jobs go in in one transaction; jobs are never deleted).
     """
     from runner.plan import canonical_json
 
     keys = sorted(job.key for job in plan.jobs)
     sweep_id = hashlib.sha256(canonical_json(keys).encode()).hexdigest()[:16]
+    if conn.execute("select 1 from sweeps where id = ?", [sweep_id]).fetchone():
+        return sweep_id
     stamp = now_iso()
     name = plan.jobs[0].sweep if plan.jobs else ""
     conn.execute(
@@ -206,8 +229,8 @@ def claim(
     committed, limit = budget(conn, budget_id) if budget_id else (0, None)
     results = []
     for key, provider, model_id, estimate in candidates:
-        current = conn.execute("select state, lease from jobs where key = ?", [key]).fetchone()
-        if current is None or current[0] != PLANNED:
+        current = conn.execute("select * from jobs where key = ?", [key]).fetchone()
+        if current is None or current["state"] != PLANNED:
             results.append(ClaimResult(key, None, "state"))
             continue
         if counts.get((provider, None), 0) >= provider_limits[provider]:
@@ -220,18 +243,16 @@ def claim(
         if limit is not None and committed + estimate > limit:
             results.append(ClaimResult(key, None, "budget"))
             continue
-        fence = Fence(owner, current[1] + 1)
-        conn.execute(
-            "update jobs set state = ?, owner = ?, lease = ?, holds_slot = 1, reserved_micros = ?, error = null, "
-            "error_class = null, updated_at = ? where key = ?",
-            [CLAIMED, owner, fence.lease, estimate, now_iso(), key],
-        )
+        fence = Fence(owner, current["lease"] + 1)
+        claimed = {"state": CLAIMED, "owner": owner, "lease": fence.lease, "holds_slot": 1, "reserved_micros": estimate,
+                   "error": None, "error_class": None, "updated_at": now_iso()}
+        conn.execute(f"update jobs set {', '.join(f'{k} = ?' for k in claimed)} where key = ?", [*claimed.values(), key])
         _event(conn, key, PLANNED, CLAIMED, "")
         _budgets(conn, key, estimate)
         committed += estimate
         counts[(provider, None)] = counts.get((provider, None), 0) + 1
         counts[(provider, model_id)] = counts.get((provider, model_id), 0) + 1
-        results.append(ClaimResult(key, fence))
+        results.append(ClaimResult(key, fence, row={**dict(current), **claimed}))
     return results
 
 

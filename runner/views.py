@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,6 +142,13 @@ def jobs(conn: sqlite3.Connection, sel: Selection, *, state: str | None = None, 
         f"select {_JOB_COLUMNS}, {_PROBE_COLUMNS} from jobs left join probes on probes.job_key = jobs.key "
         f"where {where} order by jobs.rowid{tail}", args)]  # the order they were planned in: no sort
     return total, found
+
+
+def each_job(conn: sqlite3.Connection, sel: Selection) -> Iterator[dict[str, Any]]:
+    """Every job of a selection with its probe, in the order planned, one at a time."""
+    for row in conn.execute(f"select {_JOB_COLUMNS}, {_PROBE_COLUMNS} from jobs left join probes on probes.job_key = jobs.key "
+                            f"where {sel.where} order by jobs.rowid", sel.args):
+        yield dict(row)
 
 
 _JOB_COLUMNS = ", ".join(f"jobs.{c}" for c in

@@ -29,12 +29,13 @@ T = TypeVar("T")
 BATCH = 512  # changes per transaction at most: a commit every few ms under load
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Change:
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    future: Future[Any]
+    future: Future[Any] | asyncio.Future[Any] | None  # None: nobody waits for the outcome
+    loop: asyncio.AbstractEventLoop | None = None  # the loop an asyncio future belongs to
 
 
 class LedgerUnusable(Exception):
@@ -58,8 +59,17 @@ class Writer:
         self._queue.put(_Change(fn, args, kwargs, future))
         return future
 
-    async def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        return await asyncio.wrap_future(self.submit(fn, *args, **kwargs))
+    def post(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Queue a change whose outcome nobody waits for (a status seen, a latency measured)."""
+        self._queue.put(_Change(fn, args, kwargs, None))
+
+    def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """Queue a change from the event loop; await it for its outcome, once committed. The futures
+        of one transaction are resolved together, with one wake-up of the loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Change(fn, args, kwargs, future, loop))
+        return future
 
     def sync(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """For code outside the event loop (setup, summaries)."""
@@ -110,11 +120,9 @@ class Writer:
             if self.conn.in_transaction:
                 self.conn.execute("ROLLBACK")
             failure = LedgerUnusable(f"the ledger {self.path} cannot be written: {exc}")
-            for change in batch:
-                _answer(change.future, False, failure)
+            _answer_all(batch, [(False, failure)] * len(batch))
             return
-        for (ok, value), change in zip(outcomes, batch):
-            _answer(change.future, ok, value)
+        _answer_all(batch, outcomes)
 
     def _begin(self) -> None:
         """BEGIN IMMEDIATE, waiting as long as another process holds the ledger."""
@@ -129,10 +137,30 @@ class Writer:
                 self.on_wait(time.monotonic() - started)
 
 
-def _answer(future: Future[Any], ok: bool, value: Any) -> None:
+def _answer_all(batch: list[_Change], outcomes: list[tuple[bool, Any]]) -> None:
+    """Resolve the futures of a transaction's changes: those of an event loop in one call on it."""
+    on_loops: dict[asyncio.AbstractEventLoop, list[tuple[Any, bool, Any]]] = {}
+    for change, (ok, value) in zip(batch, outcomes):
+        if change.loop is not None:
+            on_loops.setdefault(change.loop, []).append((change.future, ok, value))
+        elif change.future is not None:
+            _answer(change.future, ok, value)
+    for loop, answers in on_loops.items():
+        try:
+            loop.call_soon_threadsafe(_answer_each, answers)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+def _answer_each(answers: list[tuple[Any, bool, Any]]) -> None:
+    for future, ok, value in answers:
+        _answer(future, ok, value)
+
+
+def _answer(future: Future[Any] | asyncio.Future[Any], ok: bool, value: Any) -> None:
     """Resolve a change's future. A caller that stopped waiting (its task was cancelled at an
     interrupt) still had its change applied: that is the point of queueing it."""
-    if future.cancelled():
+    if future.done():
         return
     if ok:
         future.set_result(value)

@@ -9,7 +9,7 @@ import pytest
 
 from runner.sim import SimConfig, Simulator, read_ledger
 from tests.conftest import run_cli
-from tests.helpers import assert_complete, assert_no_paid_twice, ledger_rows, sim_args, sim_env, start, states, wait_until
+from tests.helpers import assert_complete, assert_no_paid_twice, ledger_rows, query, sim_args, sim_env, start, states, wait_until
 
 
 def test_sweep_over_two_providers_and_six_models(tmp_path, sim):
@@ -23,10 +23,15 @@ def test_sweep_over_two_providers_and_six_models(tmp_path, sim):
     # Runway reported what it billed; the ledger settled it.
     gen4 = [r for r in rows if r["model"] == "gen4_turbo"]
     assert sorted(r["spent_micros"] for r in gen4) == [250_000, 250_000, 500_000]
-    # The same command again finds everything done and submits nothing.
+    # The same command again finds everything done and submits nothing; it records nothing again,
+    # and leaves the outputs folder's manifest and gallery as they were.
+    written = {name: (tmp_path / "outputs" / "ads" / name).stat().st_mtime_ns for name in ("manifest.jsonl", "report.html")}
+    events = query(tmp_path, "select count(*) as n from events")[0]["n"]
     again = run_cli("-m", f"model={models}", "prompt_set=ads", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
     assert again.returncode == 0 and "18 jobs: 18 downloaded" in again.stdout
     assert len(sim.ledger()) == 18
+    assert query(tmp_path, "select count(*) as n from events")[0]["n"] == events
+    assert {name: (tmp_path / "outputs" / "ads" / name).stat().st_mtime_ns for name in written} == written
 
 
 @pytest.fixture
@@ -186,17 +191,22 @@ def test_interrupt_can_cancel_in_flight_tasks(tmp_path, slow_sim):
     assert_complete(tmp_path, 8)
 
 
-def test_first_poll_waits_for_the_models_learned_latency(tmp_path, slow_sim):
+def test_status_calls_follow_progress_and_the_models_learned_latency(tmp_path, slow_sim):
     sim = slow_sim
 
-    def polls_per_job(duration: int) -> float:
-        before = sim.stats()["providers"].get("runway", {}).get("requests", {}).get("runway.poll", 0)
-        result = run_cli("model=gen4_turbo", "prompt_set=animate", f"duration={duration}", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
+    def polls_per_job(model: str, duration: int, route: str) -> float:
+        provider = route.split(".")[0]
+        before = sim.stats()["providers"].get(provider, {}).get("requests", {}).get(route, 0)
+        result = run_cli(f"model={model}", "prompt_set=animate", f"duration={duration}", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
         assert result.returncode == 0, result.stdout + result.stderr
-        return (sim.stats()["providers"]["runway"]["requests"]["runway.poll"] - before) / 2
+        return (sim.stats()["providers"][provider]["requests"][route] - before) / 2
 
-    unknown = polls_per_job(4)  # no history: poll at the provider's minimum interval from the start
-    learned = polls_per_job(6)  # history of gen4_turbo in the ledger: the first poll comes later
+    # Runway reports progress: each task is looked at about when it ends, even with no history
+    # (polling at the minimum interval would take a dozen calls per task here).
+    assert polls_per_job("gen4_turbo", 4, "runway.poll") <= 6
+    # fal reports none: the waits grow; once the model's latency is in the ledger the first poll comes later.
+    unknown = polls_per_job("hailuo", 6, "fal.status")
+    learned = polls_per_job("hailuo", 10, "fal.status")
     assert learned < 0.6 * unknown, (unknown, learned)
 
 

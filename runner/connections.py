@@ -1,0 +1,104 @@
+"""HTTP clients sized to the work: connections in small pools, and no request ever queued inside one.
+
+httpcore's connection pool looks at every connection it holds (and, for each idle one, at every
+other) whenever a request starts or ends, and at every queued request against every connection: a
+request's cost grows with the square of the pool's size, and with the requests queued in it. With
+thousands of generations in flight one large pool would spend the event loop on that bookkeeping.
+So a client's connections are split into pools of POOL_SIZE, each request goes to the first pool
+with a free connection, and a semaphore holds back the requests beyond the connections there are:
+a request that reaches a pool always finds its connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+
+POOL_SIZE = 8  # connections per httpcore pool: its scans stay a few dozen steps
+
+
+def client(connections: int, timeout_s: float, *, follow_redirects: bool) -> httpx.AsyncClient:
+    """An AsyncClient with `connections` connections at most (requests beyond wait their turn in
+    order, their timeouts not yet running); proxies from the environment are honoured as httpx does."""
+    timeout = httpx.Timeout(timeout_s, connect=15.0)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # httpx reads proxy variables only when it builds its own transport: mount them as it would.
+    from httpx._utils import get_environment_proxies
+
+    mounts = {pattern: None if proxy is None else httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+              for pattern, proxy in get_environment_proxies().items()}
+    return httpx.AsyncClient(timeout=timeout, transport=Pools(connections), mounts=mounts, follow_redirects=follow_redirects)
+
+
+class Pools(httpx.AsyncBaseTransport):
+    """`connections` connections in pools of POOL_SIZE; a request holds its pool's place until its
+    response is closed (read whole, or its stream closed)."""
+
+    def __init__(self, connections: int, pool_size: int = POOL_SIZE):
+        count = max(1, -(-connections // pool_size))
+        self._limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
+        self._tls = httpx.create_ssl_context()  # one for every pool: each loads the certificate store
+        self._pools: list[httpx.AsyncHTTPTransport | None] = [None] * count  # made when first used
+        self._size = pool_size
+        self._busy = [0] * count
+        self._room = list(range(count))  # a heap of the pools with a free connection: the first is used
+        self._gate = asyncio.Semaphore(count * pool_size)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await self._gate.acquire()
+        index = self._room[0]  # never empty here: the gate lets through only as many requests as there are connections
+        self._busy[index] += 1
+        if self._busy[index] == self._size:
+            heapq.heappop(self._room)
+        release = self._releaser(index)
+        pool = self._pools[index]
+        if pool is None:
+            pool = self._pools[index] = httpx.AsyncHTTPTransport(verify=self._tls, limits=self._limits)
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException:
+            release()
+            raise
+        response.stream = _Releasing(response.stream, release)
+        return response
+
+    def _releaser(self, index: int) -> Callable[[], None]:
+        done = False
+
+        def release() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            if self._busy[index] == self._size:
+                heapq.heappush(self._room, index)
+            self._busy[index] -= 1
+            self._gate.release()
+
+        return release
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            if pool is not None:
+                await pool.aclose()
+
+
+class _Releasing(httpx.AsyncByteStream):
+    """A response body that gives its pool's place back once closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]):
+        self._stream = stream
+        self._release = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            self._release()

@@ -1,0 +1,182 @@
+"""A run: the ledger opened and the plan recorded, the engine driven, the outputs published, a summary printed."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import httpx
+from omegaconf import OmegaConf
+
+from runner import connections, listed, plugins
+from runner import store as S
+from runner.catalog import Catalog
+from runner.config import ProviderConf
+from runner.delivery import Delivery
+from runner.engine import Engine, Lane, Options, Outcome
+from runner.errors import UserError
+from runner.jobview import RunContext
+from runner.locate import found_at
+from runner.money import to_micros
+from runner.owners import Heartbeat, Identity
+from runner.plan import Plan
+from runner.progress import Progress
+from runner.providers import Settings, Uploads
+from runner.publish import publish_run
+from runner.run import RUN_ID_ENV, Account
+from runner.summary import EXIT_INTERRUPTED, summarize
+from runner.writer import LedgerUnusable, Writer
+
+#: What the summary and the outputs folders are told of each job (not its request: a sweep may be 100,000 jobs).
+SUMMARY_COLUMNS = ("key, sweep, model, prompt_id, state, est_micros, attempts, spent_micros, possible_micros, "
+                   "possible_duplicates, output_path, error")
+
+
+def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], found: dict[str, Account],
+          priced: listed.Priced | None = None) -> int:
+    """Record the plan (and the prices `prepare` read for it) and drive it with the accounts `found`;
+    returns the exit status."""
+    # Plain dataclasses, not config nodes: the engine reads these settings at every request.
+    lanes = {name: _lane_limits(name, OmegaConf.to_object(cfg.providers[name]), plugins.registry().catalog) for name in found}
+
+    def waiting(seconds: float) -> None:
+        print(f"waiting for the ledger {cfg.db}: another process has held it for {seconds:.0f} s", file=sys.stderr, flush=True)
+
+    try:
+        writer = Writer(cfg.db, on_wait=waiting)
+    except UserError:
+        raise
+    except Exception as exc:  # not a ledger this runner can open: say so, with no traceback
+        raise UserError(f"db={cfg.db} cannot be opened as a ledger: {exc}") from None
+    me = Identity.current()
+    heartbeat: Heartbeat | None = None
+    try:
+        writer.sync(S.register_owner, me)
+        heartbeat = Heartbeat(writer.path, me.id).start()
+        sweep_id = writer.sync(S.record_plan, plan, config)
+        if priced is not None and (priced.read or priced.jobs):
+            writer.sync(listed.keep, priced)
+        keys = [job.key for job in plan.jobs]
+        budget_id = None
+        if cfg.budget_usd is not None:
+            budget_id = os.environ.get(RUN_ID_ENV) or sweep_id
+            writer.sync(S.join_budget, budget_id, to_micros(cfg.budget_usd), keys)
+        options = Options(
+            outputs_dir=Path(cfg.outputs_dir), max_attempts=cfg.max_attempts, budget_id=budget_id, job_timeout_s=cfg.job_timeout_s,
+            max_outage_s=cfg.max_outage_s, retry_failed=cfg.retry_failed, regenerate_lost=cfg.regenerate_lost,
+        )
+        progress = Progress(len(keys), quiet=cfg.quiet)
+        context = RunContext(
+            run_id=os.environ.get(RUN_ID_ENV) or sweep_id, sweep_id=sweep_id, sweep_names=tuple(sorted({j.sweep for j in plan.jobs})),
+            config=MappingProxyType(dict(config)), outputs_dir=Path(cfg.outputs_dir), ledger=writer.path,
+        )
+        try:
+            outcome = asyncio.run(_drive(cfg, writer, sweep_id, lanes, found, options, me, progress, Delivery(writer, context)))
+        finally:
+            progress.close()
+        rows = writer.sync(S.rows, keys, SUMMARY_COLUMNS)
+        ledger = found_at(writer.path)
+        published = publish_run(ledger, rows, Path(cfg.outputs_dir))  # manifest.jsonl, report.html
+        return summarize(rows, outcome, plan, command, published, Path(cfg.outputs_dir), ledger)
+    except LedgerUnusable as exc:
+        print(f"error: {exc}; every task id received before this is kept: fix it and run the same command", file=sys.stderr)
+        return 3
+    finally:
+        if heartbeat is not None:
+            heartbeat.stop()
+        try:
+            writer.sync(S.owner_gone, me.id)
+        except LedgerUnusable:
+            pass
+        writer.close()
+
+
+def _lane_limits(name: str, conf: ProviderConf, catalog: Catalog) -> Lane:
+    """A model_concurrency entry may name a model by catalogue name, alias or provider id; one that
+    names no model of this provider is a mistake, not a limit silently ignored."""
+    limits: dict[str, int] = {}
+    for given, limit in conf.model_concurrency.items():
+        models = [m for m in catalog.models.values() if m.provider == name and given in (m.name, m.model_id, *m.spec.aliases)]
+        if not models:
+            known = sorted(m.name for m in catalog.models.values() if m.provider == name)
+            raise UserError(f"providers.{name}.model_concurrency.{given}: {given!r} is not a model of {name}; its models: {', '.join(known)}")
+        limits[models[0].model_id] = int(limit)
+    return Lane(provider=None, conf=conf, model_limits=limits)  # type: ignore[arg-type]  # the provider joins in _drive
+
+
+async def _drive(cfg: Any, writer: Writer, sweep_id: str, lanes: dict[str, Lane], found: dict[str, Account],
+                 options: Options, me: Identity, progress: Progress, delivery: Delivery) -> Outcome:
+    registry = plugins.registry()
+    clients = {name: _client(lanes[name].conf, follow_redirects=False) for name in found}
+    downloads = _client(next(iter(cfg.providers.values())), follow_redirects=True, pool=sum(c.concurrency for c in cfg.providers.values()))
+    try:
+        for name, account in found.items():
+            lane = lanes[name]
+            conf = lane.conf
+            settings = Settings(account.base_url, account.key, conf.request_timeout_s, account.endpoints)
+            lane.provider = registry.providers[name](settings, clients[name], LedgerUploads(writer, name))
+            if conf.limits_from_provider:
+                told = await lane.provider.account_limits()
+                lane.model_limits = {**told.concurrency, **lane.model_limits}
+                lane.daily_left = dict(told.daily_left)
+                for model_id, left in told.daily_left.items():
+                    if left <= 0:
+                        lane.stop_model(model_id, "the account's daily generation limit for this model is reached")
+
+        engine = Engine(writer, sweep_id, lanes, registry.catalog, options, downloads, me, progress.event, progress.update)
+        loop = asyncio.get_running_loop()
+        interrupts = 0
+
+        def on_interrupt() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1:
+                print("\nsecond interrupt: exiting now; the ledger is consistent, rerun to resume", file=sys.stderr)
+                os._exit(EXIT_INTERRUPTED)
+            print("\ninterrupt: no new submissions; saving state (interrupt again to exit at once)", file=sys.stderr)
+            engine.stop()
+
+        loop.add_signal_handler(signal.SIGINT, on_interrupt)
+        loop.add_signal_handler(signal.SIGTERM, on_interrupt)
+        observing = asyncio.create_task(delivery.until_stopped())
+        try:
+            outcome = await engine.run()
+            if outcome.interrupted and cfg.cancel_on_interrupt:
+                canceled = await engine.cancel_in_flight()
+                print(f"canceled {canceled} task(s) at the provider (cancel_on_interrupt=true)", file=sys.stderr)
+            progress.update(engine.counts, engine.spent, force=True)
+        finally:
+            delivery.stop()
+            loop.remove_signal_handler(signal.SIGINT)
+            loop.remove_signal_handler(signal.SIGTERM)
+        await observing  # the run's last events, before the summary
+        return outcome
+    finally:
+        for client in [*clients.values(), downloads]:
+            await client.aclose()
+
+
+class LedgerUploads(Uploads):
+    """Files a provider holds, kept in the ledger: reused across jobs, runs and processes."""
+
+    def __init__(self, writer: Writer, provider: str):
+        self.writer = writer
+        self.provider = provider
+
+    async def get(self, sha256: str) -> str | None:
+        return await self.writer(S.upload, self.provider, sha256, time.time())
+
+    async def put(self, sha256: str, uri: str, ttl_s: float) -> None:
+        await self.writer(S.keep_upload, self.provider, sha256, uri, time.time() + ttl_s)
+
+
+def _client(conf: ProviderConf, *, follow_redirects: bool, pool: int | None = None) -> httpx.AsyncClient:
+    """An HTTP client sized to the work: a connection per generation in flight, and some for polls."""
+    return connections.client(max(10, 2 * (pool or conf.concurrency)), conf.request_timeout_s, follow_redirects=follow_redirects)
