@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -31,7 +32,7 @@ from runner.catalog import (
     to_native,
     wrap,
 )
-from runner.config import RUN_LEVEL_PARAMS
+from runner.config import MAX_JOBS, RUN_LEVEL_PARAMS
 from runner.errors import UserError, suggest
 from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
 from runner.modes import select_mode
@@ -157,8 +158,10 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     base = _layer(base, {k: conf.get(k) for k in RUN_LEVEL_PARAMS}, "the config or command line")
     base_native = _layer(base_native, conf.get("native") or {}, "the config or command line (native)")
     sweep_name = conf.get("name") or prompt_set.name
+    axes = _axes(conf.get("sweep") or {})
+    _check_size(len(prompt_set.prompts), math.prod(len(axis) for _, axis in axes), replicates, conf.get("max_jobs", MAX_JOBS))
     points = [(_layer(base, canonical, "sweep"), _layer(base_native, native, "sweep (native)"))
-              for canonical, native in _grid(conf.get("sweep") or {})]
+              for canonical, native in _grid(axes)]
 
     sweep = _Sweep(model, conf, replicates, sweep_name)
     for prompt in prompt_set.prompts:
@@ -193,11 +196,19 @@ def _layer(under: Mapping[str, _Value], over: Mapping[str, Any], source: str) ->
     return merged
 
 
-def _grid(sweep: Mapping[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+def _check_size(prompts: int, points: int, replicates: int, max_jobs: int) -> None:
+    """A plan over max_jobs is refused before any of its jobs is made (a mistyped grid or replicate
+    count must not fill the memory); the count is an upper bound: points making the same job merge."""
+    size = prompts * points * replicates
+    if size > max_jobs:
+        raise UserError(f"the plan would hold {size:,} jobs ({prompts:,} prompts x {points:,} sweep points x {replicates:,} "
+                        f"replicates), over max_jobs={max_jobs}; plan fewer, or add max_jobs={size} to run that many on purpose")
+
+
+def _grid(axes: list[tuple[str, list[Any]]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """The cartesian product of the in-config sweep, as (canonical values, native values) points."""
-    axes = [[(name, v) for v in values] for name, values in _axes(sweep)]
     points = []
-    for combo in itertools.product(*axes):
+    for combo in itertools.product(*[[(name, v) for v in values] for name, values in axes]):
         canonical = {k: v for k, v in combo if not k.startswith("native.")}
         native = {k.removeprefix("native."): v for k, v in combo if k.startswith("native.")}
         points.append((canonical, native))

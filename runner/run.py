@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 from runner import installed, plugins
 from runner import store as S
 from runner.catalog import Catalog
+from runner.consent import confirm_spending
 from runner.config import ProviderConf
 from runner.delivery import Delivery
 from runner.engine import Engine, Lane, Options, Outcome
@@ -42,6 +43,7 @@ from runner.progress import Progress
 from runner.providers import Settings, Uploads
 from runner.publish import publish_run
 from runner.summary import EXIT_INTERRUPTED, summarize
+from runner.validate import model_limits
 from runner.writer import LedgerUnusable, Writer
 
 #: Set once per command (inherited by Hydra's joblib workers): every point of a multirun, in any
@@ -139,15 +141,7 @@ def simulated_providers(simulate: Any, plan: Plan) -> list[str]:
                 f"or leave those models out of the sweep"
             )
         return needed
-    named = [str(name) for name in (simulate if isinstance(simulate, (list, tuple)) else [simulate])]
-    for name in named:
-        if name not in plugins.registry().providers:
-            raise UserError(f"simulate={name}: no installed provider is named {name!r}; simulate=true, false, or "
-                            f"provider names ({', '.join(plugins.registry().providers) or 'none installed'})")
-        if name not in simulators.classes:
-            raise UserError(f"simulate={name}: no simulator is installed for provider {name} (its plugin "
-                            f"{plugins.registry().provider_plugin[name]} registers none); leave it out of simulate= "
-                            f"and give its key, or leave its models out of the sweep")
+    named = [str(name) for name in (simulate if isinstance(simulate, (list, tuple)) else [simulate])]  # checked by runner.validate
     return [name for name in needed if name in named]
 
 
@@ -175,6 +169,7 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str])
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
     simulate = OmegaConf.to_container(cfg.simulate) if OmegaConf.is_config(cfg.simulate) else cfg.simulate
     simulated = simulated_providers(simulate, plan)
+    confirm_spending(plan, cfg, simulated)
     if simulated:
         with simulator(cfg.sim_config, cfg.state_dir, simulated) as found:
             return _execute(cfg, plan, config, command, accounts(plan, providers, os.environ, found))
@@ -232,15 +227,7 @@ def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str]
 
 
 def _lane_limits(name: str, conf: ProviderConf, catalog: Catalog) -> Lane:
-    """A model_concurrency entry may name a model by catalogue name, alias or provider id; one that
-    names no model of this provider is a mistake, not a limit silently ignored."""
-    limits: dict[str, int] = {}
-    for given, limit in conf.model_concurrency.items():
-        models = [m for m in catalog.models.values() if m.provider == name and given in (m.name, m.model_id, *m.spec.aliases)]
-        if not models:
-            known = sorted(m.name for m in catalog.models.values() if m.provider == name)
-            raise UserError(f"providers.{name}.model_concurrency.{given}: {given!r} is not a model of {name}; its models: {', '.join(known)}")
-        limits[models[0].model_id] = int(limit)
+    limits = model_limits(name, conf.model_concurrency, catalog)  # by any of each model's names (checked before)
     return Lane(provider=None, conf=conf, model_limits=limits)  # type: ignore[arg-type]  # the provider joins in _drive
 
 
