@@ -55,8 +55,13 @@ def composition(exc: HydraException) -> str:
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options is not None:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         options = sorted(exc.options)
+        note = ""
+        if group == "model":  # the catalogue's models come from plugins: say which were left out
+            from runner import plugins
+
+            note = plugins.registry().catalog.note
         return (f"{group}={name} is not an option of {group} (from the command line or the config)"
-                f"{suggest(name, options)}; options: {', '.join(options)}")
+                f"{suggest(name, options)}; options: {', '.join(options) or 'none'}.{note}")
     cause = exc.__cause__
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     ambiguous = re.match(r"Ambiguous value for argument '(.*)'$", first)

@@ -43,7 +43,7 @@ from runner.progress import Progress
 from runner.providers import Settings, Uploads
 from runner.publish import publish_run
 from runner.summary import EXIT_INTERRUPTED, summarize
-from runner.validate import model_limits
+from runner.validate import check_key, model_limits
 from runner.writer import LedgerUnusable, Writer
 
 #: Set once per command (inherited by Hydra's joblib workers): every point of a multirun, in any
@@ -116,6 +116,7 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
                 f"to run with no key against the local simulator: {simulate}. "
                 f"The installed providers read their keys from: {installed.key_variables()}"
             )
+        check_key(name, key, [v for v in (conf.key_env, *cls.key_env) if v and environ.get(v)][0])
         found[name] = Account(conf.base_url, key, dict(conf.endpoints))
     return found
 
@@ -165,7 +166,6 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str])
     """Run a validated plan to the end (or to an interrupt); returns the exit status."""
     for noisy in ("httpx", "httpcore"):  # a line per request drowns the progress display
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    check_outputs_dir(cfg.outputs_dir)
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
     simulate = OmegaConf.to_container(cfg.simulate) if OmegaConf.is_config(cfg.simulate) else cfg.simulate
     simulated = simulated_providers(simulate, plan)
@@ -177,6 +177,7 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str])
 
 
 def _execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], found: dict[str, Account]) -> int:
+    check_outputs_dir(cfg.outputs_dir)  # once every key is found: a refused run leaves no folder behind
     lanes = {name: _lane_limits(name, cfg.providers[name], plugins.registry().catalog) for name in found}
 
     def waiting(seconds: float) -> None:

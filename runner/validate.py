@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tempfile
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -196,14 +197,17 @@ def _check_paths(conf: Mapping[str, Any], origins: Origins) -> None:
 
 
 def _unwritable(path: Path) -> str | None:
-    """Why a folder cannot be written or made, judged from its nearest existing ancestor (nothing is
-    created here: a dry run or a refused run leaves no folder behind)."""
+    """Why a folder cannot be written or made, tried in its nearest existing ancestor with a folder
+    made and removed at once (permissions alone do not tell: root passes them on a read-only or
+    virtual file system), so a dry run or a refused run leaves no folder behind."""
     for ancestor in [path, *path.absolute().parents]:
         if ancestor.exists():
             if not ancestor.is_dir():
                 return f"{ancestor} is a file, not a folder"
-            if not os.access(ancestor, os.W_OK | os.X_OK):
-                return f"{ancestor} is not writable"
+            try:
+                tempfile.TemporaryDirectory(dir=ancestor, prefix=".runner-write-check-").cleanup()
+            except OSError as exc:
+                return f"{ancestor} is not writable ({exc.strerror or exc})"
             return None
     return None
 
@@ -236,6 +240,15 @@ def _check_no_key_inside(conf: Mapping[str, Any]) -> None:
             if secret in value:
                 raise UserError(f"{key} holds the value of {variable}, an API key: keys are read from the environment only, "
                                 f"never put in settings (they would be saved in the ledger); the value is not shown here")
+
+
+def check_key(provider: str, key: str, variable: str) -> None:
+    """A key from the environment that no HTTP header can carry (a pasted line break, a space, a
+    non-ASCII character) is refused before any request, never shown."""
+    if not key.isascii() or not key.isprintable() or any(c.isspace() for c in key):
+        raise UserError(f"{variable} (the environment) holds a {provider} key with a space, a line break or a non-ASCII "
+                        f"character, which no HTTP header can carry: export it again as the provider shows it "
+                        f"(the value is not shown here)")
 
 
 def _strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
