@@ -60,6 +60,13 @@ class Range:
         return "a finite number"
 
 
+def raise_max_jobs(size: int) -> str:
+    """How to plan `size` jobs on purpose, for a message: raise max_jobs, where it can go that far."""
+    if size > MAX_JOBS_CEILING:
+        return f" (one command plans at most {MAX_JOBS_CEILING:,} jobs: split the sweep)"
+    return f", or add max_jobs={size} (or more) to plan that many on purpose"
+
+
 def setting(default: Any = MISSING, doc: str = "", *, range: Range | None = None, factory: Any = None) -> Any:
     """A dataclass field with its `--help` line and its range."""
     metadata = {"doc": doc, "range": range}

@@ -32,7 +32,7 @@ from runner.catalog import (
     to_native,
     wrap,
 )
-from runner.config import MAX_JOBS, RUN_LEVEL_PARAMS
+from runner.config import MAX_JOBS, RUN_LEVEL_PARAMS, raise_max_jobs
 from runner.errors import UserError, suggest
 from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
 from runner.modes import select_mode
@@ -202,7 +202,7 @@ def _check_size(prompts: int, points: int, replicates: int, max_jobs: int) -> No
     size = prompts * points * replicates
     if size > max_jobs:
         raise UserError(f"the plan would hold {size:,} jobs ({prompts:,} prompts x {points:,} sweep points x {replicates:,} "
-                        f"replicates), over max_jobs={max_jobs}; plan fewer, or add max_jobs={size} to run that many on purpose")
+                        f"replicates), over max_jobs={max_jobs}; plan fewer{raise_max_jobs(size)}")
 
 
 def _grid(axes: list[tuple[str, list[Any]]]) -> list[tuple[dict[str, Any], dict[str, Any]]]:

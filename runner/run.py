@@ -116,7 +116,8 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
                 f"to run with no key against the local simulator: {simulate}. "
                 f"The installed providers read their keys from: {installed.key_variables()}"
             )
-        check_key(name, key, [v for v in (conf.key_env, *cls.key_env) if v and environ.get(v)][0])
+        given = [v for v in dict.fromkeys((conf.key_env, *cls.key_env)) if v and environ.get(v)]
+        check_key(name, key, " / ".join(given) or f"the {name} key variables")  # a plugin may build the key from several
         found[name] = Account(conf.base_url, key, dict(conf.endpoints))
     return found
 

@@ -27,7 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from runner import plugins, values
 from runner.catalog import Catalog
-from runner.config import ProviderConf, Range, RunConfig
+from runner.config import ProviderConf, Range, RunConfig, raise_max_jobs
 from runner.errors import UserError, suggest
 from runner.preflight import ENV_NAME
 
@@ -89,7 +89,7 @@ def _resolved(cfg: DictConfig, raw: Mapping[str, Any], origins: Origins) -> dict
         conf = OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", "") or "the config"
-        reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(getattr(exc, "msg", "") or exc).splitlines()[0])
+        reason = re.sub(r"^\w+ raised while resolving interpolation: ", "", str(getattr(exc, "msg", "") or exc).splitlines()[0]).strip('"')
         shown = _at(raw, key) if key != "the config" else None
         value = f"={shown}" if isinstance(shown, str) else ""
         raise UserError(f"{key}{value} cannot be resolved ({origins.of(key)}): {reason}; "
@@ -122,8 +122,7 @@ def _check_plan_size(conf: Mapping[str, Any], origins: Origins) -> None:
     replicates, max_jobs = conf.get("replicates"), conf.get("max_jobs")
     if isinstance(replicates, int) and isinstance(max_jobs, int) and replicates > max_jobs:
         raise UserError(f"replicates={replicates} is over max_jobs={max_jobs} ({origins.of('replicates')}): the plan would "
-                        f"hold at least {replicates:,} jobs; give fewer replicates, or add max_jobs={replicates} "
-                        f"(or more) to plan that many on purpose")
+                        f"hold at least {replicates:,} jobs; give fewer replicates{raise_max_jobs(replicates)}")
 
 
 def _check_provider(name: str, conf: Mapping[str, Any], catalog: Catalog, origins: Origins) -> None:
