@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif parsed.multirun and _only(parsed, "multirun"):
             _with_hydra(lambda app: app.multirun(config_name=CONFIG_NAME, task_function=run,
                                                  overrides=[*parsed.overrides, "hydra.mode=MULTIRUN"]))
-        elif parsed.help and _only(parsed, "help", "resolve"):
+        elif parsed.help and _only(parsed, "help"):  # with --resolve, Hydra's own help prints the config
             print(usage.text())
         else:
             sys.argv = [sys.argv[0], *args]

@@ -59,8 +59,9 @@ class Origins:
         return "from the config"
 
 
-def check_settings(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
-    """The run config, resolved, once every setting is checked; UserError for the first mistake."""
+def check_settings(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """UserError for the first setting of the run config (the command line's `overrides` applied)
+    that is not allowed, naming where its value came from."""
     raw = OmegaConf.to_container(cfg, resolve=False)
     assert isinstance(raw, dict)
     origins = Origins(overrides, raw)
@@ -80,7 +81,6 @@ def check_settings(cfg: DictConfig, overrides: Sequence[str]) -> dict[str, Any]:
     _check_paths(conf, origins)
     _check_simulate(conf, origins)
     _check_no_key_inside(conf)
-    return conf
 
 
 def _resolved(cfg: DictConfig, raw: Mapping[str, Any], origins: Origins) -> dict[str, Any]:
