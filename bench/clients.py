@@ -14,7 +14,8 @@ Command = tuple[list[str], dict[str, str]]  # argv, environment
 def runner(sim: Sim, concurrency: int, poll_s: float, *overrides: str, lag_probe: Path | None = None) -> Command:
     """`python -m runner <overrides>` against the simulator, quiet (no progress display); with
     `lag_probe`, through bench.lagprobe, which writes the event loop's lag to that file."""
-    args = [*overrides, "quiet=true", *sim.runner_overrides(concurrency, poll_s)]
+    # yes=true: the simulator's prices are for show, so the spending question is answered up front.
+    args = [*overrides, "quiet=true", "yes=true", *sim.runner_overrides(concurrency, poll_s)]
     if lag_probe is None:
         return runner_argv(*args), sim.env()
     return [str(RUNNER_PYTHON), "-m", "bench.lagprobe", str(lag_probe), *args], {**sim.env(), "PYTHONPATH": str(ROOT)}

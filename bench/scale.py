@@ -31,7 +31,7 @@ WAIT_S = 40.0  # at most, after the first submission, for the in-flight count to
 def measure(work: Path) -> dict[str, Any]:
     prompts = prompt_file(work, PROMPTS)
     sweep = [f"model={RUNWAY_MODEL[0]}", f"prompt_set.file={prompts}", f"sweep.duration=[{','.join(map(str, DURATIONS))}]",
-             f"replicates={REPLICATES}"]
+             f"replicates={REPLICATES}", f"max_jobs={JOBS}"]
     results: dict[str, Any] = {"jobs": JOBS}
     dry = run(runner_argv(*sweep, "dry_run=true", "quiet=true"), cwd=work)
     results["dry_run"] = {"wall_s": round(dry.wall_s, 2), "cpu_s": round(dry.cpu_s, 2), "max_rss_mib": round(dry.max_rss_mib, 1),

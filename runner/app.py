@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import string
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from typing import Any
 
 import hydra
@@ -21,17 +21,19 @@ from hydra import compose, initialize_config_module
 from hydra._internal.utils import get_args_parser
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from runner import home, installed, plugins
+from runner import home, hydra_errors, plugins, preflight, usage
 from runner.config import register_schemas
 from runner.errors import UserError
 from runner.plan import Plan, build_plan
-from runner import preflight
 from runner.preflight import check_overrides
 from runner.report import format_plan
 from runner.run import RUN_ID_ENV, execute, prepare
+from runner.validate import check_settings
 
 EXIT_USAGE = 2
 CONFIG_PATH = "pkg://runner_conf"
@@ -41,8 +43,6 @@ TASK_NAME = "app"  # what hydra.main names the job after this module (Hydra's lo
 # At import, not in setup(): Hydra's joblib launcher resolves configs in worker processes that
 # import this module but never run main().
 home.register_resolvers()  # state_dir and outputs_dir found as git finds its repository
-if not OmegaConf.has_resolver("runner_help"):  # `--help`, naming what is installed (runner/installed.py)
-    OmegaConf.register_new_resolver("runner_help", lambda part: installed.help_text(part))
 
 
 def register_catalog_options() -> None:
@@ -105,8 +105,9 @@ def fail(message: str) -> None:
 
 
 def run(cfg: DictConfig) -> None:
-    """One sweep point: plan it, check it, then show it (dry run) or run it."""
+    """One sweep point: its settings checked, then planned and checked, then shown (dry run) or run."""
     try:
+        check_settings(cfg, HydraConfig.get().overrides.task)
         catalog = plugins.registry().catalog
         plan = build_plan(cfg, catalog, HydraConfig.get().runtime.choices)
         if not plan.jobs and HydraConfig.get().mode == RunMode.MULTIRUN:  # one point of Hydra's own launchers
@@ -123,6 +124,28 @@ def run(cfg: DictConfig) -> None:
         sys.exit(status)
 
 
+class CheckSettings(Callback):
+    """Every setting checked once Hydra has composed the config, before Hydra makes its run or sweep
+    folder under state_dir (an empty state_dir would make it at the root) and before any point runs
+    (conf/config.yaml lists this callback)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config)  # the settings every point shares; each point's own are checked as it is planned
+
+    @staticmethod
+    def _check(config: DictConfig) -> None:
+        settings = copy.deepcopy(config)
+        with open_dict(settings):
+            del settings["hydra"]
+        try:
+            check_settings(settings, config.hydra.overrides.task)
+        except UserError as exc:
+            fail(str(exc))  # SystemExit: Hydra turns a callback's exceptions into warnings
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)
 def _hydra_main(cfg: DictConfig) -> None:
     run(cfg)
@@ -135,6 +158,9 @@ COMMAND: list[str] = []
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     COMMAND[:] = args
+    if "--version" in args:  # the runner's version, not Hydra's
+        print(f"video-runner {version('video-runner')}")
+        return
     os.environ.setdefault(RUN_ID_ENV, uuid.uuid4().hex)  # one budget for every point of this command
     try:
         setup()
@@ -149,8 +175,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         elif parsed.multirun and _only(parsed, "multirun"):
             _with_hydra(lambda app: app.multirun(config_name=CONFIG_NAME, task_function=run,
                                                  overrides=[*parsed.overrides, "hydra.mode=MULTIRUN"]))
-        elif parsed.help and _only(parsed, "help", "resolve"):
-            _with_hydra(lambda app: print(_app_help(app, parsed.overrides, parsed.resolve)))
+        elif parsed.help and _only(parsed, "help"):  # with --resolve, Hydra's own help prints the config
+            print(usage.text())
         else:
             sys.argv = [sys.argv[0], *args]
             _hydra_main()
@@ -179,49 +205,14 @@ def _with_hydra(command: Callable[[Any], Any]) -> None:
     from hydra.core.global_hydra import GlobalHydra
 
     search_path = create_automatic_config_search_path(None, None, CONFIG_PATH)
-    app = run_and_report(lambda: Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path))
+
+    def explained() -> None:
+        try:
+            command(Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path))
+        except HydraException as exc:  # composition: an option or a value the config cannot take
+            fail(hydra_errors.composition(exc))
+
     try:
-        run_and_report(lambda: command(app))
+        run_and_report(explained)
     finally:
         GlobalHydra.instance().clear()
-
-
-def _app_help(app: Any, overrides: list[str], resolve: bool) -> str:
-    """`--help` as Hydra prints it (its template, from hydra.help), less its cost: Hydra lists the
-    options of every config group, each of its own too, copying the whole config repository for
-    each one, which takes seconds with an option per catalogue model. Here the app's groups are
-    listed, and Hydra's only if the template asks for them."""
-
-    cfg = app.compose_config(config_name=CONFIG_NAME, overrides=overrides, run_mode=RunMode.RUN)
-    HydraConfig.instance().set_config(cfg)
-    clean = app.get_sanitized_cfg(copy.deepcopy(cfg), "job")
-    loader = app.config_loader
-
-    def app_groups() -> str:
-        return "".join(f"{group}: {', '.join(sorted(loader.get_group_options(group)))}\n" for group in sorted(_groups(loader)))
-
-    fields = {
-        "FLAGS_HELP": lambda: app.format_args_help(get_args_parser()),
-        "HYDRA_CONFIG_GROUPS": lambda: app.format_config_groups(lambda group: group.split("/")[0] == "hydra"),
-        "APP_CONFIG_GROUPS": app_groups,
-        "CONFIG": lambda: OmegaConf.to_yaml(clean, resolve=resolve),
-    }
-    return string.Template(cfg.hydra.help.template).substitute(_Computed(fields))
-
-
-def _groups(loader: Any, parent: str = "") -> Iterator[str]:
-    """The config groups holding options, below `parent`, Hydra's own left out."""
-    for group in loader.list_groups(parent):
-        name = f"{parent}/{group}" if parent else group
-        if name == "hydra":
-            continue
-        if loader.get_group_options(name):
-            yield name
-        yield from _groups(loader, name)
-
-
-class _Computed(dict):
-    """A mapping whose values are computed when looked up: a help template names only some."""
-
-    def __getitem__(self, key: str) -> Any:
-        return super().__getitem__(key)()

@@ -30,8 +30,9 @@ from runner.plan import Plan
 from runner.progress import Progress
 from runner.providers import Settings, Uploads
 from runner.publish import publish_run
-from runner.run import RUN_ID_ENV, Account
+from runner.run import RUN_ID_ENV, Account, check_outputs_dir
 from runner.summary import EXIT_INTERRUPTED, summarize
+from runner.validate import model_limits
 from runner.writer import LedgerUnusable, Writer
 
 #: What the summary and the outputs folders are told of each job (not its request: a sweep may be 100,000 jobs).
@@ -43,6 +44,7 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
           priced: listed.Priced | None = None) -> int:
     """Record the plan (and the prices `prepare` read for it) and drive it with the accounts `found`;
     returns the exit status."""
+    check_outputs_dir(cfg.outputs_dir)  # once every key is found: a refused run leaves no folder behind
     # Plain dataclasses, not config nodes: the engine reads these settings at every request.
     lanes = {name: _lane_limits(name, OmegaConf.to_object(cfg.providers[name]), plugins.registry().catalog) for name in found}
 
@@ -99,15 +101,7 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
 
 
 def _lane_limits(name: str, conf: ProviderConf, catalog: Catalog) -> Lane:
-    """A model_concurrency entry may name a model by catalogue name, alias or provider id; one that
-    names no model of this provider is a mistake, not a limit silently ignored."""
-    limits: dict[str, int] = {}
-    for given, limit in conf.model_concurrency.items():
-        models = [m for m in catalog.models.values() if m.provider == name and given in (m.name, m.model_id, *m.spec.aliases)]
-        if not models:
-            known = sorted(m.name for m in catalog.models.values() if m.provider == name)
-            raise UserError(f"providers.{name}.model_concurrency.{given}: {given!r} is not a model of {name}; its models: {', '.join(known)}")
-        limits[models[0].model_id] = int(limit)
+    limits = model_limits(name, conf.model_concurrency, catalog)  # by any of each model's names (checked before)
     return Lane(provider=None, conf=conf, model_limits=limits)  # type: ignore[arg-type]  # the provider joins in _drive
 
 

@@ -51,7 +51,7 @@ def _runs(model: CatalogModel) -> bool:
 
 
 def help_text(part: str) -> str:
-    """The `--help` header or footer (conf/config.yaml asks for them through `${runner_help:...}`)."""
+    """The `--help` header or footer (runner/usage.py writes the rest)."""
     found = providers()
     names = ", ".join(p.name for p in found) or "none installed"
     examples = [m for m in (example_model(p.name) for p in found) if m]

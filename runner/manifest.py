@@ -25,6 +25,9 @@ from runner.errors import UserError
 
 #: The vocabulary a sweep uses across providers, with the inputs a mode can take. A manifest maps
 #: each to a native field; a user writes these names whatever the provider calls them.
+#: The largest seed the runner sends where a manifest gives no range (an unsigned 64-bit number).
+MAX_SEED = 2**64 - 1
+
 CANONICAL_PARAMS = {
     "prompt": "the text prompt (a prompt's `text`)",
     "image": "the input image: first frame, character or subject (a prompt's `image`)",
@@ -94,8 +97,9 @@ class ParamSpec(_Strict):
         description="Canonical value -> native value (`{\"16:9\": \"1280:720\"}`): the keys are what a user writes; "
         "a native value is accepted as itself. Give `map` or `enum`, not both.",
     )
-    minimum: float | None = Field(None, description="Smallest number accepted.")
-    maximum: float | None = Field(None, description="Largest number accepted.")
+    minimum: int | float | None = Field(None, description="Smallest number accepted (a seed with no range: 0).")
+    maximum: int | float | None = Field(
+        None, description="Largest number accepted (a seed with no range: 18446744073709551615, the largest 64-bit number).")
     max_length: int | None = Field(None, description="Longest text accepted, in characters.")
     wrap: Any = Field(
         None,
@@ -116,6 +120,15 @@ class ParamSpec(_Strict):
         if value is not None and value not in CANONICAL_PARAMS:
             raise ValueError(f"unknown canonical name {value!r}; known: {', '.join(CANONICAL_PARAMS)}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_range(cls, data: Any) -> Any:
+        """A seed with no range of its own takes 0..MAX_SEED: a negative seed that means "random" at
+        some providers is never sent (leaving the seed out is random), nor one no provider can hold."""
+        if isinstance(data, dict) and data.get("canonical") == "seed":
+            data = {"minimum": 0, "maximum": MAX_SEED, **{k: v for k, v in data.items() if v is not None}}
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> "ParamSpec":

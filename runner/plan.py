@@ -30,7 +30,7 @@ from runner.catalog import (
     to_native,
     wrap,
 )
-from runner.config import RUN_LEVEL_PARAMS
+from runner.config import MAX_JOBS, RUN_LEVEL_PARAMS, raise_max_jobs
 from runner.errors import NotTaken, UserError, suggest
 from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
 from runner.modes import select_mode
@@ -180,6 +180,7 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
         override=bool(conf.get("override_prompt_params")),
     )
     sweep_name = conf.get("name") or prompt_set.name
+    _check_size(len(prompt_set.prompts), len(layers.points), replicates, conf.get("max_jobs", MAX_JOBS))
 
     sweep = _Sweep(model, conf, replicates, sweep_name)
     for prompt in prompt_set.prompts:
@@ -211,6 +212,15 @@ def _retirement(model: CatalogModel, catalog: Catalog) -> list[str]:
     if retired.refused:
         raise UserError(f"model {model.name} is retired: {model.provider} no longer accepts it{since}{instead}")
     return [f"model {model.name} is deprecated by {model.provider} and may stop working{since}{instead}"]
+
+
+def _check_size(prompts: int, points: int, replicates: int, max_jobs: int) -> None:
+    """A plan over max_jobs is refused before any of its jobs is made (a mistyped grid or replicate
+    count must not fill the memory); the count is an upper bound: points making the same job merge."""
+    size = prompts * points * replicates
+    if size > max_jobs:
+        raise UserError(f"the plan would hold {size:,} jobs ({prompts:,} prompts x {points:,} sweep points x {replicates:,} "
+                        f"replicates), over max_jobs={max_jobs}; plan fewer{raise_max_jobs(size)}")
 
 
 @dataclass

@@ -11,6 +11,7 @@ import re
 import typing
 from collections.abc import Sequence
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.utils import get_args_parser
@@ -19,6 +20,7 @@ from hydra.errors import OverrideParseException
 
 from runner.catalog import Catalog
 from runner.config import RunConfig
+from runner import hydra_errors
 from runner.errors import UserError, suggest
 
 GROUPS = ("model", "prompt_set", "provider")
@@ -36,7 +38,7 @@ def is_secret_name(name: str) -> bool:
 
 #: An environment variable's name as keys are conventionally named (RUNWAYML_API_SECRET, FAL_KEY);
 #: Runway keys (`key_` + hex) are valid identifiers too, so lower case is refused as a likely key.
-_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 
 
 def check_overrides(args: Sequence[str], catalog: Catalog) -> list[str]:
@@ -52,22 +54,52 @@ def check_overrides(args: Sequence[str], catalog: Catalog) -> list[str]:
     parsed, _ = get_args_parser().parse_known_args(list(args))
     if parsed.help or parsed.hydra_help or parsed.shell_completion:
         return list(args)
-    try:
-        overrides = OverridesParser.create().parse_overrides(parsed.overrides)
-    except OverrideParseException:
-        return list(args)  # Hydra reports malformed overrides itself, with the position of the mistake
+    _check_config_files(parsed)
+    overrides = [_parsed(arg) for arg in parsed.overrides]
     custom_search_path = parsed.config_dir or any(o.key_or_group.startswith("hydra.searchpath") for o in overrides)
     free_form: set[str] = set()
     for override in overrides:
         key = override.key_or_group
+        if not key:
+            raise UserError(f"the override {override.input_line!r} (from the command line) cannot be read: nothing "
+                            f"before the '=' names a setting, e.g. duration=5")
         _check_secret(key, override)
-        if key.startswith("hydra") or override.is_add() or override.is_delete() or override.package is not None:
+        if key.startswith("hydra"):
             continue
-        if key == "model" and not custom_search_path:
-            _check_models(override, catalog)
+        if key in ("model", "prompt_set") and override.package is None and (override.is_delete() or _values(override) == ["None"]):
+            raise UserError(f"{override.input_line}: {key} cannot be left out (from the command line); choose one "
+                            f"({key}=...){' or give a file (prompt_set.file=my_prompts.jsonl)' if key == 'prompt_set' else ''}")
+        if override.is_add() or override.is_delete():
+            if override.is_delete() and not override.is_add() and key not in GROUPS and not _check_key(key, override.input_line or key):
+                raise UserError(f"{override.input_line}: a setting cannot be removed (from the command line); "
+                                f"give {key}=null to leave it unset, or another value")
+            continue
+        if key in GROUPS and not custom_search_path and not isinstance(override.value(), dict):
+            _check_option(override, catalog)
         elif key not in GROUPS and _check_key(key, override.input_line or key):
             free_form.add(override.input_line)
     return [f"++{arg}" if arg in free_form else arg for arg in args]
+
+
+def _check_config_files(parsed: Any) -> None:
+    """`--config-dir` and `--config-name` name a folder and a config that exist."""
+    if parsed.config_dir is not None and not Path(parsed.config_dir).is_dir():
+        raise UserError(f"--config-dir={parsed.config_dir} (from the command line) is not a folder; allowed: a folder of "
+                        f"configs whose files are added to the runner's (conf/ has the layout)")
+    name = parsed.config_name
+    if name is not None:
+        names = conf_options("") | ({p.stem for p in Path(parsed.config_dir).glob("*.yaml")} if parsed.config_dir else set())
+        if name.removesuffix(".yaml") not in names:
+            raise UserError(f"--config-name={name} (from the command line) is not a config{suggest(name, names)}; "
+                            f"configs: {', '.join(sorted(names))}")
+
+
+def _parsed(arg: str) -> Any:
+    """One override, or the one message saying why it cannot be read."""
+    try:
+        return OverridesParser.create().parse_overrides([arg])[0]
+    except OverrideParseException as exc:
+        raise UserError(hydra_errors.grammar(arg, exc)) from None
 
 
 def _check_secret(key: str, override: Any) -> None:
@@ -76,7 +108,7 @@ def _check_secret(key: str, override: Any) -> None:
     last = key.split(".")[-1]
     if last == "key_env" and key.startswith("providers."):
         values = [] if override.is_delete() else _values(override)
-        if any(not _ENV_NAME.match(value) for value in values):
+        if any(not ENV_NAME.match(value) for value in values):
             raise UserError(f"{key} must name an environment variable (capital letters, digits and _), and the value given is "
                             f"not one; if you pasted a key there, export it instead: export RUNWAYML_API_SECRET=... "
                             f"(the value is not shown here, and nothing was saved)")
@@ -92,18 +124,33 @@ def _values(override: Any) -> list[str]:
     return [str(override.value())]
 
 
-def _check_models(override: Any, catalog: Catalog) -> None:
-    choices = set(catalog.choices()) | conf_options("model")
+def _check_option(override: Any, catalog: Catalog) -> None:
+    """`model=`, `prompt_set=` and `provider@providers.<name>=` name options that exist."""
+    group = override.key_or_group
+    if group == "model":
+        choices = set(catalog.choices()) | conf_options("model")
+    elif group == "provider":
+        from runner import plugins
+
+        choices = set(plugins.registry().providers) | conf_options("provider")
+    else:
+        choices = conf_options(group)
     for value in _values(override):
-        if value not in choices:
+        if value in choices:
+            continue
+        if group == "model":
             raise UserError(
                 f"unknown model {value!r} (from the command line){suggest(value, choices)}. "
                 f"`python -m runner.models` lists every model with its modes and prices.{catalog.note}"
             )
+        where = f"{group}@{override.package}" if override.package else group
+        raise UserError(f"{where}={value} is not an option of {group} (from the command line){suggest(value, choices)}; "
+                        f"options: {', '.join(sorted(choices))}")
 
 
 def conf_options(group: str) -> set[str]:
-    folder = files("runner_conf") / group
+    """The options of a config group in conf/ (its top-level configs for "")."""
+    folder = files("runner_conf") / group if group else files("runner_conf")
     if not folder.is_dir():
         return set()
     return {p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")}
@@ -126,11 +173,25 @@ def _check_key(key: str, line: str) -> bool:
                 )
             node = typing.get_type_hints(node)[part]
         else:
+            if node == _PROVIDERS:
+                _check_provider_name(part, line)
             node = _dict_value_type(node)
             if node is None:
                 return True
         path.append(part)
-    return False
+    return typing.get_origin(node) is dict and _dict_value_type(node) is None  # a whole free-form table: {a: 1}
+
+
+_PROVIDERS = typing.get_type_hints(RunConfig)["providers"]
+
+
+def _check_provider_name(name: str, line: str) -> None:
+    from runner import plugins
+
+    known = set(plugins.registry().providers) | conf_options("provider")
+    if name not in known:
+        raise UserError(f"unknown provider {name!r} in {line!r} (from the command line){suggest(name, known)}; "
+                        f"providers: {', '.join(sorted(known)) or 'none installed'}")
 
 
 def _dict_value_type(node: Any) -> Any:

@@ -23,11 +23,13 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from runner import installed, ledger_file, listed, plugins
+from runner.consent import confirm_spending
 from runner.config import ProviderConf
 from runner.errors import UserError
 from runner.plan import Plan
 from runner.report import format_plan
 from runner.simshare import shared_accounts
+from runner.validate import check_key
 
 #: Set once per command (inherited by Hydra's joblib workers): every point of a multirun, in any
 #: process, shares the one budget of the command that started it.
@@ -135,6 +137,8 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
                 f"to run with no key against the local simulator: {simulate}. "
                 f"The installed providers read their keys from: {installed.key_variables()}"
             )
+        given = [v for v in dict.fromkeys((conf.key_env, *cls.key_env)) if v and environ.get(v)]
+        check_key(name, key, " / ".join(given) or f"the {name} key variables")  # a plugin may build the key from several
         found[name] = Account(conf.base_url, key, dict(conf.endpoints))
     return found
 
@@ -160,15 +164,7 @@ def simulated_providers(simulate: Any, plan: Plan) -> list[str]:
                 f"or leave those models out of the sweep"
             )
         return needed
-    named = [str(name) for name in (simulate if isinstance(simulate, (list, tuple)) else [simulate])]
-    for name in named:
-        if name not in plugins.registry().providers:
-            raise UserError(f"simulate={name}: no installed provider is named {name!r}; simulate=true, false, or "
-                            f"provider names ({', '.join(plugins.registry().providers) or 'none installed'})")
-        if name not in simulators.classes:
-            raise UserError(f"simulate={name}: no simulator is installed for provider {name} (its plugin "
-                            f"{plugins.registry().provider_plugin[name]} registers none); leave it out of simulate= "
-                            f"and give its key, or leave its models out of the sweep")
+    named = [str(name) for name in (simulate if isinstance(simulate, (list, tuple)) else [simulate])]  # checked by runner.validate
     return [name for name in needed if name in named]
 
 
@@ -206,10 +202,10 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str],
     from runner.drive import drive
 
     _quiet_http()
-    check_outputs_dir(cfg.outputs_dir)
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
     simulate = OmegaConf.to_container(cfg.simulate) if OmegaConf.is_config(cfg.simulate) else cfg.simulate
     simulated = simulated_providers(simulate, plan)
+    confirm_spending(plan, cfg, simulated)
     if simulated:
         with simulator(cfg.sim_config, cfg.state_dir, simulated) as found:
             return drive(cfg, plan, config, command, accounts(plan, providers, os.environ, found), priced)

@@ -26,11 +26,14 @@ KEYLESS = ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "RU
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m runner <args>` as a user runs it; keys are removed unless a test gives them."""
+    """`python -m runner <args>` as a user runs it from a script; keys are removed unless a test
+    gives them. No terminal on stdin (a run over confirm_over_usd then refuses rather than asks),
+    whether pytest was started from a terminal or not."""
     full_env = {k: v for k, v in os.environ.items() if k not in KEYLESS}
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
     )
 
 

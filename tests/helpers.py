@@ -50,7 +50,7 @@ def start(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     """`python -m runner <args>` in the background, as a user starts it."""
     full = {k: v for k, v in os.environ.items() if k not in KEYLESS} | env
     return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=full, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 120.0) -> None:

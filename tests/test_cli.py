@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
 import pytest
+
+from runner.config import RunConfig
 
 from tests.conftest import run_cli
 
@@ -22,6 +30,36 @@ def test_help_lists_config_groups(tmp_path):
     assert result.returncode == 0
     for expected in ("model: ", "kling", "gen45", "prompt_set: ads, animate, nature", "provider: fal, runway"):
         assert expected in result.stdout
+
+
+def test_help_explains_every_setting_in_one_line(tmp_path):
+    result = run_cli("--help", cwd=tmp_path)
+    lines = {line.split()[0]: line for line in result.stdout.splitlines() if line.startswith("  ") and line.split()}
+    for setting in [f.name for f in dataclasses.fields(RunConfig) if f.name not in ("providers", "sweep", "native", "prices")]:
+        assert setting in lines, setting
+    assert "generations per job before a retryable failure becomes final [3] (a number from 1 to 100)" in lines["max_attempts"]
+    assert "[20000]" in lines["max_jobs"] and "[50.0]" in lines["confirm_over_usd"]
+    for nested in ("providers.<name>.concurrency", "providers.<name>.model_concurrency.<model>", "prices.<model>", "sweep.duration"):
+        assert nested in lines, nested
+
+
+def test_version_is_the_runners(tmp_path):
+    result = run_cli("--version", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == f"video-runner {version('video-runner')}"
+
+
+def test_tab_completion_of_the_installed_command(tmp_path):
+    """`eval "$(vrun --shell-completion install=bash)"` as README says, then bash completes settings
+    and options: the function bash calls on <TAB> is run for a partly typed command line."""
+    vrun = Path(sys.executable).parent / "vrun"
+    script = subprocess.run([vrun, "--shell-completion", "install=bash"], capture_output=True, text=True, cwd=tmp_path, check=True).stdout
+    complete = (f'{script}\nPATH="{vrun.parent}:$PATH"\n'
+                'COMP_LINE="vrun prompt_set=an"; COMP_POINT=${#COMP_LINE}; COMP_WORDS=($COMP_LINE); COMP_CWORD=1\n'
+                'hydra_bash_completion; echo "${COMPREPLY[@]}"\n'
+                'COMP_LINE="vrun max_att"; COMP_POINT=${#COMP_LINE}; COMP_WORDS=($COMP_LINE); COMP_CWORD=1\n'
+                'hydra_bash_completion; echo "${COMPREPLY[@]}"\n')
+    shown = subprocess.run(["bash", "-c", complete], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert shown.stdout.splitlines() == ["prompt_set=animate", "max_attempts="], shown.stderr
 
 
 @pytest.mark.parametrize(
@@ -44,8 +82,8 @@ def test_user_mistakes_get_one_message_and_exit_2(tmp_path, args, expected):
 
 def test_unknown_prompt_set_lists_the_available_ones(tmp_path):
     result = run_cli("prompt_set=adz", "dry_run=true", cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Could not find 'prompt_set/adz'" in result.stderr and "ads" in result.stderr
+    assert result.returncode == 2
+    assert "prompt_set=adz is not an option of prompt_set (from the command line) (did you mean 'ads'?); options: ads, animate, nature" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -144,7 +144,7 @@ def test_an_unwritable_outputs_folder_is_refused_before_anything_is_sent(tmp_pat
         wait_until(lambda: subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True).returncode == 0)
         result = run_cli(*ARGS, *sim_args(sim), f"outputs_dir={folder}", cwd=tmp_path, env=sim_env(sim))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert f"outputs_dir={folder} is not a folder this run can write to" in result.stderr
+    assert f"outputs_dir={folder} cannot be written (from the command line): {folder} is not writable (Read-only file system)" in result.stderr
     assert sim.ledger() == []
 
 

@@ -183,7 +183,7 @@ def test_a_100000_job_plan_has_every_job_once(tmp_path):
     file = tmp_path / "big.jsonl"
     file.write_text("".join(json.dumps({"id": f"p{i:05d}", "text": f"the beam turns, take {i}", "image": "${asset:lighthouse.png}"}) + "\n"
                             for i in range(count)))
-    p = plan(["model=gen4_turbo", f"prompt_set.file={file}", "sweep.duration=[5,10]", "replicates=5"])
+    p = plan(["model=gen4_turbo", f"prompt_set.file={file}", "sweep.duration=[5,10]", "replicates=5", "max_jobs=100000"])
     assert len(p.jobs) == 100_000 and p.merged == 0
     assert len({job.key for job in p.jobs}) == 100_000
     points = Counter((job.prompt_id, job.payload["duration"]) for job in p.jobs)

@@ -42,4 +42,4 @@ def test_a_provider_simulate_does_not_name_needs_its_key(tmp_path):
 def test_simulate_names_only_installed_providers(tmp_path):
     result = run_cli("model=kling", "prompt_set=animate", "simulate=[fal,kling]", cwd=tmp_path)
     assert result.returncode == 2
-    assert "simulate=kling: no installed provider is named 'kling'; simulate=true, false, or provider names (fal, runway)" in result.stderr
+    assert "simulate=kling: no installed provider is named 'kling' (from the command line); allowed: simulate=true, false, or provider names (fal, runway)" in result.stderr

@@ -16,12 +16,13 @@ from runner.app import COMMAND, fail
 from runner.errors import UserError
 from runner.plan import Plan, build_plan
 from runner.run import execute, prepare
+from runner.validate import check_settings
 
 #: Settings that belong to the run, not to a sweep point: they cannot differ between points.
 RUN_SETTINGS = (
     "providers", "state_dir", "db", "outputs_dir", "dry_run", "budget_usd", "prices", "allow_unpriced", "simulate",
     "sim_config", "max_attempts", "retry_failed", "regenerate_lost", "max_outage_s", "job_timeout_s",
-    "cancel_on_interrupt", "quiet", "show_jobs",
+    "cancel_on_interrupt", "quiet", "show_jobs", "max_jobs", "confirm_over_usd", "yes",
 )
 
 
@@ -50,9 +51,13 @@ class RunnerLauncher(Launcher):
                 cfg = OmegaConf.masked_copy(sweep_config, [k for k in sweep_config if k != "hydra"])
                 point = " ".join(filter_overrides(overrides))
                 try:
+                    check_settings(cfg, overrides)
                     merged.extend(build_plan(cfg, plugins.registry().catalog, hydra_cfg.runtime.choices))
                 except UserError as exc:
                     raise UserError(f"sweep point #{idx} ({point}): {exc}") from None
+                if len(merged.jobs) > cfg.max_jobs:  # every point within it, but not all of them together
+                    raise UserError(f"the sweep's points hold {len(merged.jobs):,} jobs by point #{idx} ({point}), over "
+                                    f"max_jobs={cfg.max_jobs}; sweep fewer points, or raise max_jobs to run them on purpose")
                 points.append((list(overrides), cfg, hydra_cfg))
             first = points[0][1]
             _same_run_settings(points)
