@@ -8,12 +8,15 @@ gets a suggestion. User mistakes end as one message on stderr and exit status 2,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Sequence
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -119,9 +122,33 @@ def run(cfg: DictConfig) -> None:
         config = OmegaConf.to_container(cfg, resolve=True)
         status = execute(cfg, plan, config, COMMAND or sys.argv[1:], priced)
     except UserError as exc:
+        with contextlib.suppress(Exception):  # tidying up never hides the message (state_dir may be the mistake)
+            _forget_run_folder(cfg.state_dir)
         fail(str(exc))
     if status:
         sys.exit(status)
+
+
+def _forget_run_folder(state_dir: str) -> None:
+    """A refused command leaves nothing behind: the folder Hydra made for this run under state_dir
+    (its saved config and log) goes, and so do the folders between it and state_dir (state_dir
+    included) that hold nothing else: nothing above state_dir is ever touched."""
+    if HydraConfig.get().mode != RunMode.RUN:
+        return
+    folder = Path(HydraConfig.get().runtime.output_dir).resolve()
+    top = Path(state_dir).resolve()
+    if top not in folder.parents or not folder.is_dir():
+        return
+    if any(p.name not in (".hydra", f"{TASK_NAME}.log") for p in folder.iterdir()):
+        return
+    shutil.rmtree(folder, ignore_errors=True)
+    for parent in folder.parents:  # <date>/, hydra/, then state_dir itself when this run made it
+        try:
+            parent.rmdir()
+        except OSError:  # not empty: everything above stays
+            return
+        if parent == top:
+            return
 
 
 class CheckSettings(Callback):

@@ -141,3 +141,21 @@ def test_a_run_or_multirun_composes_the_config_once(tmp_path, monkeypatch, capsy
     assert len(composed) == 1
     assert planned in capsys.readouterr().out
     assert list((tmp_path / ".runner").glob(saved))  # Hydra's run or sweep folder, as before
+
+
+def test_a_mistake_found_while_planning_leaves_no_folder_behind(tmp_path):
+    # The budget cannot count Kling's unknown price: found after Hydra made its run folder, which goes.
+    result = run_cli("model=kling", "prompt_set=ads", "budget_usd=0.01", cwd=tmp_path)
+    assert result.returncode == 2 and "budget_usd=0.01" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    kept = tmp_path / ".runner"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("a user's file")
+    assert run_cli("model=kling", "prompt_set=ads", "budget_usd=0.01", cwd=tmp_path).returncode == 2
+    assert sorted(p.name for p in kept.iterdir()) == ["mine.txt"]
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "abc"])
+def test_the_simulator_refuses_a_port_that_is_none(tmp_path, port):
+    result = subprocess.run([sys.executable, "-m", "runner.sim", "--port", port], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "is not a port number (0 to 65535)" in result.stderr and "Traceback" not in result.stderr

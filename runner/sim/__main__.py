@@ -64,11 +64,22 @@ def build_config(args: argparse.Namespace) -> SimConfig:
     return SimConfig(**data)
 
 
+def port_number(text: str) -> int:
+    """A TCP port: argparse reports anything else as a usage error (exit 2), not a traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0 to 65535)") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (0 to 65535)")
+    return port
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runner.sim", description=(
         "Serve the simulated APIs of every installed provider that has a simulator on 127.0.0.1 "
         "(one port: /<provider> for each, /files, /_sim)."))
-    p.add_argument("--port", type=int, help=f"port on 127.0.0.1 (0: any free one; default {DEFAULT_PORT}; with --state, "
+    p.add_argument("--port", type=port_number, help=f"port on 127.0.0.1 (0: any free one; default {DEFAULT_PORT}; with --state, "
                                             "0 or none: the port the file was last served on, else one derived from its path)")
     p.add_argument("--config", help="YAML or JSON file with SimConfig settings")
     p.add_argument("--latency", action="append", default=[], metavar="[NAME=]MIN:MAX",
