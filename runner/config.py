@@ -48,6 +48,8 @@ class ProviderConf:
     model_concurrency: dict[str, int] = field(default_factory=dict)  # tighter limits for some models
     limits_from_provider: bool = False  # ask the provider for the account's per-model limits (Runway)
     min_poll_interval_s: float = 5.0
+    #: Follow tasks over the provider's status stream where its plugin offers one (fal), instead of polls.
+    status_stream: bool = True
     request_timeout_s: float = 60.0
     retry: RetryConf = field(default_factory=RetryConf)
     #: The provider's other services, by name, for the plugin (fal: `platform`, `storage`).
