@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -119,7 +120,7 @@ class Fal(Provider):
             return await self._explained(handle, status)
         return status
 
-    async def watch(self, handle: Handle, timeout: float) -> Status | None:
+    async def watch(self, handle: Handle, timeout: float, seen: Callable[[Status], None] | None = None) -> Status | None:
         """Follow a request over fal's status stream (`<status_url>/stream`, server-sent events, one
         `data: {status}` per change, closed after COMPLETED): its end is seen as it happens, with
         one request instead of a poll schedule. Anything unexpected is a ProviderError: the engine
@@ -135,16 +136,19 @@ class Fal(Provider):
                     if not response.headers.get("content-type", "").startswith("text/event-stream"):
                         raise ProviderError(f"fal's status stream answered {response.headers.get('content-type')!r}, "
                                             f"not an event stream", kind="retryable", status=response.status_code)
-                    async for data in _events(response):
-                        try:
-                            event = json.loads(data)
-                        except ValueError:
-                            event = None
-                        if not isinstance(event, dict):
-                            raise ProviderError(f"fal's status stream sent an unreadable event: {data[:200]!r}", kind="retryable")
-                        last = request_status(event)
-                        if last.state in FINAL_STATES:
-                            break
+                    async with aclosing(_events(response)) as events:
+                        async for data in events:
+                            try:
+                                event = json.loads(data)
+                            except ValueError:
+                                event = None
+                            if not isinstance(event, dict):
+                                raise ProviderError(f"fal's status stream sent an unreadable event: {data[:200]!r}", kind="retryable")
+                            last = request_status(event)
+                            if last.state in FINAL_STATES:
+                                break
+                            if seen is not None:
+                                seen(last)
         except TimeoutError:
             return last
         except httpx.TransportError as exc:

@@ -64,12 +64,7 @@ class Following:
                 lane.reached()
             if status.state in ("queued", "running"):
                 last_seen_running = time.monotonic() if submitted is not None else None
-                if (status.detail, status.progress) != (job.row["provider_status"], job.row["progress"]):
-                    before = bucket(S.SUBMITTED, job.row["provider_status"])
-                    job.row.update(provider_status=status.detail, progress=status.progress)
-                    self.engine.db.post(S.move, job.key, job.fence, None, "", provider_status=status.detail, progress=status.progress)
-                    if bucket(S.SUBMITTED, status.detail) != before:
-                        self.engine.changed(before, bucket(S.SUBMITTED, status.detail))
+                self._seen(job, status)
                 if time.time() > deadline and job.key not in self.overdue:
                     await self._past_deadline(job, status)
                 if job.key not in self.overdue:  # and looked at again by its deadline, to give its slot back then
@@ -86,6 +81,15 @@ class Following:
             return await self._generation_failed(job, status.error or "failed", status.error_kind or "retryable", status.cost_usd,
                                                  status.may_be_billed)
 
+    def _seen(self, job: Tracked, status: Status) -> None:
+        """A queued or running task's status word and progress, recorded when they change (the display counts them)."""
+        if (status.detail, status.progress) != (job.row["provider_status"], job.row["progress"]):
+            before = bucket(S.SUBMITTED, job.row["provider_status"])
+            job.row.update(provider_status=status.detail, progress=status.progress)
+            self.engine.db.post(S.move, job.key, job.fence, None, "", provider_status=status.detail, progress=status.progress)
+            if bucket(S.SUBMITTED, status.detail) != before:
+                self.engine.changed(before, bucket(S.SUBMITTED, status.detail))
+
     async def _watched(self, job: Tracked, handle: Handle, deadline: float) -> Status | None:
         """The task followed over the provider's status stream (`Provider.watch`) until it ends or
         its deadline passes; None when no stream place is free or the stream failed: then it is
@@ -97,7 +101,7 @@ class Following:
             return None
         async with lane.watching:
             try:
-                status = await lane.provider.watch(handle, timeout)
+                status = await lane.provider.watch(handle, timeout, seen=lambda now: self._seen(job, now))
             except ProviderError:
                 lane.unreachable(self.engine.options.max_outage_s)
                 return None

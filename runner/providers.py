@@ -14,7 +14,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -263,10 +263,11 @@ class Provider:
     async def poll(self, handle: Handle) -> Status:
         raise NotImplementedError
 
-    async def watch(self, handle: Handle, timeout: float) -> Status | None:
+    async def watch(self, handle: Handle, timeout: float, seen: Callable[[Status], None] | None = None) -> Status | None:
         """Optional: follow a task over one long-held request (a status stream) instead of polls,
         with `self.streams`. Return as soon as the task reaches a final state; when the stream ends
-        or `timeout` seconds pass first, return the last status seen (None: none). Raise
+        or `timeout` seconds pass first, return the last status seen (None: none). Each queued or
+        running status on the way is given to `seen` (the progress display shows them). Raise
         ProviderError when the stream fails: the engine then polls that task. A plugin that does
         not override it is polled (see `offers_watch`)."""
         raise NotImplementedError

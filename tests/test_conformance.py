@@ -221,9 +221,11 @@ def test_fal_watch_gives_the_last_status_when_its_time_is_up():
     with Simulator(SimConfig(latency={"default": {"min": 60, "max": 60}}, pending_s=0.01)) as slow:
         async def body(client):
             provider = Fal(settings(slow.fal_url, slow.keys["fal"]), client)
-            return await provider.watch(await provider.submit(job), 0.5)
+            return await provider.watch(await provider.submit(job), 0.5, seen=seen.append)
 
-        assert run(body).state in ("queued", "running")
+        seen: list = []
+        last = run(body)
+        assert last.state in ("queued", "running") and seen[-1] == last  # what it saw on the way, for the display
 
 
 @pytest.mark.parametrize("kind", ["reset", "http_500", "malformed_json", "not_object", "redirect"])
