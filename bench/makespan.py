@@ -13,7 +13,8 @@ from bench.env import RUNWAY_MIN_POLL_S, Measured, run
 from bench.workloads import FAL_MODEL, RUNWAY_MODEL, outputs_done, peer_jobs, prompt_file
 
 N, C = 200, 20
-STATUS_ROUTE = {"runway": "runway.poll", "fal": "fal.status"}
+#: A status request: a poll, or (fal) a status stream, which follows a task to its end in one.
+STATUS_ROUTES = {"runway": ("runway.poll",), "fal": ("fal.status", "fal.stream")}
 
 
 def measure(work: Path) -> dict[str, Any]:
@@ -34,7 +35,7 @@ def _one(folder: Path, provider: str, client: Any) -> dict[str, Any]:
     with S.Sim(folder / "sim", S.config()) as sim:
         measured: Measured = client(sim, folder)
         entries = sim.ledger()
-        status_calls = sim.requests(STATUS_ROUTE[provider])
+        status_calls = sum(sim.requests(route) for route in STATUS_ROUTES[provider])
     done, last_file = outputs_done(folder)
     first = S.first_submission(entries)
     bound = S.exact_bound(entries, C)

@@ -9,7 +9,9 @@ comparison measures the model that was asked for.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import httpx
@@ -17,7 +19,8 @@ import httpx
 from runner.hookspecs import hookimpl
 from runner.inputs import InputFile, replace_inputs
 from runner.providers import (
-    GenerationFailed, Handle, Job, ListedPrice, Provider, ProviderError, Result, Status, json_object, output_urls,
+    FINAL_STATES, GenerationFailed, Handle, Job, ListedPrice, Provider, ProviderError, Result, Status, classify_status,
+    classify_transport, json_object, output_urls,
 )
 from runner_manifests import path
 from runner_plugins.fal_platform import FalPlatform
@@ -117,6 +120,45 @@ class Fal(Provider):
             return await self._explained(handle, status)
         return status
 
+    async def watch(self, handle: Handle, timeout: float, seen: Callable[[Status], None] | None = None) -> Status | None:
+        """Follow a request over fal's status stream (`<status_url>/stream`, server-sent events, one
+        `data: {status}` per change, closed after COMPLETED): its end is seen as it happens, with
+        one request instead of a poll schedule. Anything unexpected is a ProviderError: the engine
+        then polls the request."""
+        last: Status | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.streams.stream("GET", handle.urls["status"] + "/stream", params={"logs": "0"},
+                                               headers={**self.auth_headers(), "Accept": "text/event-stream"}) as response:
+                    if response.status_code != 200:
+                        await response.aread()
+                        raise classify_status(response, self.error_message(response))
+                    if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                        raise ProviderError(f"fal's status stream answered {response.headers.get('content-type')!r}, "
+                                            f"not an event stream", kind="retryable", status=response.status_code)
+                    async with aclosing(_events(response)) as events:
+                        async for data in events:
+                            try:
+                                event = json.loads(data)
+                            except ValueError:
+                                event = None
+                            if not isinstance(event, dict):
+                                raise ProviderError(f"fal's status stream sent an unreadable event: {data[:200]!r}", kind="retryable")
+                            last = request_status(event)
+                            if last.state in FINAL_STATES:
+                                break
+                            if seen is not None:
+                                seen(last)
+        except TimeoutError:
+            return last
+        except httpx.TransportError as exc:
+            raise classify_transport(exc) from None
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"fal's status stream failed: {type(exc).__name__}: {exc}", kind="retryable") from None
+        if last is not None and last.state == "failed" and last.detail == "COMPLETED":
+            return await self._explained(handle, last)
+        return last
+
     async def _explained(self, handle: Handle, status: Status) -> Status:
         """fal explains a failed request in its result response (docs.fal.ai, "Request errors"): a
         model error is a 4xx with `detail[{loc, msg, type}]` and may still be billed; a platform
@@ -153,6 +195,20 @@ class Fal(Provider):
     async def cancel(self, handle: Handle) -> bool:
         response = await self.http("PUT", handle.urls["cancel"], ok=(400, 404))
         return response.status_code < 300  # 400: already completed (collect it); 404: gone
+
+
+async def _events(response: httpx.Response) -> AsyncIterator[str]:
+    """The data of each server-sent event (comments such as keep-alives skipped)."""
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield "\n".join(data)
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+    if data:  # a last event not closed by a blank line: the stream was cut mid-event
+        raise ProviderError("fal's status stream ended mid-event", kind="retryable")
 
 
 def _error_types(response: httpx.Response) -> set[str]:

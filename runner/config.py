@@ -116,6 +116,7 @@ class ProviderConf:
         factory=dict, doc="tighter limits for some models, by any of their names (model_concurrency.kling=1); each 1 or more")
     limits_from_provider: bool = setting(False, "ask the provider for the account's per-model limits (Runway)")
     min_poll_interval_s: float = setting(5.0, "shortest time between two status calls for one task, in seconds", range=POSITIVE)
+    status_stream: bool = setting(True, "follow tasks over the provider's status stream where its plugin offers one (fal), not polls")
     request_timeout_s: float = setting(60.0, "longest wait for one HTTP answer, in seconds", range=POSITIVE)
     retry: RetryConf = setting(factory=RetryConf, doc="retries of one HTTP call")
     endpoints: dict[str, str] = setting(

@@ -28,7 +28,7 @@ from runner.money import to_micros
 from runner.owners import Heartbeat, Identity
 from runner.plan import Plan
 from runner.progress import Progress
-from runner.providers import Settings, Uploads
+from runner.providers import Settings, Uploads, offers_watch
 from runner.publish import publish_run
 from runner.run import RUN_ID_ENV, Account, check_outputs_dir
 from runner.summary import EXIT_INTERRUPTED, summarize
@@ -109,13 +109,19 @@ async def _drive(cfg: Any, writer: Writer, sweep_id: str, lanes: dict[str, Lane]
                  options: Options, me: Identity, progress: Progress, delivery: Delivery) -> Outcome:
     registry = plugins.registry()
     clients = {name: _client(lanes[name].conf, follow_redirects=False) for name in found}
+    # Status streams get clients of their own, a connection per generation the account runs at once.
+    streams = {name: connections.client(lanes[name].conf.concurrency, lanes[name].conf.request_timeout_s, follow_redirects=False)
+               for name in found if lanes[name].conf.status_stream and offers_watch(registry.providers[name])}
     downloads = _client(next(iter(cfg.providers.values())), follow_redirects=True, pool=sum(c.concurrency for c in cfg.providers.values()))
     try:
         for name, account in found.items():
             lane = lanes[name]
             conf = lane.conf
             settings = Settings(account.base_url, account.key, conf.request_timeout_s, account.endpoints)
-            lane.provider = registry.providers[name](settings, clients[name], LedgerUploads(writer, name))
+            lane.provider = registry.providers[name](settings, clients[name], LedgerUploads(writer, name),
+                                                     **({"streams": streams[name]} if name in streams else {}))
+            if name in streams:
+                lane.watching = asyncio.Semaphore(conf.concurrency)
             if conf.limits_from_provider:
                 told = await lane.provider.account_limits()
                 lane.model_limits = {**told.concurrency, **lane.model_limits}
@@ -153,7 +159,7 @@ async def _drive(cfg: Any, writer: Writer, sweep_id: str, lanes: dict[str, Lane]
         await observing  # the run's last events, before the summary
         return outcome
     finally:
-        for client in [*clients.values(), downloads]:
+        for client in [*clients.values(), *streams.values(), downloads]:
             await client.aclose()
 
 

@@ -54,6 +54,9 @@ class Lane:
     queues: dict[str, deque[tuple[str, int]]] = field(default_factory=dict)  # model id -> (key, estimate) ready to claim
     blocked: set[str | None] = field(default_factory=set)  # None: the provider's limit; else model ids
     held: int = 0  # slots this process holds
+    #: Places for status streams (`Provider.watch`), one per generation the account runs at once;
+    #: None when this lane polls only (the plugin offers no stream, or `status_stream=false`).
+    watching: asyncio.Semaphore | None = None
 
     def reached(self) -> None:
         self.unreachable_since = None

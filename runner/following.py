@@ -38,32 +38,33 @@ class Following:
         schedule = Schedule(interval, learned, job.row["submitted_at"] or time.time())
         deadline = (job.row["submitted_at"] or time.time()) + self.engine.options.job_timeout_s
         last_seen_running = submitted
+        watching = lane.watching is not None
         while True:
-            await asyncio.sleep(delay)
-            delay = interval if job.key not in self.overdue else max(60.0, 10 * interval)
-            try:
-                status = await self._retrying(lane, lambda: lane.provider.poll(handle))
-            except ProviderError as exc:
-                if exc.status in (404, 410):
-                    return await self._finish_failed(job, f"task {handle.task_id} no longer exists at the provider", "permanent",
-                                                     release=True, possible=job.row["est_micros"] or 0)
-                if exc.kind == "permanent":
-                    if exc.status in (401, 403):
-                        lane.stopped = lane.stopped or f"{lane.provider.name} refused the API key: {exc.message}"
-                    return await self._park(job, f"polling failed: {exc.message}")
-                lane.unreachable(self.engine.options.max_outage_s)
-                if lane.stopped:
-                    return await self._park(job, f"polling failed: {exc.message}")
-                continue  # it still runs at the provider
-            lane.reached()
+            status = await self._watched(job, handle, deadline) if watching else None
+            watching = False  # one stream per task: one that broke or ended early leaves the task to polls
+            if status is not None and submitted is not None:
+                last_seen_running = time.monotonic()  # a stream sees the end as it happens
+            if status is None:
+                await asyncio.sleep(delay)
+                delay = interval if job.key not in self.overdue else max(60.0, 10 * interval)
+                try:
+                    status = await self._retrying(lane, lambda: lane.provider.poll(handle))
+                except ProviderError as exc:
+                    if exc.status in (404, 410):
+                        return await self._finish_failed(job, f"task {handle.task_id} no longer exists at the provider", "permanent",
+                                                         release=True, possible=job.row["est_micros"] or 0)
+                    if exc.kind == "permanent":
+                        if exc.status in (401, 403):
+                            lane.stopped = lane.stopped or f"{lane.provider.name} refused the API key: {exc.message}"
+                        return await self._park(job, f"polling failed: {exc.message}")
+                    lane.unreachable(self.engine.options.max_outage_s)
+                    if lane.stopped:
+                        return await self._park(job, f"polling failed: {exc.message}")
+                    continue  # it still runs at the provider
+                lane.reached()
             if status.state in ("queued", "running"):
                 last_seen_running = time.monotonic() if submitted is not None else None
-                if (status.detail, status.progress) != (job.row["provider_status"], job.row["progress"]):
-                    before = bucket(S.SUBMITTED, job.row["provider_status"])
-                    job.row.update(provider_status=status.detail, progress=status.progress)
-                    self.engine.db.post(S.move, job.key, job.fence, None, "", provider_status=status.detail, progress=status.progress)
-                    if bucket(S.SUBMITTED, status.detail) != before:
-                        self.engine.changed(before, bucket(S.SUBMITTED, status.detail))
+                self._seen(job, status)
                 if time.time() > deadline and job.key not in self.overdue:
                     await self._past_deadline(job, status)
                 if job.key not in self.overdue:  # and looked at again by its deadline, to give its slot back then
@@ -79,6 +80,34 @@ class Following:
                 return await self._canceled(job, status.cost_usd)
             return await self._generation_failed(job, status.error or "failed", status.error_kind or "retryable", status.cost_usd,
                                                  status.may_be_billed)
+
+    def _seen(self, job: Tracked, status: Status) -> None:
+        """A queued or running task's status word and progress, recorded when they change (the display counts them)."""
+        if (status.detail, status.progress) != (job.row["provider_status"], job.row["progress"]):
+            before = bucket(S.SUBMITTED, job.row["provider_status"])
+            job.row.update(provider_status=status.detail, progress=status.progress)
+            self.engine.db.post(S.move, job.key, job.fence, None, "", provider_status=status.detail, progress=status.progress)
+            if bucket(S.SUBMITTED, status.detail) != before:
+                self.engine.changed(before, bucket(S.SUBMITTED, status.detail))
+
+    async def _watched(self, job: Tracked, handle: Handle, deadline: float) -> Status | None:
+        """The task followed over the provider's status stream (`Provider.watch`) until it ends or
+        its deadline passes; None when no stream place is free or the stream failed: then it is
+        polled. A stream's failure says nothing of the task: it is counted as a failed poll
+        (towards max_outage_s), never fails the job or spends an attempt."""
+        lane = self._lane(job)
+        timeout = deadline - time.time()
+        if lane.watching is None or lane.watching.locked() or timeout <= 0:
+            return None
+        async with lane.watching:
+            try:
+                status = await lane.provider.watch(handle, timeout, seen=lambda now: self._seen(job, now))
+            except ProviderError:
+                lane.unreachable(self.engine.options.max_outage_s)
+                return None
+        if status is not None:
+            lane.reached()
+        return status
 
     async def _past_deadline(self, job: Tracked, status: Status) -> None:
         """Past job_timeout_s: give the slot back (the run must not wait on it) and follow it slowly."""

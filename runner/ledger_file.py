@@ -70,14 +70,20 @@ def check(path: str | Path, shown: str | None = None, hint: str = RUNNER_HINT) -
     return True
 
 
-def _schema(path: Path, shown: str, hint: str) -> tuple[list[str], list[str] | None, set[str]]:
-    """(tables, applied migrations or None without `_migrations`, columns of `jobs`), read through a
-    connection that cannot write: `immutable` when the file is all there is (no journal or WAL beside
-    it, so SQLite creates no file either), else read-only, which reads the WAL as a writer left it."""
+def read_only(path: Path, timeout: float) -> sqlite3.Connection:
+    """A connection that cannot write, nor make a file beside the ledger: `immutable` when the file
+    is all there is (no journal or WAL beside it, so SQLite creates none either), else read-only,
+    which reads the WAL as a writer left it."""
     wal, journal = Path(f"{path}-wal"), Path(f"{path}-journal")
     flags = "mode=ro" if wal.exists() or journal.exists() else "mode=ro&immutable=1"
+    return sqlite3.connect(f"file:{quote(str(path.resolve()))}?{flags}", uri=True, timeout=timeout)
+
+
+def _schema(path: Path, shown: str, hint: str) -> tuple[list[str], list[str] | None, set[str]]:
+    """(tables, applied migrations or None without `_migrations`, columns of `jobs`), read through a
+    connection that cannot write (`read_only`)."""
     try:
-        conn = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{flags}", uri=True, timeout=60)
+        conn = read_only(path, timeout=60)
     except sqlite3.Error as exc:
         raise NotALedger(f"{shown} cannot be opened to check it is a runner ledger ({exc}); nothing was written") from None
     try:

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from runner import plugins
+from runner import ledger_file, plugins
 from runner.catalog import Catalog, effective_params, price
 from runner.manifest import Pricing, Rate
 from runner.money import to_micros
@@ -178,7 +178,7 @@ def _cached(db: str, provider: str, source: str, endpoints: Iterable[str], now: 
         return {}
     asked = set(endpoints)
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        conn = ledger_file.read_only(path, timeout=5)  # a refused run leaves not even a -shm file
         try:
             rows = conn.execute("select endpoint, usd, unit, fetched_at from listed_prices where provider = ? and source = ? "
                                 "and fetched_at > ?", [provider, source, now - MAX_AGE_S]).fetchall()

@@ -14,7 +14,7 @@ import email.utils
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -192,10 +192,14 @@ class Provider:
     #: manifest leaves unpriced; None: the provider publishes none the runner can read.
     price_list: ClassVar[str | None] = None
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient, uploads: Uploads | None = None):
+    def __init__(self, settings: Settings, client: httpx.AsyncClient, uploads: Uploads | None = None,
+                 streams: httpx.AsyncClient | None = None):
         self.settings = settings
         self.client = client
         self.uploads = uploads or Uploads()
+        #: The client for `watch`'s long-held requests: the engine gives one of its own, so a stream
+        #: held for a whole generation never takes a connection submits and downloads need.
+        self.streams = streams or client
 
     @classmethod
     def key_from_env(cls, environ: Mapping[str, str], configured: str | None = None) -> str | None:
@@ -259,6 +263,15 @@ class Provider:
     async def poll(self, handle: Handle) -> Status:
         raise NotImplementedError
 
+    async def watch(self, handle: Handle, timeout: float, seen: Callable[[Status], None] | None = None) -> Status | None:
+        """Optional: follow a task over one long-held request (a status stream) instead of polls,
+        with `self.streams`. Return as soon as the task reaches a final state; when the stream ends
+        or `timeout` seconds pass first, return the last status seen (None: none). Each queued or
+        running status on the way is given to `seen` (the progress display shows them). Raise
+        ProviderError when the stream fails: the engine then polls that task. A plugin that does
+        not override it is polled (see `offers_watch`)."""
+        raise NotImplementedError
+
     async def result(self, handle: Handle, job: Job) -> Result:
         """A succeeded task's outputs (fresh URLs: this also renews an expired one) and its bill;
         GenerationFailed when the provider says the generation failed after all."""
@@ -276,6 +289,15 @@ class Provider:
     async def account_limits(self) -> "AccountLimits":
         """Per-model limits the account has, where the provider says (`limits_from_provider=true`)."""
         return AccountLimits()
+
+
+FINAL_STATES = frozenset({"succeeded", "failed", "canceled"})
+
+
+def offers_watch(provider: type[Provider] | Provider) -> bool:
+    """Whether a provider follows tasks over a status stream (`Provider.watch` overridden)."""
+    cls = provider if isinstance(provider, type) else type(provider)
+    return cls.watch is not Provider.watch
 
 
 # -- helpers every HTTP provider needs -------------------------------------------------------------

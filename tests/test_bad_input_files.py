@@ -278,7 +278,7 @@ LEDGERS = [
 ]
 
 
-@pytest.mark.parametrize("make, expect", [*LEDGERS, pytest.param(_folder, ("is a folder, not a ledger file",), id="folder")])
+@pytest.mark.parametrize("make, expect", [*LEDGERS, pytest.param(_folder, ("is a folder",), id="folder")])
 def test_a_file_at_the_ledger_path_that_is_not_ours_is_refused_untouched(project, make, expect):
     ledger = project / ".runner" / "ledger.db"
     ledger.unlink()

@@ -12,7 +12,7 @@ import pytest
 
 from runner import plugins
 from runner.app import plan
-from runner.providers import Job, Provider, make_job
+from runner.providers import Job, Provider, ProviderError, make_job, offers_watch
 from runner.sim import SimConfig, Simulator, payload_sha256
 from runner.sim.media import make_image
 from runner.testing import FailureCase, ProviderConformance, settings
@@ -189,3 +189,53 @@ def test_the_suite_notices_an_input_file_that_was_not_sent():
             suite.check_sent("wrong", job, {**job.payload, "promptImage": wrong})
     with pytest.raises(AssertionError):
         suite.check_sent("changed", job, {**good, "duration": 10})
+
+
+def test_fal_watch_returns_the_final_state_over_one_stream(sim):
+    job = one_job(["model=pika", "prompt_set=nature"])
+
+    async def body(client):
+        provider = Fal(settings(sim.fal_url, sim.keys["fal"]), client)
+        assert offers_watch(provider) and not offers_watch(Runway)
+        return await provider.watch(await provider.submit(job), 30)
+
+    assert run(body).state == "succeeded"
+    requests = sim.stats()["providers"]["fal"]["requests"]
+    assert requests.get("fal.stream") == 1 and not requests.get("fal.status")
+
+
+def test_fal_watch_explains_a_failed_request(sim):
+    job = one_job(["model=pika", "prompt_set=nature"])
+    sim.inject("task_failed", on="fal.submit", failure_code="SAFETY.INPUT.TEXT")
+
+    async def body(client):
+        provider = Fal(settings(sim.fal_url, sim.keys["fal"]), client)
+        return await provider.watch(await provider.submit(job), 30)
+
+    status = run(body)
+    assert (status.state, status.error_kind) == ("failed", "permanent") and "content_policy_violation" in status.error
+
+
+def test_fal_watch_gives_the_last_status_when_its_time_is_up():
+    job = one_job(["model=pika", "prompt_set=nature"])
+    with Simulator(SimConfig(latency={"default": {"min": 60, "max": 60}}, pending_s=0.01)) as slow:
+        async def body(client):
+            provider = Fal(settings(slow.fal_url, slow.keys["fal"]), client)
+            return await provider.watch(await provider.submit(job), 0.5, seen=seen.append)
+
+        seen: list = []
+        last = run(body)
+        assert last.state in ("queued", "running") and seen[-1] == last  # what it saw on the way, for the display
+
+
+@pytest.mark.parametrize("kind", ["reset", "http_500", "malformed_json", "not_object", "redirect"])
+def test_a_spoiled_fal_status_stream_is_a_provider_error(sim, kind):
+    job = one_job(["model=pika", "prompt_set=nature"])
+    sim.inject(kind, on="fal.stream")
+
+    async def body(client):
+        provider = Fal(settings(sim.fal_url, sim.keys["fal"]), client)
+        with pytest.raises(ProviderError):
+            await provider.watch(await provider.submit(job), 30)
+
+    run(body)

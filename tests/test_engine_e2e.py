@@ -197,17 +197,54 @@ def test_status_calls_follow_progress_and_the_models_learned_latency(tmp_path, s
     def polls_per_job(model: str, duration: int, route: str) -> float:
         provider = route.split(".")[0]
         before = sim.stats()["providers"].get(provider, {}).get("requests", {}).get(route, 0)
-        result = run_cli(f"model={model}", "prompt_set=animate", f"duration={duration}", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
+        result = run_cli(f"model={model}", "prompt_set=animate", f"duration={duration}", *sim_args(sim),
+                         "providers.fal.status_stream=false", cwd=tmp_path, env=sim_env(sim))
         assert result.returncode == 0, result.stdout + result.stderr
         return (sim.stats()["providers"][provider]["requests"][route] - before) / 2
 
     # Runway reports progress: each task is looked at about when it ends, even with no history
     # (polling at the minimum interval would take a dozen calls per task here).
     assert polls_per_job("gen4_turbo", 4, "runway.poll") <= 6
-    # fal reports none: the waits grow; once the model's latency is in the ledger the first poll comes later.
+    # fal reports none (and is polled here, its status stream switched off): the waits grow; once the model's latency is in the ledger the first poll comes later.
     unknown = polls_per_job("hailuo", 6, "fal.status")
     learned = polls_per_job("hailuo", 10, "fal.status")
     assert learned < 0.6 * unknown, (unknown, learned)
+
+
+def _fal_status_requests(sim) -> tuple[int, int]:
+    """(status streams, status polls) the simulator served for fal."""
+    requests = sim.stats()["providers"]["fal"]["requests"]
+    return requests.get("fal.stream", 0), requests.get("fal.status", 0)
+
+
+def test_fal_tasks_are_followed_over_one_status_stream_each(tmp_path, slow_sim):
+    sim = slow_sim
+    args = ["model=hailuo", "prompt_set=ads", "sweep.duration=[6,10]", *sim_args(sim, fal=2)]
+    result = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = assert_complete(tmp_path, 5)
+    assert _fal_status_requests(sim) == (5, 0)  # one status request per job, and no poll
+    assert sim.stats()["providers"]["fal"]["max_in_flight"] == 2
+    assert_no_paid_twice(sim.ledger(), rows, tmp_path)
+
+
+def test_a_broken_fal_status_stream_falls_back_to_polling_and_costs_nothing(tmp_path, slow_sim):
+    sim = slow_sim
+    for kind in ("reset", "http_503", "malformed_json"):  # a dropped connection, an error, not an event stream
+        sim.inject(kind, on="fal.stream")
+    args = ["model=hailuo", "prompt_set=ads", "sweep.duration=[6,10]", *sim_args(sim, fal=1)]
+    result = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = assert_complete(tmp_path, 5)
+    assert not sim.app.faults.pending()  # each broke one stream
+    streams, polls = _fal_status_requests(sim)
+    assert streams == 5 and polls >= 3  # the three broken ones were polled to their end
+    assert len(sim.ledger()) == 5 and all(r["attempts"] == 1 for r in rows)
+    # Switched off, every task is polled.
+    off = run_cli("model=hailuo", "prompt_set=animate", "duration=6", *sim_args(sim), "providers.fal.status_stream=false",
+                  cwd=tmp_path, env=sim_env(sim))
+    assert off.returncode == 0 and "2 jobs: 2 downloaded" in off.stdout, off.stdout + off.stderr
+    assert _fal_status_requests(sim)[0] == 5 and _fal_status_requests(sim)[1] >= polls + 2
 
 
 def test_simulate_true_resumes_after_kill_9(tmp_path):

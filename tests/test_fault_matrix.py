@@ -25,19 +25,19 @@ ARGS = ["-m", "model=gen4_turbo,hailuo", "prompt_set=animate", "quiet=true"]
 
 #: (fault kind, the points it is injected at, details): every point the kind applies to.
 KINDS = {
-    "http_429": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.result", "download"], {"retry_after": 1}),
+    "http_429": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.stream", "fal.result", "download"], {"retry_after": 1}),
     "http_429 garbled Retry-After": (["runway.create", "fal.submit", "runway.poll"], {"retry_after": "soon"}),
-    "http_500": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.result", "download"], {}),
+    "http_500": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.stream", "fal.result", "download"], {}),
     "http_502": (["runway.poll", "fal.result", "download"], {}),
-    "http_503": (["runway.create", "fal.submit", "fal.status"], {}),
+    "http_503": (["runway.create", "fal.submit", "fal.status", "fal.stream"], {}),
     "http_504": (["runway.poll", "fal.result", "download"], {}),
-    "reset": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.result", "download"], {}),
-    "hang": (["runway.create", "runway.poll", "fal.status", "fal.result", "download"], {"seconds": 3}),
-    "malformed_json": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.result"], {}),
+    "reset": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.stream", "fal.result", "download"], {}),
+    "hang": (["runway.create", "runway.poll", "fal.status", "fal.stream", "fal.result", "download"], {"seconds": 3}),
+    "malformed_json": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.stream", "fal.result"], {}),
     "expired_url": (["runway.poll", "fal.result", "download"], {}),
     "truncated": (["download"], {"fraction": 0.4}),
-    "not_object": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.result"], {}),
-    "redirect": (["runway.poll", "fal.status", "fal.result", "download"], {}),
+    "not_object": (["runway.create", "runway.poll", "fal.submit", "fal.status", "fal.stream", "fal.result"], {}),
+    "redirect": (["runway.poll", "fal.status", "fal.stream", "fal.result", "download"], {}),
     "gzip": (["download"], {}),
 }
 

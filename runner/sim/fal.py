@@ -44,7 +44,8 @@ class FalSim(ProviderSim):
     title = "fal"
     key = "sim-key-id:sim-key-secret"  # fal keys are `key id:key secret`
     auth = ("Authorization", "Key {key}")
-    points = {"submit": ("submit",), "status": ("poll",), "result": ("result",), "cancel": ("cancel",), "upload": ()}
+    points = {"submit": ("submit",), "status": ("poll",), "stream": ("poll",), "result": ("result",), "cancel": ("cancel",),
+              "upload": ()}
 
     def __init__(self, app: "SimApp"):
         super().__init__(app)
@@ -173,7 +174,11 @@ class FalSim(ProviderSim):
         return obj
 
     def stream(self, request: Request, task: Task) -> Response:
-        """Server-sent events: the status object on every change, closing after COMPLETED."""
+        """Server-sent events: the status object on every change, closing after COMPLETED. A fault
+        at `fal.stream` spoils the answer before any event is sent."""
+        spoiled = self.spoiled("stream", task)
+        if spoiled is not None:
+            return spoiled
         logs = _LOGS.get(request.query.get("logs", "0").lower(), False)
         headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Fal-Request-Id": task.id}
         return Response(200, headers=headers, route="fal.stream", model=task.model.name, stream=self._events(task, logs))
