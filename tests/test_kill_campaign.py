@@ -4,7 +4,8 @@ job whose task id was recorded, every output on disk once, an intact ledger, pos
 counted tightly (every real orphan, and never a job whose request had not started), and the
 providers' concurrency limits at every instant.
 
-`RUNNER_SOAK_KILLS` sets the number of kills (`make soak` runs 200)."""
+`RUNNER_SOAK_KILLS` sets the number of kills and `RUNNER_SOAK_REPEATS` the three-runner repetitions
+(the suite: 20 and 4, to stay within its time; `make soak`: 200 and 10)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from tests.helpers import (
 )
 
 KILLS = int(os.environ.get("RUNNER_SOAK_KILLS", "20"))
+REPEATS = int(os.environ.get("RUNNER_SOAK_REPEATS", "4"))
 FAULT_RATES = [
     "runway.create:http_500=0.03", "fal.submit:http_503=0.03", "runway.poll:http_503=0.05", "fal.status:http_500=0.05",
     "fal.result:http_502=0.08", "download:truncated=0.05", "download:expired_url=0.05", "*:reset=0.01",
@@ -109,7 +111,7 @@ def test_kill_campaign_never_pays_twice_and_counts_orphans_tightly(tmp_path):
                 assert decisive["to_state"] == "planned" and "before anything was sent" in decisive["detail"], (key, events)
 
 
-@pytest.mark.parametrize("repetition", range(10))
+@pytest.mark.parametrize("repetition", range(REPEATS))
 def test_three_runners_one_killed_keep_the_limits_and_finish(tmp_path, repetition):
     rng = random.Random(repetition)
     with Simulator(SimConfig(latency={"default": {"min": 0.3, "max": 0.8}}, pending_s=0.05, seed=repetition)) as sim:
