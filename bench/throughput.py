@@ -16,6 +16,10 @@ from bench.workloads import RUNWAY_MODEL, outputs_done, peer_jobs, prompt_file
 N, C = 5000, 100
 
 
+#: "Zero" poll interval: the smallest the runner accepts (it refuses 0, which would spin).
+ZERO_POLL_S = 0.001
+
+
 def measure(work: Path) -> dict[str, Any]:
     prompts = prompt_file(work, N)
     jobs = peer_jobs(prompts, RUNWAY_MODEL, work)
@@ -23,7 +27,7 @@ def measure(work: Path) -> dict[str, Any]:
     runner_dir.mkdir(parents=True, exist_ok=True)
     sdk_dir.mkdir(parents=True, exist_ok=True)
     with S.Sim(runner_dir / "sim", S.config(latency=0.0)) as sim:
-        process = Process(*clients.runner(sim, C, 0.0, f"model={RUNWAY_MODEL[0]}", f"prompt_set.file={prompts}",
+        process = Process(*clients.runner(sim, C, ZERO_POLL_S, f"model={RUNWAY_MODEL[0]}", f"prompt_set.file={prompts}",
                                           RUNWAY_MODEL[1]), cwd=runner_dir)
         samples = runner_dir / "py-spy.txt"
         spy = profile.attach(process.pid, samples)

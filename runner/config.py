@@ -111,7 +111,7 @@ class ProviderConf:
     base_url: str = setting(MISSING, "the provider's API address (http:// or https://)")
     key_env: str = setting(MISSING, "the environment variable holding the API key (never the key itself)")
     concurrency: int = setting(2, "generations in flight at once, across every process sharing the ledger",
-                               range=Range(low=1, high=1000))
+                               range=Range(low=1, high=10000))
     model_concurrency: dict[str, int] = setting(
         factory=dict, doc="tighter limits for some models, by any of their names (model_concurrency.kling=1); each 1 or more")
     limits_from_provider: bool = setting(False, "ask the provider for the account's per-model limits (Runway)")
