@@ -81,8 +81,7 @@ def prepare(cfg: Any, plan: Plan) -> listed.Priced:
     catalog = plugins.registry().catalog
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
     wanted = listed.wanted(plan, catalog)
-    simulate = OmegaConf.to_container(cfg.simulate) if OmegaConf.is_config(cfg.simulate) else cfg.simulate
-    simulated = [name for name in simulated_providers(simulate, plan) if name in wanted] if wanted else []
+    simulated = [name for name in simulated_providers(cfg.simulate, plan) if name in wanted] if wanted else []
     # a simulator of its own, keeping no state: its prices are its config's, the same as the run's
     with simulator(cfg.sim_config, None, simulated) if simulated else nullcontext({}) as found:
         reachable = accounts(plan, providers, os.environ, found, required=False) if wanted else {}
@@ -146,6 +145,8 @@ def accounts(plan: Plan, providers: Mapping[str, ProviderConf], environ: Mapping
 def simulated_providers(simulate: Any, plan: Plan) -> list[str]:
     """The providers of the plan `simulate=` names: `true` every one (each must have a simulator),
     a name or a list of names those only (the others use their configured accounts)."""
+    if OmegaConf.is_config(simulate):  # a list given on the command line
+        simulate = OmegaConf.to_container(simulate)
     if simulate is None or simulate is False:
         return []
     needed = sorted({job.provider for job in plan.jobs})
@@ -201,10 +202,8 @@ def execute(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str],
     """Run a validated plan (made ready by `prepare`) to the end (or to an interrupt); returns the exit status."""
     from runner.drive import drive
 
-    _quiet_http()
     providers: dict[str, ProviderConf] = {name: conf for name, conf in cfg.providers.items()}
-    simulate = OmegaConf.to_container(cfg.simulate) if OmegaConf.is_config(cfg.simulate) else cfg.simulate
-    simulated = simulated_providers(simulate, plan)
+    simulated = simulated_providers(cfg.simulate, plan)
     confirm_spending(plan, cfg, simulated)
     if simulated:
         with simulator(cfg.sim_config, cfg.state_dir, simulated) as found:
