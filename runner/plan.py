@@ -32,7 +32,7 @@ from runner.catalog import (
 )
 from runner.config import MAX_JOBS, RUN_LEVEL_PARAMS, raise_max_jobs
 from runner.errors import NotTaken, UserError, suggest
-from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
+from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode, Pricing
 from runner.modes import select_mode
 from runner.precedence import CONFIG, Given, Layers, Values, grid, layer
 from runner.prompts import Prompt
@@ -234,6 +234,8 @@ class _Sweep:
     checked: dict[tuple[str, str], inputs.InputFile | str] = field(default_factory=dict)  # each input read once
     modes: dict[frozenset[str], str] = field(default_factory=dict)  # the inputs a prompt gives -> its mode
     fields: dict[str, dict[str, str]] = field(default_factory=dict)  # mode -> canonical name -> native field
+    looked_at: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mode -> parameters its rules and price read
+    judged: dict[tuple[Any, ...], tuple[bool, Decimal | None]] = field(default_factory=dict)
 
     def mode_for(self, media: Mapping[str, Any], where: str) -> str:
         given = frozenset(media)
@@ -246,6 +248,35 @@ class _Sweep:
             params = self.model.mode(mode_name).params
             self.fields[mode_name] = {spec.canonical: name for name, spec in params.items() if spec.canonical}
         return self.fields[mode_name]
+
+    def judge(self, mode_name: str, mode: Mode, pricing: Pricing, effective: Mapping[str, Any]) -> tuple[bool, Decimal | None]:
+        """Whether the parameters break one of the mode's rules, and their price. Both read only a
+        few parameters, which a sweep's jobs mostly share: each distinct set is judged once."""
+        names = self.looked_at.get(mode_name)
+        if names is None:
+            names = self.looked_at[mode_name] = _looked_at(mode, pricing)
+        key = (mode_name, *(_hashable(effective[n]) if n in effective else _ABSENT for n in names))
+        judged = self.judged.get(key)
+        if judged is None:
+            judged = self.judged[key] = (broken_rule(mode, effective) is not None, price(pricing, effective))
+        return judged
+
+
+_ABSENT = object()
+
+
+def _looked_at(mode: Mode, pricing: Pricing) -> tuple[str, ...]:
+    """Every parameter `broken_rule` and `price` read for this mode."""
+    names = {n for rule in mode.constraints for n in (*rule.when, *rule.allowed)}
+    names |= {n for rule in (*pricing.rates, *pricing.multipliers) for n in rule.when}
+    if isinstance(pricing.quantity, str):
+        names.add(pricing.quantity)
+    return tuple(sorted(names))
+
+
+def _hashable(value: Any) -> Any:
+    """A value as a dictionary key telling apart what the rules could (5, 5.0, "5" and True differ)."""
+    return (type(value), value) if isinstance(value, (str, int, float, bool)) else canonical_json(value)
 
 
 def _jobs(sweep: _Sweep, prompt: Prompt, canonical: Values, native: Values) -> list[JobSpec]:
@@ -324,8 +355,9 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: Values, native: Values) -> l
 
     pricing = model.spec.pricing_for(mode_name)
     effective = effective_params(mode, params, payload)
-    _check_rules(mode, effective, label, canonical, native)
-    cost = price(pricing, effective)
+    broken, cost = sweep.judge(mode_name, mode, pricing, effective)
+    if broken:
+        _check_rules(mode, effective, label, canonical, native)  # raises, saying where each value came from
     note = pricing.unknown or (f"no price for these parameters: {pricing.note}" if cost is None else "")
     source = (pricing.source or "the provider's price list") if cost is not None else ""
     mine = prices.yours(conf.get("prices") or {}, model)

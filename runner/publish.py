@@ -139,7 +139,7 @@ def publish_run(found: Found, rows: Iterable[dict[str, Any]], outputs_dir: Path)
 
 def _folder(paths: list[str], found: Found, name: str, fallback: Path) -> Path:
     """Where most of the sweep's clips are (`<outputs_dir>/<sweep>/<model>/<file>`), else the fallback's."""
-    roots = Counter(os.path.dirname(os.path.dirname(_absolute(path, found))) for path in paths)
+    roots = Counter(os.path.dirname(os.path.dirname(found.absolute(path))) for path in paths)
     return Path(roots.most_common(1)[0][0]) if roots else fallback / safe_name(name)
 
 
@@ -209,12 +209,8 @@ def _path(recorded: str | None, found: Found, base: Path | None) -> str | None:
         return None
     if base is None:
         return recorded
-    full = _absolute(recorded, found)
+    full = found.absolute(recorded)
     prefix = os.path.join(base, "")
     if full.startswith(prefix):
         return full[len(prefix):].replace(os.sep, "/")
     return os.path.relpath(full, base).replace(os.sep, "/")
-
-
-def _absolute(recorded: str, found: Found) -> str:
-    return recorded if os.path.isabs(recorded) else os.path.join(found.root, recorded)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from collections import Counter
@@ -86,7 +87,8 @@ def _where(rows: list[dict[str, Any]], plan: Plan, published: tuple[list[Publish
     lines += [f"outputs: {_shown(done.folder)} ({done.jobs} jobs of that sweep; gallery {_shown(done.report)})" for done in folders]
     if problem:
         lines.append(f"warning: {problem}")
-    gone = [row for row in rows if row["state"] == S.DOWNLOADED and not ledger.resolve(row["output_path"]).is_file()]
+    gone = [row for row in rows if row["state"] == S.DOWNLOADED
+            and not (row["output_path"] and os.path.isfile(ledger.absolute(row["output_path"])))]
     if gone:
         lines.append(f"{len(gone)} downloaded file(s) are no longer on disk: `video-runner verify` marks them, then the same "
                      f"command collects them again from the provider (no new generation)")
@@ -95,7 +97,8 @@ def _where(rows: list[dict[str, Any]], plan: Plan, published: tuple[list[Publish
     for sweep, n in sorted(earlier.items()):
         lines.append(f"{n} job(s) were first planned under sweep {sweep!r} and keep its folder: a job's name= and "
                      f"outputs_dir= are those of the run that first planned it")
-    elsewhere = [row for row in rows if row["output_path"] and not _under(ledger.resolve(row["output_path"]), outputs_dir)]
+    under = _Under(outputs_dir)
+    elsewhere = [row for row in rows if row["output_path"] and not under(ledger.absolute(row["output_path"]))]
     if elsewhere:
         where = sorted({_shown(ledger.resolve(row["output_path"]).parents[1]) for row in elsewhere})
         lines.append(f"{len(elsewhere)} file(s) downloaded by an earlier run stay where they are ({', '.join(where)}), "
@@ -108,8 +111,18 @@ def _shown(path: Path) -> str:
     return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
 
 
-def _under(path: Path, folder: Path) -> bool:
-    return path.resolve().is_relative_to(folder.resolve())
+class _Under:
+    """Is a path in `folder`? Told by its spelling first (a sweep may have 100,000 files), by
+    following links only for a path not spelled under the folder."""
+
+    def __init__(self, folder: Path):
+        self.real = os.path.realpath(folder)
+        self.prefixes = tuple({os.path.join(os.path.abspath(folder), ""), os.path.join(self.real, "")})
+
+    def __call__(self, path: str) -> bool:
+        if os.path.normpath(path).startswith(self.prefixes):
+            return True
+        return Path(os.path.realpath(path)).is_relative_to(self.real)
 
 
 def _listed(what: str, rows: list[dict[str, Any]], reason: Any) -> list[str]:
