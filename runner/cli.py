@@ -167,7 +167,7 @@ def cmd_gallery(conn: Any, found: Found, args: argparse.Namespace) -> int:
 
     sel = select(conn, args.sweep)
     names = [r[0] for r in conn.execute(f"select distinct sweep from jobs where {sel.where}", sel.args)]
-    for done in publish(conn, found, names):
+    for done in publish(conn, found, names)[0]:
         print(f"gallery: {done.report} ({done.jobs} jobs; manifest {done.manifest.name} beside it)")
         if args.open:
             webbrowser.open(done.report.resolve().as_uri())

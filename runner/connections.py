@@ -17,6 +17,8 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
+from runner import pacing
+
 POOL_SIZE = 8  # connections per httpcore pool: its scans stay a few dozen steps
 
 
@@ -48,6 +50,7 @@ class Pools(httpx.AsyncBaseTransport):
         self._gate = asyncio.Semaphore(count * pool_size)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await pacing.turn()  # requests start a few dozen per pass of the loop, however many are due at once
         await self._gate.acquire()
         index = self._room[0]  # never empty here: the gate lets through only as many requests as there are connections
         self._busy[index] += 1

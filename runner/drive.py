@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -32,13 +33,9 @@ from runner.providers import Settings, Uploads, offers_watch
 from runner.publish import publish_run
 from runner.run import RUN_ID_ENV, Account, check_outputs_dir
 from runner.summary import EXIT_INTERRUPTED, summarize
+from runner.tally import tally
 from runner.validate import model_limits
 from runner.writer import LedgerUnusable, Writer
-
-#: What the summary and the outputs folders are told of each job (not its request: a sweep may be 100,000 jobs).
-SUMMARY_COLUMNS = ("key, sweep, model, prompt_id, state, est_micros, attempts, spent_micros, possible_micros, "
-                   "possible_duplicates, output_path, error")
-
 
 def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], found: dict[str, Account],
           priced: listed.Priced | None = None) -> int:
@@ -79,14 +76,19 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
             run_id=os.environ.get(RUN_ID_ENV) or sweep_id, sweep_id=sweep_id, sweep_names=tuple(sorted({j.sweep for j in plan.jobs})),
             config=MappingProxyType(dict(config)), outputs_dir=Path(cfg.outputs_dir), ledger=writer.path,
         )
+        # The plan's objects live as long as the run: frozen out of the collector's full passes,
+        # which otherwise walk all of them (100,000 jobs: a third of a second) every so often.
+        gc.freeze()
         try:
             outcome = asyncio.run(_drive(cfg, writer, sweep_id, lanes, found, options, me, progress, Delivery(writer, context)))
         finally:
             progress.close()
-        rows = writer.sync(S.rows, keys, SUMMARY_COLUMNS)
         ledger = found_at(writer.path)
-        published = publish_run(ledger, rows, Path(cfg.outputs_dir))  # manifest.jsonl, report.html
-        return summarize(rows, outcome, plan, command, published, Path(cfg.outputs_dir), ledger)
+        named = {job.key: job.sweep for job in plan.jobs}
+        # After a Ctrl-C the files are not looked at one by one: the run is left at once.
+        totals = writer.sync(tally, sweep_id, named, outcome.parked, ledger, None if outcome.interrupted else Path(cfg.outputs_dir))
+        published = publish_run(ledger, totals.sweeps, Path(cfg.outputs_dir), interrupted=outcome.interrupted)  # manifest.jsonl, report.html
+        return summarize(totals, outcome, plan, command, published, ledger)
     except LedgerUnusable as exc:
         print(f"error: {exc}; every task id received before this is kept: fix it and run the same command", file=sys.stderr)
         return 3

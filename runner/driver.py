@@ -68,6 +68,8 @@ class Driver(Following):
 
     async def claimed(self, job: Tracked) -> None:
         """A job this process just claimed (a slot and its budget held): prepare, send, follow."""
+        if self.engine.stopping:  # its turn came after an interrupt: nothing is sent after one
+            return await self._guard(job, self._release(job, "the run stopped before it was sent"))
         await self._guard(job, self._send(job))
 
     async def resume(self, job: Tracked) -> None:

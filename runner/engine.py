@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from runner import pacing
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
@@ -38,6 +39,7 @@ RESCAN_S = 0.5
 OTHERS_S = 1.0
 SUBMIT_GRACE_S = 5.0  # at an interrupt, how long a submit on the wire may take to get its task id
 CLAIM_BATCH = 256
+QUEUED_PER_PASS = 10_000
 
 
 @dataclass
@@ -197,7 +199,9 @@ class Engine:
         slim = await self.db(S.sweep_jobs, self.sweep_id, [S.PLANNED, *S.DRIVEN, *reopened])
         for model_id in {row[2] for row in slim}:
             self.driver.learned[model_id] = await self.db(S.latency, model_id)
-        for values in slim:
+        for index, values in enumerate(slim):
+            if index % QUEUED_PER_PASS == 0:
+                await asyncio.sleep(0)  # 100,000 jobs are queued over several passes: a Ctrl-C is heard meanwhile
             key, provider, model_id, state, _, est = values
             if state == S.PLANNED:
                 self._queue(key, provider, model_id, est)
@@ -321,6 +325,7 @@ class Engine:
             for result, (key, name, model_id, est) in reversed(list(zip(results, candidates))):  # put back in order
                 lane = self.lanes[name]
                 if result.fence is not None:
+                    await pacing.turn()  # the granted jobs' first steps spread over the loop's passes
                     if model_id in lane.daily_left:
                         lane.daily_left[model_id] -= 1
                         if lane.daily_left[model_id] <= 0:
@@ -415,9 +420,12 @@ class Engine:
 
     async def _wind_down(self) -> None:
         """Let submits on the wire record their task id (briefly), then stop following the rest."""
-        submitting = [task for task, key in self._running.items() if self.jobs[key].row["state"] == S.SUBMITTING]
-        if submitting:
-            await asyncio.wait(submitting, timeout=SUBMIT_GRACE_S)
+        deadline = time.monotonic() + SUBMIT_GRACE_S
+        while time.monotonic() < deadline:
+            on_the_wire = [task for task, key in self._running.items() if not task.done() and self.jobs[key].row["state"] == S.SUBMITTING]
+            if not on_the_wire:
+                break
+            await asyncio.wait(on_the_wire, timeout=min(0.05, deadline - time.monotonic()))  # until each has its task id
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)

@@ -30,6 +30,9 @@ MANIFEST = "manifest.jsonl"
 REPORT = "report.html"
 STAMP = "published.json"  # in _gallery/: what the manifest and the gallery were last written from
 THUMB_SIZE = 160
+#: At an interrupt, folders of more jobs than this are left as they are: writing a 100,000-job
+#: gallery takes seconds, and Ctrl-C is answered at once (the next run, or `video-runner gallery`, writes it).
+INTERRUPT_MAX_JOBS = 5000
 #: Fields of a record, in the order `export --format csv` writes them.
 FIELDS = ("key", "sweep", "prompt_id", "prompt", "model", "model_id", "provider", "mode", "replicate", "params", "state",
           "est_usd", "spent_usd", "generation_s", "output_path", "output_bytes", "sha256", "task_id", "error_class", "error",
@@ -71,13 +74,14 @@ def folder_rows(conn: sqlite3.Connection, name: str) -> Iterator[dict[str, Any]]
 
 
 def publish(conn: sqlite3.Connection, found: Found, names: Iterable[str], outputs_dir: Path | None = None, *,
-            when_changed: bool = False) -> list[Published]:
+            when_changed: bool = False, max_jobs: int | None = None) -> tuple[list[Published], list[Published]]:
     """Write the manifest and the gallery of each sweep folder named; `outputs_dir` is where the
     folders go when no clip of theirs is on disk yet (else where most of their clips are). With
-    `when_changed`, a folder whose jobs have not changed since it was last written is left as it is."""
+    `when_changed`, a folder whose jobs have not changed since it was last written is left as it is;
+    with `max_jobs`, so is one of more jobs than that. (written or unchanged, left stale)."""
     names = sorted(set(names))
     configured = outputs_dirs(conn, names)
-    done = []
+    done, stale = [], []
     for name in names:
         paths = [row[0] for row in conn.execute("select output_path from jobs where sweep = ? and output_path is not null", [name])]
         folder = _folder(paths, found, name, outputs_dir or found.resolve(configured[name]))
@@ -85,13 +89,17 @@ def publish(conn: sqlite3.Connection, found: Found, names: Iterable[str], output
         stamp, count = _stamp(conn, name)
         marker = folder / "_gallery" / STAMP
         manifest, report = folder / MANIFEST, folder / REPORT
-        if not (when_changed and manifest.is_file() and report.is_file() and _read(marker) == stamp):
+        if when_changed and manifest.is_file() and report.is_file() and _read(marker) == stamp:
+            done.append(Published(folder, manifest, report, count))
+        elif max_jobs is not None and count > max_jobs:
+            stale.append(Published(folder, manifest, report, count))
+        else:
             folder.mkdir(parents=True, exist_ok=True)
             count = _write_folder(conn, found, name, folder)
             marker.parent.mkdir(parents=True, exist_ok=True)
             _write(marker, stamp)
-        done.append(Published(folder, manifest, report, count))
-    return done
+            done.append(Published(folder, manifest, report, count))
+    return done, stale
 
 
 def _write_folder(conn: sqlite3.Connection, found: Found, name: str, folder: Path) -> int:
@@ -123,18 +131,25 @@ def _stamp(conn: sqlite3.Connection, name: str) -> tuple[str, int]:
     return json.dumps([jobs_, changed, *probed, gallery.VERSION]), jobs_
 
 
-def publish_run(found: Found, rows: Iterable[dict[str, Any]], outputs_dir: Path) -> tuple[list[Published], str | None]:
-    """After a run: the manifest and gallery of every sweep folder its jobs belong to (those whose
+def publish_run(found: Found, sweeps: Iterable[str], outputs_dir: Path, *,
+                interrupted: bool = False) -> tuple[list[Published], str | None]:
+    """After a run: the manifest and gallery of every sweep folder its jobs belong to (`sweeps`; those whose
     jobs changed since they were written), read from the ledger on a connection of its own (the
-    runner's writer is left alone). (published, problem)."""
+    runner's writer is left alone); after an interrupt, only the small ones. (published, problem)."""
     conn = sqlite3.connect(found.db, timeout=60)
     conn.row_factory = sqlite3.Row
     try:
-        return publish(conn, found, {row["sweep"] for row in rows}, outputs_dir, when_changed=True), None
+        done, stale = publish(conn, found, sweeps, outputs_dir, when_changed=True,
+                              max_jobs=INTERRUPT_MAX_JOBS if interrupted else None)
     except (OSError, sqlite3.Error) as exc:  # the clips are safe; only their description could not be written
         return [], f"the gallery could not be written: {exc}"
     finally:
         conn.close()
+    if not stale:
+        return done, None
+    folders = ", ".join(f"{p.folder} ({p.jobs:,} jobs)" for p in stale)
+    return done, (f"interrupted: the manifest and gallery of {folders} were left as they were (writing them takes a while): "
+                  f"the next run writes them, or `video-runner gallery` now")
 
 
 def _folder(paths: list[str], found: Found, name: str, fallback: Path) -> Path:

@@ -183,10 +183,11 @@ def record_plan(conn: sqlite3.Connection, plan: Plan, config: Mapping[str, Any])
         [stamp, PLANNED],
     )
     if plan.jobs:
+        encoded: dict[tuple[str, int], Any] = {}  # the plan holds every object encoded: no id is reused meanwhile
         columns = list(_row(plan.jobs[0], stamp))
         conn.executemany(
             f"insert or ignore into jobs ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
-            (tuple(_row(job, stamp).values()) for job in plan.jobs),
+            (tuple(_row(job, stamp, encoded).values()) for job in plan.jobs),
         )
     conn.executemany("insert or ignore into sweep_jobs (sweep_id, job_key) values (?, ?)", ((sweep_id, k) for k in keys))
     return sweep_id
@@ -431,8 +432,17 @@ def _budgets(conn: sqlite3.Connection, key: str, delta: int) -> None:
     )
 
 
-def _row(job: JobSpec, stamp: str) -> dict[str, Any]:
+def _row(job: JobSpec, stamp: str, encoded: dict[tuple[str, int], Any] | None = None) -> dict[str, Any]:
+    """A job's row. `encoded`: values already encoded, by field and the id of the object encoded (a
+    plan's replicates share their parameters, payload, inputs and price: each is encoded once)."""
     from runner.plan import canonical_json
+
+    encoded = {} if encoded is None else encoded
+
+    def once(name: str, value: Any, encode: Any) -> Any:
+        if (name, id(value)) not in encoded:
+            encoded[name, id(value)] = encode(value)
+        return encoded[name, id(value)]
 
     return {
         "key": job.key,
@@ -444,13 +454,13 @@ def _row(job: JobSpec, stamp: str) -> dict[str, Any]:
         "endpoint": job.endpoint,
         "prompt_id": job.prompt_id,
         "replicate": job.replicate,
-        "params": json.dumps(job.params, sort_keys=True),
-        "payload": canonical_json(job.payload),
-        "inputs": json.dumps([dataclasses.asdict(f) for f in job.inputs]),
+        "params": once("params", job.params, lambda v: json.dumps(v, sort_keys=True)),
+        "payload": once("payload", job.payload, canonical_json),
+        "inputs": once("inputs", job.inputs, lambda v: json.dumps([dataclasses.asdict(f) for f in v])),
         "media": job.media,
         "extension": job.extension,
         "state": PLANNED,
-        "est_micros": to_micros(job.cost),
+        "est_micros": once("cost", job.cost, to_micros),
         "cost_source": job.cost_source or None,
         "created_at": stamp,
         "updated_at": stamp,

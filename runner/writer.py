@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from runner.pacing import PER_PASS
 from runner.store import open_ledger
 
 T = TypeVar("T")
@@ -153,8 +154,12 @@ def _answer_all(batch: list[_Change], outcomes: list[tuple[bool, Any]]) -> None:
 
 
 def _answer_each(answers: list[tuple[Any, bool, Any]]) -> None:
-    for future, ok, value in answers:
+    """On the loop: a transaction's answers, PER_PASS per pass of the loop (each wakes a job's next
+    step: hundreds in one pass would keep the loop from everything else)."""
+    for future, ok, value in answers[:PER_PASS]:
         _answer(future, ok, value)
+    if len(answers) > PER_PASS:
+        asyncio.get_running_loop().call_soon(_answer_each, answers[PER_PASS:])
 
 
 def _answer(future: Future[Any] | asyncio.Future[Any], ok: bool, value: Any) -> None:
