@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,7 +27,7 @@ from runner.jobview import RunContext
 from runner.locate import found_at
 from runner.money import to_micros
 from runner.owners import Heartbeat, Identity
-from runner.plan import Plan
+from runner.plan import JobSpec, Plan
 from runner.progress import Progress
 from runner.providers import Settings, Uploads, offers_watch
 from runner.publish import publish_run
@@ -36,6 +36,11 @@ from runner.summary import EXIT_INTERRUPTED, summarize
 from runner.tally import tally
 from runner.validate import model_limits
 from runner.writer import LedgerUnusable, Writer
+
+#: Jobs recorded per transaction when a new sweep is recorded while it runs: its first submission
+#: waits for this many, not for a 100,000-job plan to be in the ledger.
+RECORD_CHUNK = 2000
+
 
 def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], found: dict[str, Account],
           priced: listed.Priced | None = None) -> int:
@@ -59,14 +64,19 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
     try:
         writer.sync(S.register_owner, me)
         heartbeat = Heartbeat(writer.path, me.id).start()
-        sweep_id = writer.sync(S.record_plan, plan, config)
+        sweep_id, recorded = writer.sync(S.begin_sweep, plan, config)
+        # A new sweep's first jobs are recorded before the engine starts, the rest while it runs them.
+        now, later = (plan.jobs[:RECORD_CHUNK], plan.jobs[RECORD_CHUNK:]) if recorded == S.SWEEP_NEW else (plan.jobs, [])
+        if recorded != S.SWEEP_RECORDED:
+            writer.sync(S.record_jobs, sweep_id, now)
         if priced is not None and (priced.read or priced.jobs):
             writer.sync(listed.keep, priced)
         keys = [job.key for job in plan.jobs]
-        budget_id = None
+        budget: tuple[str, int] | None = None
         if cfg.budget_usd is not None:
-            budget_id = os.environ.get(RUN_ID_ENV) or sweep_id
-            writer.sync(S.join_budget, budget_id, to_micros(cfg.budget_usd), keys)
+            budget = (os.environ.get(RUN_ID_ENV) or sweep_id, to_micros(cfg.budget_usd))
+            writer.sync(S.join_budget, *budget, [job.key for job in now] if later else keys)
+        budget_id = budget[0] if budget else None
         options = Options(
             outputs_dir=Path(cfg.outputs_dir), max_attempts=cfg.max_attempts, budget_id=budget_id, job_timeout_s=cfg.job_timeout_s,
             max_outage_s=cfg.max_outage_s, retry_failed=cfg.retry_failed, regenerate_lost=cfg.regenerate_lost,
@@ -80,7 +90,8 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
         # which otherwise walk all of them (100,000 jobs: a third of a second) every so often.
         gc.freeze()
         try:
-            outcome = asyncio.run(_drive(cfg, writer, sweep_id, lanes, found, options, me, progress, Delivery(writer, context)))
+            more = _recorded(writer, sweep_id, later, budget) if later else None
+            outcome = asyncio.run(_drive(cfg, writer, sweep_id, lanes, found, options, me, progress, Delivery(writer, context), more))
         finally:
             progress.close()
         ledger = found_at(writer.path)
@@ -102,13 +113,26 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
         writer.close()
 
 
+async def _recorded(writer: Writer, sweep_id: str, jobs: list[JobSpec], budget: tuple[str, int] | None) -> AsyncIterator[list[str]]:
+    """The rest of a new sweep's jobs recorded (and joined to the budget) a part at a time, while
+    the engine runs the first: yields the keys of each part once it is in the ledger."""
+    for start in range(0, len(jobs), RECORD_CHUNK):
+        part = jobs[start : start + RECORD_CHUNK]
+        keys = [job.key for job in part]
+        await writer(S.record_jobs, sweep_id, part)
+        if budget is not None:
+            await writer(S.join_budget, *budget, keys)
+        yield keys
+
+
 def _lane_limits(name: str, conf: ProviderConf, catalog: Catalog) -> Lane:
     limits = model_limits(name, conf.model_concurrency, catalog)  # by any of each model's names (checked before)
     return Lane(provider=None, conf=conf, model_limits=limits)  # type: ignore[arg-type]  # the provider joins in _drive
 
 
 async def _drive(cfg: Any, writer: Writer, sweep_id: str, lanes: dict[str, Lane], found: dict[str, Account],
-                 options: Options, me: Identity, progress: Progress, delivery: Delivery) -> Outcome:
+                 options: Options, me: Identity, progress: Progress, delivery: Delivery,
+                 more: AsyncIterator[list[str]] | None) -> Outcome:
     registry = plugins.registry()
     clients = {name: _client(lanes[name].conf, follow_redirects=False) for name in found}
     # Status streams get clients of their own, a connection per generation the account runs at once.
@@ -132,7 +156,7 @@ async def _drive(cfg: Any, writer: Writer, sweep_id: str, lanes: dict[str, Lane]
                     if left <= 0:
                         lane.stop_model(model_id, "the account's daily generation limit for this model is reached")
 
-        engine = Engine(writer, sweep_id, lanes, registry.catalog, options, downloads, me, progress.event, progress.update)
+        engine = Engine(writer, sweep_id, lanes, registry.catalog, options, downloads, me, progress.event, progress.update, more)
         loop = asyncio.get_running_loop()
         interrupts = 0
 

@@ -15,7 +15,7 @@ import asyncio
 import heapq
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,7 @@ class Engine:
         me: Identity,
         notify: Callable[[str, dict[str, Any], str], None] = lambda event, row, detail: None,
         on_change: Callable[[Counter[str], int], None] = lambda counts, spent: None,
+        more: AsyncIterator[list[str]] | None = None,
     ):
         self.db = writer
         self.sweep_id = sweep_id
@@ -138,6 +139,8 @@ class Engine:
         self._wake = asyncio.Event()
         self._claiming = False
         self._budget_blocked = False
+        self.more = more
+        self._recording: asyncio.Task[None] | None = None
 
     # -- what the driver and the run see ----------------------------------------------------------
 
@@ -194,24 +197,11 @@ class Engine:
         for state, provider_status, jobs, spent in await self.db(S.sweep_totals, self.sweep_id):
             self.counts[bucket(state, provider_status)] += jobs
             self.spent += spent
-        reopened = [state for state, wanted in ((S.CANCELED, True), (S.FAILED, self.options.retry_failed),
-                                                (S.LOST, self.options.regenerate_lost)) if wanted]
-        slim = await self.db(S.sweep_jobs, self.sweep_id, [S.PLANNED, *S.DRIVEN, *reopened])
-        for model_id in {row[2] for row in slim}:
-            self.driver.learned[model_id] = await self.db(S.latency, model_id)
-        for index, values in enumerate(slim):
-            if index % QUEUED_PER_PASS == 0:
-                await asyncio.sleep(0)  # 100,000 jobs are queued over several passes: a Ctrl-C is heard meanwhile
-            key, provider, model_id, state, _, est = values
-            if state == S.PLANNED:
-                self._queue(key, provider, model_id, est)
-            elif state in S.DRIVEN:
-                self.jobs[key] = Tracked(dict(zip(S.SLIM, values)))
-                self._others.add(key)
-            elif await self._reopen(dict(zip(S.SLIM, values))):
-                self.changed(bucket(state, values[4]), bucket(S.PLANNED, None))
-                self._queue(key, provider, model_id, est)
+        slim = await self.db(S.sweep_jobs, self.sweep_id, self._wanted)
+        await self._take(slim)
         del slim
+        if self.more is not None:  # the rest of a large plan, still being recorded: queued as it goes in
+            self._recording = asyncio.create_task(self._record_more(self.more))
         await self._look_at_others()  # first: adopt a dead runner's tasks before claiming new slots
         last_others = last_rescan = time.monotonic()
         while not self.stopping:
@@ -246,9 +236,54 @@ class Engine:
         self.outcome.waiting_on_others = sorted(self._others)
         return self.outcome
 
+    @property
+    def _wanted(self) -> list[str]:
+        """The states of the jobs a run takes on: planned, driven, and those it generates again."""
+        reopened = [state for state, wanted in ((S.CANCELED, True), (S.FAILED, self.options.retry_failed),
+                                                (S.LOST, self.options.regenerate_lost)) if wanted]
+        return [S.PLANNED, *S.DRIVEN, *reopened]
+
+    async def _take(self, slim: list[tuple[Any, ...]]) -> None:
+        """Jobs of the sweep (SLIM tuples) into the run: planned ones queued, driven ones watched,
+        finished ones generated again where the options say so."""
+        for model_id in {row[2] for row in slim} - set(self.driver.learned):
+            self.driver.learned[model_id] = await self.db(S.latency, model_id)
+        for index, values in enumerate(slim):
+            if index % QUEUED_PER_PASS == 0:
+                await asyncio.sleep(0)  # 100,000 jobs are queued over several passes: a Ctrl-C is heard meanwhile
+            key, provider, model_id, state, _, est = values
+            if state == S.PLANNED:
+                self._queue(key, provider, model_id, est)
+            elif state in S.DRIVEN:
+                self.jobs[key] = Tracked(dict(zip(S.SLIM, values)))
+                self._others.add(key)
+            elif await self._reopen(dict(zip(S.SLIM, values))):
+                self.changed(bucket(state, values[4]), bucket(S.PLANNED, None))
+                self._queue(key, provider, model_id, est)
+
+    async def _record_more(self, more: AsyncIterator[list[str]]) -> None:
+        """Take on each part of the plan once recorded (`more` yields the keys of each part)."""
+        wanted = set(self._wanted)
+        try:
+            async for keys in more:
+                slim = await self.db(S.jobs_slim, keys)
+                for row in slim:
+                    self.counts[bucket(row[3], row[4])] += 1
+                    self.spent += row[6] or 0
+                await self._take([row[:6] for row in slim if row[3] in wanted])
+                self.on_change(self.counts, self.spent)
+                self._wake.set()
+        except (LedgerUnusable, EnvironmentFault) as exc:
+            self.stop(str(exc))
+        finally:
+            self._wake.set()
+
     def _reap(self) -> None:
         """Drivers that ended: a job another process took over is watched; an environment fault
-        stops the run; anything else escaping a driver is a bug in the engine and must surface."""
+        stops the run; anything else escaping a driver (or the recording) is a bug and must surface."""
+        if self._recording is not None and self._recording.done() and not self._recording.cancelled():
+            if self._recording.exception() is not None:
+                raise self._recording.exception()  # type: ignore[misc]
         while self._ended:
             task = self._ended.popleft()
             key = self._running.pop(task)
@@ -269,6 +304,8 @@ class Engine:
         """Nothing running (but jobs past their deadline, followed at leisure), nobody else driving
         our jobs, and nothing left that this run could still claim."""
         if self._claiming or self._others or any(key not in self.driver.overdue for key in self._running.values()):
+            return False
+        if self._recording is not None and not self._recording.done():  # more of the plan is coming
             return False
         waiting = any(lane.waiting() for lane in self.lanes.values())
         waiting = waiting or any(self._lane_of(key).sendable(self.jobs[key].row["model_id"]) for _, key in self._delayed)
@@ -420,6 +457,9 @@ class Engine:
 
     async def _wind_down(self) -> None:
         """Let submits on the wire record their task id (briefly), then stop following the rest."""
+        if self._recording is not None:  # what is not recorded yet, the next run records
+            self._recording.cancel()
+            await asyncio.gather(self._recording, return_exceptions=True)
         deadline = time.monotonic() + SUBMIT_GRACE_S
         while time.monotonic() < deadline:
             on_the_wire = [task for task, key in self._running.items() if not task.done() and self.jobs[key].row["state"] == S.SUBMITTING]

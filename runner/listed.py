@@ -16,7 +16,6 @@ a dry run keeps nothing.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime
 import sqlite3
 import time
@@ -147,7 +146,7 @@ def _apply(plan: Plan, catalog: Catalog, prices: Mapping[tuple[str, str], Listed
             cannot[(job.model, listed.unit)] += 1
             continue
         when = datetime.datetime.fromtimestamp(listed.fetched_at).date().isoformat()
-        plan.jobs[index] = dataclasses.replace(job, cost=cost, cost_note="",
+        plan.jobs[index] = job._replace(cost=cost, cost_note="",
                                                cost_source=f"{providers[job.provider].price_list}, fetched {when}")
         priced.append(plan.jobs[index])
     for (model, unit), jobs in sorted(cannot.items()):

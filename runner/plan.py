@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -40,9 +40,9 @@ from runner.prompts import Prompt
 #: What a job whose values its model does not take does to the plan (`on_invalid=`).
 ON_INVALID = ("error", "skip")
 
-# slots: a sweep may hold 100,000 of them, and a __dict__ each would take more than their contents.
-@dataclass(frozen=True, slots=True)
-class JobSpec:
+# A named tuple: a sweep may hold 100,000 of them, made in a fraction of a frozen dataclass's time
+# and without a __dict__ each.
+class JobSpec(NamedTuple):
     """One generation: everything needed to submit it, and the key that identifies it."""
 
     key: str

@@ -157,40 +157,69 @@ def owner_gone(conn: sqlite3.Connection, owner_id: str) -> None:
 
 
 def record_plan(conn: sqlite3.Connection, plan: Plan, config: Mapping[str, Any]) -> str:
-    """Insert the plan's jobs (existing ones keep their state) and the sweep that links them.
+    """The plan's sweep and every job of it, in one transaction (`begin_sweep` and `record_jobs`)."""
+    sweep_id, recorded = begin_sweep(conn, plan, config)
+    if recorded != SWEEP_RECORDED:
+        record_jobs(conn, sweep_id, plan.jobs)
+    return sweep_id
 
-    The sweep id is the hash of its job keys: the same command finds the same sweep again, and
-    then has nothing to record (a sweep and its jobs go in in one transaction; jobs are never deleted).
+
+SWEEP_NEW, SWEEP_PARTLY, SWEEP_RECORDED = "new", "partly recorded", "recorded"
+
+
+def begin_sweep(conn: sqlite3.Connection, plan: Plan, config: Mapping[str, Any]) -> tuple[str, str]:
+    """The plan's sweep, recorded if new: (its id, SWEEP_NEW, SWEEP_PARTLY or SWEEP_RECORDED).
+
+    The sweep id is the hash of its job keys: the same command finds the same sweep again, and then
+    has nothing to record. A sweep's jobs may go in over several transactions (`record_jobs`, a
+    large plan's first jobs run while the rest are recorded): one with fewer jobs linked than it
+    counts was cut short, and its jobs are recorded again (jobs are never deleted nor recorded twice).
     """
     from runner.plan import canonical_json
 
     keys = sorted(job.key for job in plan.jobs)
     sweep_id = hashlib.sha256(canonical_json(keys).encode()).hexdigest()[:16]
-    if conn.execute("select 1 from sweeps where id = ?", [sweep_id]).fetchone():
-        return sweep_id
-    stamp = now_iso()
-    name = plan.jobs[0].sweep if plan.jobs else ""
+    known = conn.execute("select jobs from sweeps where id = ?", [sweep_id]).fetchone()
+    if known is not None:
+        linked = conn.execute("select count(*) from sweep_jobs where sweep_id = ?", [sweep_id]).fetchone()[0]
+        return sweep_id, SWEEP_RECORDED if linked >= known[0] else SWEEP_PARTLY
     conn.execute(
-        "insert or ignore into sweeps (id, name, created_at, config, jobs) values (?, ?, ?, ?, ?)",
-        [sweep_id, name, stamp, json.dumps(config, default=str), len(keys)],
+        "insert into sweeps (id, name, created_at, config, jobs) values (?, ?, ?, ?, ?)",
+        [sweep_id, plan.jobs[0].sweep if plan.jobs else "", now_iso(), json.dumps(config, default=str), len(keys)],
     )
+    return sweep_id, SWEEP_NEW if keys else SWEEP_RECORDED
+
+
+def record_jobs(conn: sqlite3.Connection, sweep_id: str, jobs: Sequence[JobSpec]) -> None:
+    """Insert jobs of a sweep (those already in the ledger keep their state) and link them to it."""
+    if not jobs:
+        return
+    stamp = now_iso()
     conn.execute("create temp table if not exists planning (key text primary key)")
     conn.execute("delete from planning")
-    conn.executemany("insert or ignore into planning values (?)", ((k,) for k in keys))
+    conn.executemany("insert or ignore into planning values (?)", ((job.key,) for job in jobs))
     conn.execute(  # an event for each job new to this ledger, before the jobs themselves go in
         "insert into events (job_key, at, from_state, to_state, detail) select key, ?, null, ?, 'planned' "
         "from planning where key not in (select key from jobs)",
         [stamp, PLANNED],
     )
-    if plan.jobs:
-        encoded: dict[tuple[str, int], Any] = {}  # the plan holds every object encoded: no id is reused meanwhile
-        columns = list(_row(plan.jobs[0], stamp))
-        conn.executemany(
-            f"insert or ignore into jobs ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
-            (tuple(_row(job, stamp, encoded).values()) for job in plan.jobs),
-        )
-    conn.executemany("insert or ignore into sweep_jobs (sweep_id, job_key) values (?, ?)", ((sweep_id, k) for k in keys))
-    return sweep_id
+    encoded: dict[tuple[str, int], Any] = {}  # the plan holds every object encoded: no id is reused meanwhile
+    columns = list(_row(jobs[0], stamp))
+    conn.executemany(
+        f"insert or ignore into jobs ({', '.join(columns)}) values ({', '.join('?' * len(columns))})",
+        (tuple(_row(job, stamp, encoded).values()) for job in jobs),
+    )
+    conn.executemany("insert or ignore into sweep_jobs (sweep_id, job_key) values (?, ?)", ((sweep_id, job.key) for job in jobs))
+
+
+def jobs_slim(conn: sqlite3.Connection, keys: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The SLIM columns and the settled money of these jobs, in the order they were planned."""
+    found: list[tuple[Any, ...]] = []
+    for i in range(0, len(keys), _CHUNK):
+        chunk = keys[i : i + _CHUNK]
+        found += [tuple(r) for r in conn.execute(
+            f"select {', '.join(SLIM)}, spent_micros, rowid from jobs where key in ({','.join('?' * len(chunk))})", chunk)]
+    return [row[:-1] for row in sorted(found, key=lambda row: row[-1])]
 
 
 def join_budget(conn: sqlite3.Connection, budget_id: str, limit_micros: int, keys: Sequence[str]) -> None:

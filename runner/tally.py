@@ -80,17 +80,34 @@ def _first(conn: sqlite3.Connection, sweep_id: str, state: str) -> list[dict[str
 
 
 def _files(conn: sqlite3.Connection, sweep_id: str, found: Found, outputs_dir: Path) -> tuple[int, list[str]]:
-    """(downloaded files no longer on disk, output paths outside outputs_dir)."""
+    """(downloaded files no longer on disk, output paths outside outputs_dir). Each folder is listed
+    once rather than each file looked up: a sweep's clips share a few folders."""
     under = _Under(outputs_dir)
+    listed: dict[str, set[str]] = {}
     gone, elsewhere = 0, []
     for state, recorded in conn.execute(f"select jobs.state, jobs.output_path {_JOINED} and "
                                         f"(jobs.state = ? or jobs.output_path is not null)", [sweep_id, S.DOWNLOADED]):
         path = found.absolute(recorded) if recorded else None
-        if state == S.DOWNLOADED and not (path and os.path.isfile(path)):
-            gone += 1
+        if state == S.DOWNLOADED:
+            if path is None:
+                gone += 1
+            else:
+                folder, name = os.path.split(path)
+                names = listed.get(folder)
+                if names is None:
+                    names = listed[folder] = _file_names(folder)
+                gone += name not in names
         if path and not under(path):
             elsewhere.append(path)
     return gone, elsewhere
+
+
+def _file_names(folder: str) -> set[str]:
+    try:
+        with os.scandir(folder) as entries:
+            return {entry.name for entry in entries if entry.is_file()}
+    except OSError:  # no such folder (any more): none of its files is there
+        return set()
 
 
 class _Under:

@@ -7,6 +7,8 @@ import signal
 
 import pytest
 
+from runner import publish
+from runner.locate import find_ledger
 from runner.sim import SimConfig, Simulator, read_ledger
 from tests.conftest import run_cli
 from tests.helpers import assert_complete, assert_no_paid_twice, ledger_rows, query, sim_args, sim_env, start, states, wait_until
@@ -88,7 +90,7 @@ def test_provider_limit_holds_across_two_processes(tmp_path, slow_sim):
     assert_no_paid_twice(sim.ledger(), rows, tmp_path)
 
 
-def test_interrupt_stops_submitting_and_says_how_to_resume(tmp_path, slow_sim):
+def test_interrupt_stops_submitting_and_says_how_to_resume(tmp_path, slow_sim, monkeypatch):
     sim = slow_sim
     args = ["model=gen4_turbo", "prompt_set=animate", "sweep.duration=[4,6,8,10]", *sim_args(sim, runway=2)]
     proc = start(args, tmp_path, sim_env(sim))
@@ -99,10 +101,19 @@ def test_interrupt_stops_submitting_and_says_how_to_resume(tmp_path, slow_sim):
     assert "run the same command: python -m runner model=gen4_turbo" in out
     submitted_before = len(sim.ledger())
     assert submitted_before < 8
+    folder = tmp_path / "outputs" / "animate"
+    assert (folder / "report.html").is_file()  # a small gallery is written at an interrupt too
+    # A large one is left for the next run (Ctrl-C is answered at once), and the summary says so.
+    (folder / "report.html").unlink()
+    monkeypatch.setattr(publish, "INTERRUPT_MAX_JOBS", 1)
+    done, problem = publish.publish_run(find_ledger(cwd=tmp_path), {"animate"}, tmp_path / "outputs", interrupted=True)
+    assert done == [] and not (folder / "report.html").exists()
+    assert problem.startswith(f"interrupted: the manifest and gallery of {folder} (8 jobs) were left as they were")
     final = run_cli(*args, cwd=tmp_path, env=sim_env(sim))
     assert final.returncode == 0, final.stdout + final.stderr
     assert_complete(tmp_path, 8)
     assert len(sim.ledger()) == 8
+    assert (folder / "report.html").is_file()
 
 
 def test_missing_key_stops_before_anything_runs(tmp_path, sim):
@@ -264,3 +275,54 @@ def test_simulate_true_resumes_after_kill_9(tmp_path):
     assert task_ids <= {r["task_id"] for r in rows}
     submissions = read_ledger(tmp_path / ".runner" / "simulator.jsonl")
     assert 2 <= len(submissions) <= 2 + sum(r["possible_duplicates"] for r in rows)
+
+
+def _run_in_process(args: list[str], cwd, monkeypatch) -> int:
+    """The runner's command line in this process (so its record size can be made small)."""
+    from runner import app
+
+    monkeypatch.chdir(cwd)
+    try:
+        app.main(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+@pytest.mark.parametrize("cut_short", [False, True])
+def test_a_large_sweep_is_recorded_while_it_runs(tmp_path, sim, monkeypatch, cut_short):
+    """A new sweep's first jobs start before the rest are in the ledger; every job is recorded,
+    linked, joined to the budget and generated once. A sweep whose recording was cut short (a
+    crash) has the rest recorded by the next run, and nothing is generated twice."""
+    from runner import drive
+    from runner import store as S
+    from runner.app import plan as make_plan
+
+    monkeypatch.setattr(drive, "RECORD_CHUNK", 3)
+    for name, value in sim_env(sim).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RUNNER_STATE_DIR", str(tmp_path / ".runner"))
+    args = ["model=gen4_turbo", "prompt_set=animate", "sweep.duration=[4,6,8,10]", "replicates=2", "budget_usd=100",
+            "quiet=true", *sim_args(sim, runway=3)]
+    planned = make_plan(args)
+    jobs = len(planned.jobs)
+    assert jobs > 3 * drive.RECORD_CHUNK
+    if cut_short:  # a run that recorded the sweep and its first part, then died
+        conn = S.open_ledger(tmp_path / ".runner" / "ledger.db")
+        conn.execute("BEGIN")
+        sweep_id, recorded = S.begin_sweep(conn, planned, {})
+        S.record_jobs(conn, sweep_id, planned.jobs[:4])
+        conn.execute("COMMIT")
+        conn.close()
+        assert recorded == S.SWEEP_NEW
+    assert _run_in_process(args, tmp_path, monkeypatch) == 0
+    rows = assert_complete(tmp_path, jobs)
+    assert len(sim.ledger()) == jobs  # each generated once
+    sweep = query(tmp_path, "select id, jobs from sweeps")
+    assert len(sweep) == 1 and sweep[0]["jobs"] == jobs
+    assert query(tmp_path, "select count(*) as n from sweep_jobs")[0]["n"] == jobs
+    assert query(tmp_path, "select count(*) as n from budget_jobs")[0]["n"] == jobs
+    planned_events = query(tmp_path, "select job_key, count(*) as n from events where to_state = 'planned' and from_state is null "
+                                     "group by job_key")
+    assert len(planned_events) == jobs and {e["n"] for e in planned_events} == {1}
+    assert {r["key"] for r in rows} == {j.key for j in planned.jobs}

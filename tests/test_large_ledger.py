@@ -105,3 +105,38 @@ def test_jobs_filters_a_hundred_thousand_jobs(large, capsys):
     flagged = sqlite3.connect(path).execute("select count(*) from probes where mismatch is not null").fetchone()[0]
     listed = run(capsys, path, "jobs", "big", "--param", "duration=10", "--state", "downloaded", "--limit", "0")
     assert flagged and listed.count("DIFFERS: asked 10 s, got 5.0 s") == flagged
+
+
+def test_run_summary_of_a_hundred_thousand_jobs_is_summed_in_sql(large):
+    """What a run's summary says of a 100,000-job sweep: counts, money, the first failures, the
+    parked jobs still open, and (when files are looked at) the clips no longer on disk."""
+    from runner.locate import Found
+    from runner.tally import SHOWN, tally
+
+    path, counts = large
+    conn = S.open_ledger(path)
+    try:
+        keys = [r[0] for r in conn.execute("select key from jobs order by rowid")]
+        named = dict.fromkeys(keys, "big")
+        parked = keys[:200]  # of each 100: 80 downloaded, 5 failed, 1 lost (final: not listed), 4 submitted, 10 planned
+        outputs = path.parent / "outputs"
+        t = tally(conn, "big-sweep-id-0001", named, parked, Found(path, path.parent), outputs)
+    finally:
+        conn.close()
+    assert t.jobs == JOBS and dict(t.states) == {k: v for k, v in counts.items() if v}
+    assert t.estimated == 0  # no job was attempted in this ledger (attempts 0)
+    assert t.settled == (counts[S.DOWNLOADED] + counts[S.LOST]) * 250_000
+    assert t.sweeps == {"big"} and not t.earlier
+    assert len(t.failed) == SHOWN and all(r["state"] == S.FAILED for r in t.failed)
+    assert [r["key"] for r in t.failed] == [k for i, k in enumerate(keys) if state_of(i) == S.FAILED][:SHOWN]  # in plan order
+    assert len(t.lost) == SHOWN and t.lost[0]["error"].startswith("the provider no longer has the output")
+    assert set(t.parked) == {keys[i] for i in range(200) if state_of(i) not in S.FINAL}
+    assert t.gone == counts[S.DOWNLOADED]  # none of the clips is on disk here
+    assert t.elsewhere == []  # recorded under outputs/, beside the ledger
+
+    conn = S.open_ledger(path)
+    try:  # another name for the same jobs: all of them were first planned under "big"
+        t = tally(conn, "big-sweep-id-0001", dict.fromkeys(keys, "renamed"), [], Found(path, path.parent), None)
+    finally:
+        conn.close()
+    assert t.earlier == {"big": JOBS} and t.gone is None
