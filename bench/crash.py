@@ -36,7 +36,7 @@ def _crash(folder: Path, start: Callable[[S.Sim, Path], Process]) -> dict[str, A
     folder.mkdir(parents=True, exist_ok=True)
     with S.Sim(folder / "sim", S.config()) as sim:
         first = start(sim, folder)
-        while outputs_done(folder)[0] < N // 2 and first.proc.poll() is None:
+        while outputs_done(folder)[0] < N // 2 and first.running():
             time.sleep(0.05)
         first.signal(signal.SIGKILL)
         killed: Measured = first.wait()

@@ -77,6 +77,10 @@ class Process:
     def signal(self, sig: int) -> None:
         self.proc.send_signal(sig)
 
+    def running(self) -> bool:
+        """Whether it has not exited yet, without reaping it (`wait` reaps it, with its resource usage)."""
+        return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
     def wait(self, timeout: float = 900.0) -> Measured:
         deadline = time.monotonic() + timeout
         while True:

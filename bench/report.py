@@ -101,9 +101,10 @@ GOALS = [
                    f"dry run); a run then loads the engine, the ledger and the HTTP clients (runner.drive) and opens the ledger."),
     Goal(f"first submission, {JOBS:,} jobs", "<= 5 s after start", lambda r: _get(r, "scale", "first_run", "first_submission_s"),
          lambda v: v <= 5.0,
-         lambda r: f"planning alone takes {_get(r, 'scale', 'dry_run', 'cpu_s')} s of CPU; then the plan is recorded in "
-                   f"one transaction (a JSON text per job for its parameters, payload and inputs), and the engine starts "
-                   f"only once all of it is in: recording in chunks, the engine claiming from the first, would close it. "
+         lambda r: f"planning alone takes {_get(r, 'scale', 'dry_run', 'cpu_s')} s of CPU, and every job is planned before "
+                   f"anything is spent (the total is checked against budget_usd and confirm_over_usd first); the first "
+                   f"2,000 jobs are then recorded and the engine starts, the rest being recorded while it runs. What is "
+                   f"left is start-up (see the 3-job dry run) and planning itself. "
                    f"{_top(_get(r, 'scale', 'first_run', 'profile_to_first_submission'), prefix=('runner/', 'plugins/'))}."),
     Goal("3-job dry run", "<= 0.5 s of CPU", lambda r: _get(r, "startup", "dry_run_3_jobs", "cpu_s"), lambda v: v <= 0.5,
          lambda r: "most of it is importing Hydra, omegaconf, pydantic (the manifest schema) and httpx (the plugins' "
@@ -122,10 +123,11 @@ GOALS = [
     Goal("event-loop lag p99, 2,000 in flight", "<= 100 ms", lambda r: _get(r, "scale", "first_run", "event_loop_lag", "p99_ms"),
          lambda v: v <= 100,
          lambda r: f"measured with up to {_get(r, 'scale', 'first_run', 'max_in_flight')} in flight in the {JOBS:,}-job run, "
-                   f"whose 2,000 submissions all start within seconds: a loop iteration runs every task made ready at once "
-                   f"(a claim batch of 256, a writer transaction's answers), each through httpx, on a shared 2-core machine; "
-                   f"starting claimed jobs a few dozen per iteration would spread it. The running profile also covers the "
-                   f"outputs written after the loop ended: {_top(_get(r, 'scale', 'first_run', 'profile_running'), 'self_pct', 5)}."),
+                   f"whose 2,000 submissions start within seconds, on 2 cores shared with the simulator: request starts, "
+                   f"claimed jobs and the ledger's answers go through the loop eight per pass (runner/pacing.py) and the "
+                   f"plan is frozen out of the collector's full passes; what is left is the loop waiting for the "
+                   f"interpreter while the ledger's thread and the simulator have the cores. Heaviest while running: "
+                   f"{_top(_get(r, 'scale', 'first_run', 'profile_running'), 'self_pct', 5)}."),
     Goal(f"{JOBS:,} jobs planned and recorded", "<= 15 s", lambda r: _get(r, "scale", "first_run", "first_submission_s"),
          lambda v: v <= 15, lambda r: "counted to the first submission, which follows the recording; see the first-run profile."),
     Goal(f"{JOBS:,} jobs: peak RSS", "<= 300 MiB", lambda r: _get(r, "scale", "first_run", "max_rss_mib"), lambda v: v <= 300,
@@ -133,9 +135,10 @@ GOALS = [
                    f"for the summary); the engine keeps a queued job as its key and estimate, reads a job's row when it "
                    f"claims it and forgets it once finished; the summary reads a few columns per job."),
     Goal(f"{JOBS:,} jobs: no-op rerun", "<= 3 s", lambda r: _get(r, "scale", "noop_rerun", "wall_s"), lambda v: v <= 3,
-         lambda r: f"the rerun plans again ({_get(r, 'scale', 'dry_run', 'cpu_s')} s of CPU for planning alone), then finds "
-                   f"the sweep recorded (nothing is recorded again), counts its jobs in SQL and leaves the unchanged "
-                   f"gallery alone; the summary still reads a few columns of every job. "
+         lambda r: f"the rerun plans again ({_get(r, 'scale', 'dry_run', 'cpu_s')} s of CPU for planning alone: a prompt "
+                   f"file, a manifest or an input may have changed since), then finds the sweep recorded (nothing is "
+                   f"recorded again), sums it up in SQL, lists each outputs folder once and leaves the unchanged gallery "
+                   f"alone. Keeping the plan keyed by the hash of everything it is made from would close it. "
                    f"{_top(_get(r, 'scale', 'noop_rerun', 'profile'), count=5)}."),
     Goal("mixed sweep vs the basic launcher", ">= 1.8x faster", lambda r: _get(r, "sweep", "speedup"), lambda v: v >= 1.8,
          lambda r: "each sweep point is small; the basic launcher's cost is a drain of the slots at the end of every point "
@@ -276,6 +279,8 @@ def _scale(r: dict) -> list[str]:
             ["first run: most in flight at once", first.get("max_in_flight")],
             ["first run: Ctrl-C to exit", f"{first.get('ctrl_c_to_exit_s')} s"],
             ["ledger size", f"{b.get('ledger_mib')} MiB"],
+            [f"the {JOBS:,}-job gallery (video-runner gallery): wall / CPU", f"{(b.get('gallery') or {}).get('wall_s')} s / "
+                                                                         f"{(b.get('gallery') or {}).get('cpu_s')} s"],
             ["no-op rerun: wall / CPU / peak RSS", f"{noop.get('wall_s')} s / {noop.get('cpu_s')} s / {noop.get('max_rss_mib')} MiB "
                                                    f"({noop.get('submitted')} submitted, exit status {noop.get('returncode')})"],
             ["rerun with 1% left: first submission after start", f"{one.get('first_submission_s')} s"],
@@ -283,9 +288,9 @@ def _scale(r: dict) -> list[str]:
     return [f"## Scale: {JOBS:,} jobs ({PROMPTS:,} prompts x {len(DURATIONS)} durations x {REPLICATES} replicates, gen4.5)", "",
             f"The first run is interrupted with Ctrl-C once {IN_FLIGHT:,} generations are in flight (or {WAIT_S:g} s "
             "after its first submission). The reruns start from that ledger with every job set to downloaded (then 1% back to "
-            "planned) by SQL: generating that many clips would take longer than the whole benchmark may. Their files "
-            "are not on disk, so the no-op rerun reports them missing (exit status 1) as it would for a real sweep "
-            "whose files were deleted; it still submits nothing.", ""] + _md(
+            "planned) by SQL: generating that many clips would take longer than the whole benchmark may; one file on "
+            "disk stands for every clip. The interrupted run left its gallery (over 5,000 jobs) to the next run: "
+            "`video-runner gallery` writes it, timed, before the no-op rerun.", ""] + _md(
         ["figure", "value"], rows) + [""] + \
         _profile_section("Profile of the first run to its first submission", first.get("profile_to_first_submission")) + \
         _profile_section("Profile of the first run from its first submission to its exit", first.get("profile_running")) + \

@@ -17,7 +17,7 @@ from typing import Any
 
 from bench import clients, profile
 from bench import sim as S
-from bench.env import RUNWAY_MIN_POLL_S, Process, interrupt, run, runner_argv
+from bench.env import RUNNER_PYTHON, RUNWAY_MIN_POLL_S, Process, interrupt, run, runner_argv
 from bench.workloads import RUNWAY_MODEL, prompt_file
 
 PROMPTS, DURATIONS, REPLICATES = 10_000, (5, 10), 5
@@ -42,7 +42,12 @@ def measure(work: Path) -> dict[str, Any]:
         argv, env = clients.runner(sim, IN_FLIGHT, RUNWAY_MIN_POLL_S, *sweep)
         db = work / ".runner" / "ledger.db"
         results["ledger_mib"] = round(sum(p.stat().st_size for p in db.parent.glob("ledger.db*")) / 2**20, 1)
-        _set_states(db, "downloaded", every=1)
+        _set_states(db, "downloaded", every=1, output=work / "outputs" / "bench" / "clip.mp4")
+        # The interrupted run left the 100,000-job gallery to the next: written here, and timed, so
+        # the no-op rerun measures a rerun's own work.
+        gallery = run([str(RUNNER_PYTHON), "-m", "runner.cli", "gallery"], cwd=work)
+        results["gallery"] = {"wall_s": round(gallery.wall_s, 2), "cpu_s": round(gallery.cpu_s, 2), "returncode": gallery.returncode,
+                              **({"error": gallery.stderr[-800:]} if gallery.returncode else {})}
         before = sim.stats()["providers"]["runway"]["submitted"]
         samples = work / "noop-py-spy.txt"
         noop = Process(argv, env, cwd=work)
@@ -65,7 +70,7 @@ def _first_run(work: Path, sim: S.Sim, command: clients.Command) -> dict[str, An
     spy = profile.attach(process.pid, work / "start-py-spy.txt")
     started_profile = running_profile = None
     first = None
-    while process.proc.poll() is None and time.monotonic() - process.clock < WAIT_S + 120:
+    while process.running() and time.monotonic() - process.clock < WAIT_S + 120:
         runway = sim.stats()["providers"].get("runway", {})
         if first is None and runway.get("submitted"):
             first = time.monotonic() - process.clock
@@ -99,7 +104,7 @@ def _first_run(work: Path, sim: S.Sim, command: clients.Command) -> dict[str, An
 def _to_first_submission(work: Path, sim: S.Sim, argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     before = sim.stats()["providers"]["runway"]["submitted"]
     process = Process(argv, env, cwd=work)
-    while process.proc.poll() is None and sim.stats()["providers"]["runway"]["submitted"] == before:
+    while process.running() and sim.stats()["providers"]["runway"]["submitted"] == before:
         time.sleep(0.05)
     seen = time.monotonic()
     interrupt(process)
@@ -111,10 +116,15 @@ def _to_first_submission(work: Path, sim: S.Sim, argv: list[str], env: dict[str,
             "returncode": measured.returncode}
 
 
-def _set_states(db: Path, state: str, every: int) -> None:
-    """Every job (or every `every`-th) to `state`, holding no slot and owned by no process."""
+def _set_states(db: Path, state: str, every: int, output: Path | None = None) -> None:
+    """Every job (or every `every`-th) to `state`, holding no slot and owned by no process; with
+    `output`, each with that file as its clip (one file on disk stands for all of them)."""
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_bytes(b"\0" * 1024)
     conn = sqlite3.connect(db, timeout=60)
     with conn:
-        conn.execute("update jobs set state = ?, holds_slot = 0, owner = null, task_id = null where rowid % ? = 0",
-                     [state, every])
+        conn.execute("update jobs set state = ?, holds_slot = 0, owner = null, task_id = null, "
+                     "output_path = coalesce(?, case when ? = 'planned' then null else output_path end) where rowid % ? = 0",
+                     [state, None if output is None else str(output), state, every])
     conn.close()

@@ -143,12 +143,18 @@ def _forget_run_folder(state_dir: str) -> None:
         return
     shutil.rmtree(folder, ignore_errors=True)
     for parent in folder.parents:  # <date>/, hydra/, then state_dir itself when this run made it
+        if parent == top and top in _EXISTED:
+            return
         try:
             parent.rmdir()
         except OSError:  # not empty: everything above stays
             return
         if parent == top:
             return
+
+
+#: state_dir folders that were there before this command (a refused command leaves them even empty).
+_EXISTED: set[Path] = set()
 
 
 class CheckSettings(Callback):
@@ -164,6 +170,9 @@ class CheckSettings(Callback):
 
     @staticmethod
     def _check(config: DictConfig) -> None:
+        with contextlib.suppress(Exception):  # a state_dir that cannot be resolved is reported just below
+            if Path(config.state_dir).is_dir():
+                _EXISTED.add(Path(config.state_dir).resolve())
         settings = copy.deepcopy(config)
         with open_dict(settings):
             del settings["hydra"]

@@ -153,6 +153,9 @@ def test_a_mistake_found_while_planning_leaves_no_folder_behind(tmp_path):
     (kept / "mine.txt").write_text("a user's file")
     assert run_cli("model=kling", "prompt_set=ads", "budget_usd=0.01", cwd=tmp_path).returncode == 2
     assert sorted(p.name for p in kept.iterdir()) == ["mine.txt"]
+    (kept / "mine.txt").unlink()  # an empty state folder the user made stays too
+    assert run_cli("model=kling", "prompt_set=ads", "budget_usd=0.01", cwd=tmp_path).returncode == 2
+    assert kept.is_dir() and list(kept.iterdir()) == []
 
 
 @pytest.mark.parametrize("port", ["99999", "-1", "abc"])
