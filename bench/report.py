@@ -278,6 +278,7 @@ def _scale(r: dict) -> list[str]:
                                                           f"({lag.get('samples')} samples)"],
             ["first run: most in flight at once", first.get("max_in_flight")],
             ["first run: Ctrl-C to exit", f"{first.get('ctrl_c_to_exit_s')} s"],
+            ["first run: jobs recorded when interrupted", f"{b.get('recorded_at_interrupt')} (the rest while it would have run)"],
             ["ledger size", f"{b.get('ledger_mib')} MiB"],
             [f"the {JOBS:,}-job gallery (video-runner gallery): wall / CPU", f"{(b.get('gallery') or {}).get('wall_s')} s / "
                                                                          f"{(b.get('gallery') or {}).get('cpu_s')} s"],
@@ -288,7 +289,8 @@ def _scale(r: dict) -> list[str]:
     return [f"## Scale: {JOBS:,} jobs ({PROMPTS:,} prompts x {len(DURATIONS)} durations x {REPLICATES} replicates, gen4.5)", "",
             f"The first run is interrupted with Ctrl-C once {IN_FLIGHT:,} generations are in flight (or {WAIT_S:g} s "
             "after its first submission). The reruns start from that ledger with every job set to downloaded (then 1% back to "
-            "planned) by SQL: generating that many clips would take longer than the whole benchmark may; one file on "
+            "planned) by SQL, once the rest of the sweep the interrupted run was still recording is recorded (by the "
+            "runner's own store, as its next run would): generating that many clips would take longer than the whole benchmark may; one file on "
             "disk stands for every clip. The interrupted run left its gallery (over 5,000 jobs) to the next run: "
             "`video-runner gallery` writes it, timed, before the no-op rerun.", ""] + _md(
         ["figure", "value"], rows) + [""] + \

@@ -41,6 +41,12 @@ def measure(work: Path) -> dict[str, Any]:
                                                                     lag_probe=work / "lag.json"))
         argv, env = clients.runner(sim, IN_FLIGHT, RUNWAY_MIN_POLL_S, *sweep)
         db = work / ".runner" / "ledger.db"
+        # The interrupted run was still recording the sweep's later jobs: the rest goes in as the
+        # runner's next run would put it, so the reruns below start from the whole sweep.
+        results["recorded_at_interrupt"] = _linked(db)
+        whole = run([str(RUNNER_PYTHON), "-c", RECORD, str(db), *sweep], cwd=work)
+        if whole.returncode:
+            raise RuntimeError(f"recording the rest of the sweep failed: {whole.stderr[-800:]}")
         results["ledger_mib"] = round(sum(p.stat().st_size for p in db.parent.glob("ledger.db*")) / 2**20, 1)
         _set_states(db, "downloaded", every=1, output=work / "outputs" / "bench" / "clip.mp4")
         # The interrupted run left the 100,000-job gallery to the next: written here, and timed, so
@@ -114,6 +120,19 @@ def _to_first_submission(work: Path, sim: S.Sim, argv: list[str], env: dict[str,
     return {"first_submission_s": round(first_new - measured.started, 2) if first_new else None,
             "ctrl_c_to_exit_s": round(time.monotonic() - seen, 2), "cpu_s": round(measured.cpu_s, 2),
             "returncode": measured.returncode}
+
+
+#: The plan of the overrides given, recorded whole into the ledger given (runner.store, as a run does).
+RECORD = ("import sys; from runner import app, store; plan = app.plan(sys.argv[2:]); conn = store.open_ledger(sys.argv[1]); "
+          "conn.execute('BEGIN IMMEDIATE'); store.record_plan(conn, plan, {}); conn.execute('COMMIT')")
+
+
+def _linked(db: Path) -> int:
+    conn = sqlite3.connect(db, timeout=60)
+    try:
+        return conn.execute("select count(*) from sweep_jobs").fetchone()[0]
+    finally:
+        conn.close()
 
 
 def _set_states(db: Path, state: str, every: int, output: Path | None = None) -> None:

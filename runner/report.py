@@ -83,8 +83,12 @@ def _job_row(job: JobSpec) -> tuple[str, ...]:
 def _summary(plan: Plan) -> list[str]:
     """Jobs and estimated cost per model, mode and parameters (seeds and replicates not told apart)."""
     groups: dict[tuple[str, str, str], list[JobSpec]] = {}
+    told: dict[int, str] = {}  # by the id of a job's parameters, which its replicates share (the plan holds them)
     for job in plan.jobs:
-        shown = " ".join(f"{k}={_text(job.params[k])}" for k in _SHOWN if k in job.params and k != "seed") or "-"
+        shown = told.get(id(job.params))
+        if shown is None:
+            shown = told[id(job.params)] = " ".join(f"{k}={_text(job.params[k])}" for k in _SHOWN
+                                                    if k in job.params and k != "seed") or "-"
         groups.setdefault((job.model, job.mode, shown), []).append(job)
     ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
     rows = [(f"{len(members):,}", *group, _cost(members)) for group, members in ordered[:MAX_GROUPS]]
