@@ -122,9 +122,9 @@ def _to_first_submission(work: Path, sim: S.Sim, argv: list[str], env: dict[str,
             "returncode": measured.returncode}
 
 
-#: The plan of the overrides given, recorded whole into the ledger given (runner.store, as a run does).
-RECORD = ("import sys; from runner import app, store; plan = app.plan(sys.argv[2:]); conn = store.open_ledger(sys.argv[1]); "
-          "conn.execute('BEGIN IMMEDIATE'); store.record_plan(conn, plan, {}); conn.execute('COMMIT')")
+#: The plan of the overrides given, recorded whole into the ledger given (runner.recording, as a run does).
+RECORD = ("import sys; from runner import app, recording, store; plan = app.plan(sys.argv[2:]); conn = store.open_ledger(sys.argv[1]); "
+          "conn.execute('BEGIN IMMEDIATE'); recording.record_plan(conn, plan, {}); conn.execute('COMMIT')")
 
 
 def _linked(db: Path) -> int:

@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 from omegaconf import OmegaConf
 
-from runner import connections, listed, plugins
+from runner import connections, listed, plugins, recording
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
 from runner.delivery import Delivery
-from runner.engine import Engine, Lane, Options, Outcome
+from runner.engine import Engine
+from runner.lanes import Lane, Options, Outcome
 from runner.errors import UserError
 from runner.jobview import RunContext
 from runner.locate import found_at
@@ -64,11 +65,11 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
     try:
         writer.sync(S.register_owner, me)
         heartbeat = Heartbeat(writer.path, me.id).start()
-        sweep_id, recorded = writer.sync(S.begin_sweep, plan, config)
+        sweep_id, recorded = writer.sync(recording.begin_sweep, plan, config)
         # A new sweep's first jobs are recorded before the engine starts, the rest while it runs them.
-        now, later = (plan.jobs[:RECORD_CHUNK], plan.jobs[RECORD_CHUNK:]) if recorded == S.SWEEP_NEW else (plan.jobs, [])
-        if recorded != S.SWEEP_RECORDED:
-            writer.sync(S.record_jobs, sweep_id, now)
+        now, later = (plan.jobs[:RECORD_CHUNK], plan.jobs[RECORD_CHUNK:]) if recorded == recording.SWEEP_NEW else (plan.jobs, [])
+        if recorded != recording.SWEEP_RECORDED:
+            writer.sync(recording.record_jobs, sweep_id, now)
         if priced is not None and (priced.read or priced.jobs):
             writer.sync(listed.keep, priced)
         keys = [job.key for job in plan.jobs]
@@ -119,7 +120,7 @@ async def _recorded(writer: Writer, sweep_id: str, jobs: list[JobSpec], budget: 
     for start in range(0, len(jobs), RECORD_CHUNK):
         part = jobs[start : start + RECORD_CHUNK]
         keys = [job.key for job in part]
-        await writer(S.record_jobs, sweep_id, part)
+        await writer(recording.record_jobs, sweep_id, part)
         if budget is not None:
             await writer(S.join_budget, *budget, keys)
         yield keys

@@ -30,7 +30,8 @@ from runner.outputs import EnvironmentFault
 from runner.providers import Handle, Job, ProviderError, make_job
 
 if TYPE_CHECKING:
-    from runner.engine import Engine, Lane
+    from runner.engine import Engine
+    from runner.lanes import Lane
 
 
 

@@ -7,7 +7,7 @@ and has every input it requires; when none fits, the message says what the model
 from __future__ import annotations
 
 from runner.catalog import CatalogModel
-from runner.errors import NotTaken, UserError, suggest
+from runner.errors import NotTaken, suggest
 from runner.manifest import MEDIA_PARAMS, Mode
 
 

@@ -20,11 +20,9 @@ from runner import inputs, prices, prompts, values
 from runner.catalog import (
     Catalog,
     CatalogModel,
-    broken_rule,
     check_value,
     effective_params,
     join,
-    price,
     spelled_native,
     to_canonical,
     to_native,
@@ -32,7 +30,8 @@ from runner.catalog import (
 )
 from runner.config import MAX_JOBS, RUN_LEVEL_PARAMS, raise_max_jobs
 from runner.errors import NotTaken, UserError, suggest
-from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode, Pricing
+from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS, Mode
+from runner.judging import Judge, refuse_broken_rule
 from runner.modes import select_mode
 from runner.precedence import CONFIG, Given, Layers, Values, grid, layer
 from runner.prompts import Prompt
@@ -234,8 +233,7 @@ class _Sweep:
     checked: dict[tuple[str, str], inputs.InputFile | str] = field(default_factory=dict)  # each input read once
     modes: dict[frozenset[str], str] = field(default_factory=dict)  # the inputs a prompt gives -> its mode
     fields: dict[str, dict[str, str]] = field(default_factory=dict)  # mode -> canonical name -> native field
-    looked_at: dict[str, tuple[str, ...]] = field(default_factory=dict)  # mode -> parameters its rules and price read
-    judged: dict[tuple[Any, ...], tuple[bool, Decimal | None]] = field(default_factory=dict)
+    judge: Judge = field(default_factory=Judge)  # rules and price, once per distinct set of the values they read
 
     def mode_for(self, media: Mapping[str, Any], where: str) -> str:
         given = frozenset(media)
@@ -248,35 +246,6 @@ class _Sweep:
             params = self.model.mode(mode_name).params
             self.fields[mode_name] = {spec.canonical: name for name, spec in params.items() if spec.canonical}
         return self.fields[mode_name]
-
-    def judge(self, mode_name: str, mode: Mode, pricing: Pricing, effective: Mapping[str, Any]) -> tuple[bool, Decimal | None]:
-        """Whether the parameters break one of the mode's rules, and their price. Both read only a
-        few parameters, which a sweep's jobs mostly share: each distinct set is judged once."""
-        names = self.looked_at.get(mode_name)
-        if names is None:
-            names = self.looked_at[mode_name] = _looked_at(mode, pricing)
-        key = (mode_name, *(_hashable(effective[n]) if n in effective else _ABSENT for n in names))
-        judged = self.judged.get(key)
-        if judged is None:
-            judged = self.judged[key] = (broken_rule(mode, effective) is not None, price(pricing, effective))
-        return judged
-
-
-_ABSENT = object()
-
-
-def _looked_at(mode: Mode, pricing: Pricing) -> tuple[str, ...]:
-    """Every parameter `broken_rule` and `price` read for this mode."""
-    names = {n for rule in mode.constraints for n in (*rule.when, *rule.allowed)}
-    names |= {n for rule in (*pricing.rates, *pricing.multipliers) for n in rule.when}
-    if isinstance(pricing.quantity, str):
-        names.add(pricing.quantity)
-    return tuple(sorted(names))
-
-
-def _hashable(value: Any) -> Any:
-    """A value as a dictionary key telling apart what the rules could (5, 5.0, "5" and True differ)."""
-    return (type(value), value) if isinstance(value, (str, int, float, bool)) else canonical_json(value)
 
 
 def _jobs(sweep: _Sweep, prompt: Prompt, canonical: Values, native: Values) -> list[JobSpec]:
@@ -357,7 +326,7 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: Values, native: Values) -> l
     effective = effective_params(mode, params, payload)
     broken, cost = sweep.judge(mode_name, mode, pricing, effective)
     if broken:
-        _check_rules(mode, effective, label, canonical, native)  # raises, saying where each value came from
+        refuse_broken_rule(mode, effective, label, canonical, native)
     note = pricing.unknown or (f"no price for these parameters: {pricing.note}" if cost is None else "")
     source = (pricing.source or "the provider's price list") if cost is not None else ""
     mine = prices.yours(conf.get("prices") or {}, model)
@@ -373,31 +342,6 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: Values, native: Values) -> l
                 extension=extension, cost_source=source)
         for replicate, key in enumerate(keys)
     ]
-
-
-def _check_rules(
-    mode: Mode, effective: Mapping[str, Any], label: str, canonical: Mapping[str, Given], native: Mapping[str, Given]
-) -> None:
-    """Refuse a combination the provider refuses ("1080p videos are limited to 5 seconds")."""
-    broken = broken_rule(mode, effective)
-    if broken is None:
-        return
-    rule, name = broken
-    allowed = rule.allowed[name]
-    given = {**canonical, **native}  # where each value came from, under its canonical and native names
-    for field_name, spec in mode.params.items():
-        if spec.canonical in canonical:
-            given.setdefault(field_name, canonical[spec.canonical])
-        if spec.canonical and field_name in native:
-            given.setdefault(spec.canonical, native[field_name])
-
-    def shown(key: str) -> str:
-        origin = f" from {given[key].source}" if key in given else " (the default)"
-        return f"{key}={values.text(effective[key])}{origin}"
-
-    conditions = ", ".join(shown(k) for k in rule.when)
-    what = f"takes {name} only as {', '.join(values.text(v) for v in allowed)}" if allowed else f"takes no {name}"
-    raise NotTaken(f"{label} {what} when {conditions}; {shown(name)} is not allowed: {rule.reason}")
 
 
 def _extension(model: CatalogModel, payload: Mapping[str, Any]) -> str:

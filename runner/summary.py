@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from runner import store as S
-from runner.engine import Outcome
+from runner.lanes import Outcome
 from runner.locate import Found
 from runner.money import usd_text
 from runner.plan import Plan

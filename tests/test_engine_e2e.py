@@ -294,7 +294,7 @@ def test_a_large_sweep_is_recorded_while_it_runs(tmp_path, sim, monkeypatch, cut
     """A new sweep's first jobs start before the rest are in the ledger; every job is recorded,
     linked, joined to the budget and generated once. A sweep whose recording was cut short (a
     crash) has the rest recorded by the next run, and nothing is generated twice."""
-    from runner import drive
+    from runner import drive, recording
     from runner import store as S
     from runner.app import plan as make_plan
 
@@ -310,11 +310,11 @@ def test_a_large_sweep_is_recorded_while_it_runs(tmp_path, sim, monkeypatch, cut
     if cut_short:  # a run that recorded the sweep and its first part, then died
         conn = S.open_ledger(tmp_path / ".runner" / "ledger.db")
         conn.execute("BEGIN")
-        sweep_id, recorded = S.begin_sweep(conn, planned, {})
-        S.record_jobs(conn, sweep_id, planned.jobs[:4])
+        sweep_id, recorded = recording.begin_sweep(conn, planned, {})
+        recording.record_jobs(conn, sweep_id, planned.jobs[:4])
         conn.execute("COMMIT")
         conn.close()
-        assert recorded == S.SWEEP_NEW
+        assert recorded == recording.SWEEP_NEW
     assert _run_in_process(args, tmp_path, monkeypatch) == 0
     rows = assert_complete(tmp_path, jobs)
     assert len(sim.ledger()) == jobs  # each generated once

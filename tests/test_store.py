@@ -14,6 +14,7 @@ import sqlite_utils
 from runner import store as S
 from runner.app import plan
 from runner.migrations import MIGRATIONS, m001_initial
+from runner.recording import record_plan
 from runner.writer import Writer
 
 
@@ -66,17 +67,17 @@ def test_a_ledger_of_the_first_schema_is_upgraded_in_place(tmp_path):
 
 
 def test_recording_a_plan_twice_keeps_state_and_sweep(writer, four_jobs):
-    sweep = writer.sync(S.record_plan, four_jobs, {"model": "gen4_turbo"})
+    sweep = writer.sync(record_plan, four_jobs, {"model": "gen4_turbo"})
     key = four_jobs.jobs[0].key
     [granted] = writer.sync(S.claim, "me", _candidates(four_jobs)[:1], {"runway": 5}, {}, None)
     assert granted.fence == S.Fence("me", 1)
-    assert writer.sync(S.record_plan, four_jobs, {}) == sweep
+    assert writer.sync(record_plan, four_jobs, {}) == sweep
     assert writer.sync(S.job, key)["state"] == S.CLAIMED
     assert [e["to_state"] for e in writer.sync(S.events, key)] == [S.PLANNED, S.CLAIMED]
 
 
 def test_claims_respect_provider_and_model_limits(writer, four_jobs):
-    writer.sync(S.record_plan, four_jobs, {})
+    writer.sync(record_plan, four_jobs, {})
     results = writer.sync(S.claim, "me", _candidates(four_jobs), {"runway": 3}, {("runway", "gen4_turbo"): 2}, None)
     assert [r.reason for r in results] == ["", "", "model", "model"]
     results = writer.sync(S.claim, "me", _candidates(four_jobs)[2:], {"runway": 2}, {}, None)
@@ -84,7 +85,7 @@ def test_claims_respect_provider_and_model_limits(writer, four_jobs):
 
 
 def test_a_budget_is_exact_and_counts_what_its_jobs_already_cost(writer, four_jobs):
-    writer.sync(S.record_plan, four_jobs, {})
+    writer.sync(record_plan, four_jobs, {})
     keys = [j.key for j in four_jobs.jobs]
     writer.sync(S.join_budget, "run", 750_000, keys)
     results = writer.sync(S.claim, "me", _candidates(four_jobs), {"runway": 9}, {}, "run")
@@ -100,7 +101,7 @@ def test_a_budget_is_exact_and_counts_what_its_jobs_already_cost(writer, four_jo
 
 
 def test_a_stale_fence_changes_nothing(writer, four_jobs):
-    writer.sync(S.record_plan, four_jobs, {})
+    writer.sync(record_plan, four_jobs, {})
     [claim] = writer.sync(S.claim, "old", _candidates(four_jobs)[:1], {"runway": 5}, {}, None)
     new = writer.sync(S.adopt, claim.key, claim.fence, "new")
     assert new == S.Fence("new", 2)
@@ -122,7 +123,7 @@ def test_concurrent_processes_never_exceed_the_limit(tmp_path):
     many = plan(["model=gen4_turbo", "prompt_set=animate", "sweep.duration=[2,3,4,5,6,7,8,9,10]"])
     path = str(tmp_path / "shared.db")
     w = Writer(path)
-    w.sync(S.record_plan, many, {})
+    w.sync(record_plan, many, {})
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_claim_all, args=(path, _candidates(many), start, results)) for _ in range(4)]
@@ -138,7 +139,7 @@ def test_concurrent_processes_never_exceed_the_limit(tmp_path):
 
 
 def test_a_failing_change_does_not_undo_the_others_in_its_batch(writer, four_jobs):
-    writer.sync(S.record_plan, four_jobs, {})
+    writer.sync(record_plan, four_jobs, {})
 
     def broken(conn):
         conn.execute("update jobs set prompt_id = 'changed'")
@@ -157,7 +158,7 @@ def test_a_locked_ledger_makes_the_writer_wait_not_fail(tmp_path, four_jobs):
     w = Writer(path, on_wait=waits.append)
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("BEGIN IMMEDIATE")
-    future = w.submit(S.record_plan, four_jobs, {})
+    future = w.submit(record_plan, four_jobs, {})
     release = threading.Event()
 
     def hold():
