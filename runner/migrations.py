@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-import sqlite_utils
+if TYPE_CHECKING:  # migrations are given a Database: a dry run, which only checks a ledger's version, never loads it
+    import sqlite_utils
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = []
 #: The runner's mark in a ledger's SQLite header (`PRAGMA application_id`, "VRLG"): a file carrying
