@@ -50,7 +50,7 @@ class Pools(httpx.AsyncBaseTransport):
         self._gate = asyncio.Semaphore(count * pool_size)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await pacing.turn()  # requests start a few dozen per pass of the loop, however many are due at once
+        await pacing.turn()  # requests start a few per pass of the loop (runner.pacing), however many are due at once
         await self._gate.acquire()
         index = self._room[0]  # never empty here: the gate lets through only as many requests as there are connections
         self._busy[index] += 1

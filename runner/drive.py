@@ -100,7 +100,7 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
         # After a Ctrl-C the files are not looked at one by one: the run is left at once.
         totals = writer.sync(tally, sweep_id, named, outcome.parked, ledger, None if outcome.interrupted else Path(cfg.outputs_dir))
         published = publish_run(ledger, totals.sweeps, Path(cfg.outputs_dir), interrupted=outcome.interrupted)  # manifest.jsonl, report.html
-        return summarize(totals, outcome, plan, command, published, ledger)
+        return summarize(totals, outcome, plan, command, published, Path(cfg.outputs_dir), ledger)
     except LedgerUnusable as exc:
         print(f"error: {exc}; every task id received before this is kept: fix it and run the same command", file=sys.stderr)
         return 3

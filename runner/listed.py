@@ -147,7 +147,7 @@ def _apply(plan: Plan, catalog: Catalog, prices: Mapping[tuple[str, str], Listed
             continue
         when = datetime.datetime.fromtimestamp(listed.fetched_at).date().isoformat()
         plan.jobs[index] = job._replace(cost=cost, cost_note="",
-                                               cost_source=f"{providers[job.provider].price_list}, fetched {when}")
+                                        cost_source=f"{providers[job.provider].price_list}, fetched {when}")
         priced.append(plan.jobs[index])
     for (model, unit), jobs in sorted(cannot.items()):
         plan.warnings.append(f"{model}: its price list prices it per {unit}, which this runner cannot estimate "

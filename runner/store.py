@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,12 +79,14 @@ def rows(conn: sqlite3.Connection, keys: Iterable[str] | None = None, columns: s
     """Job rows by key (every job when `keys` is None), in chunks of plain SELECTs."""
     if keys is None:
         return [dict(r) for r in conn.execute(f"select {columns} from jobs")]
-    keys = list(keys)
-    out: list[dict[str, Any]] = []
+    return [dict(r) for r in _by_keys(conn, list(keys), columns)]
+
+
+def _by_keys(conn: sqlite3.Connection, keys: Sequence[str], columns: str) -> Iterator[sqlite3.Row]:
+    """`columns` of the jobs with these keys, a chunk of keys per SELECT (SQLite's variable limit)."""
     for i in range(0, len(keys), _CHUNK):
         chunk = keys[i : i + _CHUNK]
-        out += [dict(r) for r in conn.execute(f"select {columns} from jobs where key in ({','.join('?' * len(chunk))})", chunk)]
-    return out
+        yield from conn.execute(f"select {columns} from jobs where key in ({','.join('?' * len(chunk))})", chunk)
 
 
 #: What the engine keeps of a job it is not driving: enough to queue it and count it.
@@ -151,12 +153,8 @@ def owner_gone(conn: sqlite3.Connection, owner_id: str) -> None:
 
 def jobs_slim(conn: sqlite3.Connection, keys: Sequence[str]) -> list[tuple[Any, ...]]:
     """The SLIM columns and the settled money of these jobs, in the order they were planned."""
-    found: list[tuple[Any, ...]] = []
-    for i in range(0, len(keys), _CHUNK):
-        chunk = keys[i : i + _CHUNK]
-        found += [tuple(r) for r in conn.execute(
-            f"select {', '.join(SLIM)}, spent_micros, rowid from jobs where key in ({','.join('?' * len(chunk))})", chunk)]
-    return [row[:-1] for row in sorted(found, key=lambda row: row[-1])]
+    found = sorted((tuple(r) for r in _by_keys(conn, keys, f"{', '.join(SLIM)}, spent_micros, rowid")), key=lambda row: row[-1])
+    return [row[:-1] for row in found]
 
 
 def join_budget(conn: sqlite3.Connection, budget_id: str, limit_micros: int, keys: Sequence[str]) -> None:

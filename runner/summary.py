@@ -20,7 +20,7 @@ EXIT_ENVIRONMENT = 3
 EXIT_INTERRUPTED = 130
 
 def summarize(t: Tally, outcome: Outcome, plan: Plan, command: list[str],
-              published: tuple[list[Published], str | None], ledger: Found) -> int:
+              published: tuple[list[Published], str | None], outputs_dir: Path, ledger: Found) -> int:
     """Print the summary (with the outputs folders and galleries `published`, and the ledger used:
     found in a folder above, it is not where a user may expect); returns the exit status."""
     states = t.states
@@ -32,7 +32,7 @@ def summarize(t: Tally, outcome: Outcome, plan: Plan, command: list[str],
     if plan.unpriced:
         spend += f" (+ {len(plan.unpriced)} job(s) with price unknown)"
     lines.append(spend)
-    lines += _where(t, published, ledger)
+    lines += _where(t, published, outputs_dir, ledger)
     if t.duplicates:
         lines.append(f"possible duplicate charges: {t.duplicates} submission(s) may have started a generation the runner "
                      f"could not record (the answer was lost); check the provider's usage page")
@@ -69,7 +69,7 @@ def summarize(t: Tally, outcome: Outcome, plan: Plan, command: list[str],
     return 0 if states[S.DOWNLOADED] == t.jobs else EXIT_INCOMPLETE
 
 
-def _where(t: Tally, published: tuple[list[Published], str | None], ledger: Found) -> list[str]:
+def _where(t: Tally, published: tuple[list[Published], str | None], outputs_dir: Path, ledger: Found) -> list[str]:
     """The ledger, every outputs folder and its gallery, files no longer on disk, and jobs whose files
     stay where an earlier run put them (`name=` and `outputs_dir=` apply to jobs new to the ledger)."""
     folders, problem = published
@@ -86,7 +86,7 @@ def _where(t: Tally, published: tuple[list[Published], str | None], ledger: Foun
     if t.elsewhere:
         where = sorted({_shown(Path(path).parents[1]) for path in t.elsewhere})
         lines.append(f"{len(t.elsewhere)} file(s) downloaded by an earlier run stay where they are ({', '.join(where)}), "
-                     f"outside the outputs_dir of this run")
+                     f"outside outputs_dir={outputs_dir}")
     return lines
 
 

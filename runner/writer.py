@@ -153,13 +153,13 @@ def _answer_all(batch: list[_Change], outcomes: list[tuple[bool, Any]]) -> None:
             pass
 
 
-def _answer_each(answers: list[tuple[Any, bool, Any]]) -> None:
+def _answer_each(answers: list[tuple[Any, bool, Any]], start: int = 0) -> None:
     """On the loop: a transaction's answers, PER_PASS per pass of the loop (each wakes a job's next
     step: hundreds in one pass would keep the loop from everything else)."""
-    for future, ok, value in answers[:PER_PASS]:
+    for future, ok, value in answers[start : start + PER_PASS]:
         _answer(future, ok, value)
-    if len(answers) > PER_PASS:
-        asyncio.get_running_loop().call_soon(_answer_each, answers[PER_PASS:])
+    if len(answers) > start + PER_PASS:
+        asyncio.get_running_loop().call_soon(_answer_each, answers, start + PER_PASS)
 
 
 def _answer(future: Future[Any] | asyncio.Future[Any], ok: bool, value: Any) -> None:

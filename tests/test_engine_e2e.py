@@ -34,6 +34,11 @@ def test_sweep_over_two_providers_and_six_models(tmp_path, sim):
     assert len(sim.ledger()) == 18
     assert query(tmp_path, "select count(*) as n from events")[0]["n"] == events
     assert {name: (tmp_path / "outputs" / "ads" / name).stat().st_mtime_ns for name in written} == written
+    # Pointed at another outputs folder, the finished jobs' files stay where they are, and it says so.
+    moved = run_cli("-m", f"model={models}", "prompt_set=ads", "outputs_dir=elsewhere", *sim_args(sim), cwd=tmp_path, env=sim_env(sim))
+    assert moved.returncode == 0 and len(sim.ledger()) == 18
+    assert "18 file(s) downloaded by an earlier run stay where they are" in moved.stdout
+    assert "outside outputs_dir=elsewhere" in moved.stdout
 
 
 @pytest.fixture
