@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from runner import connections
 from runner import store as S
 from runner.catalog import Catalog
 from runner.inputs import InputChanged, InputFile
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from runner.engine import Engine
     from runner.lanes import Lane
 
+#: Why a job claimed before a Ctrl-C goes back to planned.
+STOPPED = "the run stopped before it was sent"
 
 
 class LostJob(Exception):
@@ -70,7 +73,7 @@ class Driver(Following):
     async def claimed(self, job: Tracked) -> None:
         """A job this process just claimed (a slot and its budget held): prepare, send, follow."""
         if self.engine.stopping:  # its turn came after an interrupt: nothing is sent after one
-            return await self._guard(job, self._release(job, "the run stopped before it was sent"))
+            return await self._guard(job, self._release(job, STOPPED))
         await self._guard(job, self._send(job))
 
     async def resume(self, job: Tracked) -> None:
@@ -114,6 +117,8 @@ class Driver(Following):
         spec = self._spec(job)
         sends = 0
         while True:
+            if lost is None and self.engine.stopping:  # a retry's turn after an interrupt: nothing is sent after one
+                return await self._release(job, STOPPED)
             try:
                 prepared = await self._retrying(lane, lambda: lane.provider.prepare(spec))
             except InputChanged as exc:
@@ -141,7 +146,9 @@ class Driver(Following):
             self._on_the_wire[body] += 1  # a send of this body whose task id is not recorded yet
             try:
                 if handle is None:
-                    handle = await lane.provider.submit(prepared)
+                    handle = await self._submit(lane, prepared)
+                    if handle is None:  # held at the door by an interrupt: it never left
+                        return await self._release(job, STOPPED)
                     lane.reached()
                 await self._record(job, handle)
                 break
@@ -164,6 +171,20 @@ class Driver(Following):
                 self._settled.set()
         self.notify("submitted", job.row, handle.task_id)
         await self._follow(job, handle, submitted=time.monotonic())
+
+    async def _submit(self, lane: "Lane", prepared: Job) -> Handle | None:
+        """The provider's create call, or None when an interrupt held it back before any of its
+        requests left (its turn for a connection came after the Ctrl-C)."""
+        door = connections.Door(lambda: self.engine.stopping)
+        token = connections.DOOR.set(door)
+        try:
+            return await lane.provider.submit(prepared)
+        except Exception:
+            if door.held:  # whatever the plugin made of connections.Held
+                return None
+            raise
+        finally:
+            connections.DOOR.reset(token)
 
     async def _record(self, job: Tracked, handle: Handle) -> None:
         attempts = (job.row["attempts"] or 0) + 1

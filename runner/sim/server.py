@@ -125,6 +125,13 @@ class SimHTTPServer(ThreadingHTTPServer):
             with self._open_lock:
                 self._open.discard(request)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away mid-request (an interrupted or killed runner) is no fault of the
+        simulator's: only its own errors print a traceback."""
+        if isinstance(sys.exc_info()[1], (ConnectionResetError, BrokenPipeError)):
+            return
+        super().handle_error(request, client_address)
+
     def close_connections(self) -> None:
         """Shut every open connection, so a stopped simulator answers nothing more on kept-alive ones."""
         with self._open_lock:
