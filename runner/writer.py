@@ -17,6 +17,8 @@ import queue
 import sqlite3
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -148,18 +150,34 @@ def _answer_all(batch: list[_Change], outcomes: list[tuple[bool, Any]]) -> None:
             _answer(change.future, ok, value)
     for loop, answers in on_loops.items():
         try:
-            loop.call_soon_threadsafe(_answer_each, answers)
+            loop.call_soon_threadsafe(_arrive, answers)
         except RuntimeError:  # the loop is closed: nobody is waiting any more
             pass
 
 
-def _answer_each(answers: list[tuple[Any, bool, Any]], start: int = 0) -> None:
-    """On the loop: a transaction's answers, PER_PASS per pass of the loop (each wakes a job's next
-    step: hundreds in one pass would keep the loop from everything else)."""
-    for future, ok, value in answers[start : start + PER_PASS]:
-        _answer(future, ok, value)
-    if len(answers) > start + PER_PASS:
-        asyncio.get_running_loop().call_soon(_answer_each, answers, start + PER_PASS)
+#: Per event loop, the answers not handed out yet (touched only on that loop).
+_unanswered: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, deque[tuple[Any, bool, Any]]] = weakref.WeakKeyDictionary()
+
+
+def _arrive(answers: list[tuple[Any, bool, Any]]) -> None:
+    """On the loop: a transaction's answers join those not handed out yet. PER_PASS are handed out
+    per pass of the loop, however many transactions they come from (each wakes a job's next step:
+    hundreds in one pass would keep the loop from everything else)."""
+    loop = asyncio.get_running_loop()
+    pending = _unanswered.get(loop)
+    if pending is None:
+        pending = _unanswered[loop] = deque()
+    idle = not pending  # else a hand-out is already scheduled
+    pending.extend(answers)
+    if idle:
+        _hand_out(pending)
+
+
+def _hand_out(pending: deque[tuple[Any, bool, Any]]) -> None:
+    for _ in range(min(PER_PASS, len(pending))):
+        _answer(*pending.popleft())
+    if pending:
+        asyncio.get_running_loop().call_soon(_hand_out, pending)
 
 
 def _answer(future: Future[Any] | asyncio.Future[Any], ok: bool, value: Any) -> None:

@@ -25,6 +25,12 @@ os.environ["RUNNER_LOAD_PLUGINS"] = BUILTIN_PLUGINS
 KEYLESS = ("RUNWAYML_API_SECRET", "FAL_KEY", "FAL_KEY_ID", "FAL_KEY_SECRET", "RUNNER_RUN_ID", "RUNNER_STATE_DIR")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `long` (a minute or more, mostly waiting) start first: handed out late, one would
+    keep a worker busy after the other has run out of tests."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
+
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -m runner <args>` as a user runs it from a script; keys are removed unless a test
     gives them. No terminal on stdin (a run over confirm_over_usd then refuses rather than asks),

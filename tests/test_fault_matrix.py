@@ -148,6 +148,7 @@ def test_an_unwritable_outputs_folder_is_refused_before_anything_is_sent(tmp_pat
     assert sim.ledger() == []
 
 
+@pytest.mark.long
 def test_outputs_turned_read_only_mid_run_stop_it_cleanly(tmp_path):
     # Long enough generations that the run cannot finish before the test turns the folder read-only,
     # however loaded the machine.
@@ -169,6 +170,7 @@ def test_outputs_turned_read_only_mid_run_stop_it_cleanly(tmp_path):
         assert_no_paid_twice(sim.ledger(), rows, tmp_path)
 
 
+@pytest.mark.long
 def test_a_ledger_locked_for_65_seconds_makes_the_run_wait_then_finish(tmp_path):
     with Simulator(SimConfig(latency={"default": {"min": 0.3, "max": 0.6}}, pending_s=0.05)) as sim:
         proc = start([*ARGS, *sim_args(sim, runway=1, fal=1)], tmp_path, sim_env(sim))

@@ -63,6 +63,7 @@ def _claimed(folder) -> set[str]:
         return set()
 
 
+@pytest.mark.long
 @pytest.mark.timeout(1800 + 10 * KILLS)  # a loaded machine starts each run slowly: wait on progress, not the clock
 def test_kill_campaign_never_pays_twice_and_counts_orphans_tightly(tmp_path):
     rng = random.Random(20261123)

@@ -4,10 +4,11 @@ the ledger's answers) run a few per pass of the loop, so the loop keeps answerin
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 
 from runner import pacing
-from runner.writer import Writer
+from runner.writer import BATCH, Writer
 
 
 class Passes:
@@ -63,7 +64,10 @@ def test_a_cancelled_waiter_gives_its_turn_away():
     assert asyncio.run(main()) == list(range(3 * pacing.PER_PASS - 1))
 
 
-def test_one_transactions_answers_wake_their_callers_a_few_per_pass(tmp_path):
+def test_the_ledgers_answers_wake_their_callers_a_few_per_pass(tmp_path):
+    # More changes than one transaction takes (writer.BATCH), each caller's next step taking a
+    # moment (as a job's does): later transactions answer while earlier ones' answers are still
+    # being handed out, and still no more than PER_PASS callers wake in a pass.
     writer = Writer(tmp_path / "ledger.db")
 
     async def main() -> Counter[int]:
@@ -73,8 +77,9 @@ def test_one_transactions_answers_wake_their_callers_a_few_per_pass(tmp_path):
         async def change() -> None:
             await writer(lambda conn: conn.execute("select 1").fetchone())
             woken[passes.n] += 1
+            time.sleep(0.0005)
 
-        await asyncio.gather(*(change() for _ in range(300)))
+        await asyncio.gather(*(change() for _ in range(3 * BATCH)))
         passes.stopped = True
         return woken
 
@@ -82,4 +87,4 @@ def test_one_transactions_answers_wake_their_callers_a_few_per_pass(tmp_path):
         woken = asyncio.run(main())
     finally:
         writer.close()
-    assert sum(woken.values()) == 300 and max(woken.values()) <= pacing.PER_PASS
+    assert sum(woken.values()) == 3 * BATCH and max(woken.values()) <= pacing.PER_PASS
