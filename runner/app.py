@@ -33,6 +33,7 @@ from runner import home, hydra_errors, plugins, preflight, usage
 from runner.config import register_schemas
 from runner.errors import UserError
 from runner.plan import Plan, build_plan
+from runner.plancache import planned
 from runner.preflight import check_overrides
 from runner.report import format_plan
 from runner.run import RUN_ID_ENV, execute, prepare
@@ -112,7 +113,7 @@ def run(cfg: DictConfig) -> None:
     try:
         check_settings(cfg, HydraConfig.get().overrides.task)
         catalog = plugins.registry().catalog
-        plan = build_plan(cfg, catalog, HydraConfig.get().runtime.choices)
+        plan = planned(cfg, catalog, HydraConfig.get().runtime.choices)
         if not plan.jobs and HydraConfig.get().mode == RunMode.MULTIRUN:  # one point of Hydra's own launchers
             print(format_plan(plan, cfg.show_jobs))  # on_invalid=skip left this point nothing: the others go on
             return

@@ -56,12 +56,17 @@ class Catalog:
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> model name
     owners: dict[str, str] = field(default_factory=dict)  # name or alias -> where it was declared
     note: str = ""  # why some models may be missing (plugins left out), for "unknown model" messages
+    digest: str = ""  # of every manifest's bytes and where it came from, in order: what the catalogue is made of
 
     def extended(self, manifests: Iterable[tuple[str, Path | str]]) -> "Catalog":
         """A new catalogue with these manifests added; a duplicate name or alias names both sources."""
         new = Catalog(dict(self.models), dict(self.aliases), dict(self.owners))
+        digest = hashlib.sha256(self.digest.encode())
         for contributor, path in manifests:
-            new._add(compiled_manifest(Path(path)), f"{path} (plugin {contributor})")
+            manifest, content = _compiled(Path(path))
+            new._add(manifest, f"{path} (plugin {contributor})")
+            digest.update(f"\0{contributor}\0{path}\0{content}".encode())
+        new.digest = digest.hexdigest()
         return new
 
     def _add(self, manifest: ManifestFile, source: str) -> None:
@@ -117,15 +122,21 @@ def compiled_manifest(path: Path) -> ManifestFile:
     are unchanged. Each start would otherwise parse and validate every manifest again. The cache is
     keyed by content, so a stale entry is never found; an unreadable one (a crash mid-write, another
     version's) is ignored and rewritten, and an unwritable cache folder only costs the time."""
+    return _compiled(path)[0]
+
+
+def _compiled(path: Path) -> tuple[ManifestFile, str]:
+    """A manifest (compiled_manifest) and the hash of its bytes and the schema's code."""
     try:
         data = path.read_bytes()
     except OSError:
-        return load_manifest(path)  # which names the file and why it cannot be read
-    entry = cache_dir() / f"manifest-{hashlib.sha256(_schema_fingerprint() + data).hexdigest()[:32]}.pickle"
+        return load_manifest(path), ""  # which names the file and why it cannot be read
+    content = hashlib.sha256(_schema_fingerprint() + data).hexdigest()
+    entry = cache_dir() / f"manifest-{content[:32]}.pickle"
     try:
         cached = pickle.loads(entry.read_bytes())
         if isinstance(cached, ManifestFile):
-            return cached
+            return cached, content
     except Exception:  # absent, torn, or written by another version: rebuild it
         pass
     manifest = load_manifest(path, data.decode("utf-8"))
@@ -136,7 +147,7 @@ def compiled_manifest(path: Path) -> ManifestFile:
         os.replace(out.name, entry)
     except OSError:
         pass
-    return manifest
+    return manifest, content
 
 
 @functools.cache

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -38,6 +39,11 @@ from runner.prompts import Prompt
 
 #: What a job whose values its model does not take does to the plan (`on_invalid=`).
 ON_INVALID = ("error", "skip")
+
+#: The settings a plan is made from; the planner is given no other (a kept plan is found again by
+#: these: runner.plancache).
+PLAN_SETTINGS = ("model", "prices", "prompt_set", "replicates", "on_invalid", *RUN_LEVEL_PARAMS, "native", "sweep",
+                 "override_prompt_params", "name", "max_jobs", "mode")
 
 # A named tuple: a sweep may hold 100,000 of them, made in a fraction of a frozen dataclass's time
 # and without a __dict__ each.
@@ -74,6 +80,8 @@ class Plan:
     warnings: list[str] = field(default_factory=list)  # what a person should know before running it
     #: Jobs left out by on_invalid=skip: why (the message the error would have been) -> the prompts skipped.
     skipped: dict[str, "Skipped"] = field(default_factory=dict)
+    #: Every local file the plan was read from (the prompt file, each input looked at), by absolute path.
+    sources: set[str] = field(default_factory=set)
     #: The keys of `jobs`, kept with them so adding a job (or a sweep point's plan) never rescans the list.
     _keys: set[str] = field(default_factory=set, repr=False, compare=False)
 
@@ -101,6 +109,7 @@ class Plan:
             self.add(job)
         self.merged += other.merged
         self.warnings += [w for w in other.warnings if w not in self.warnings]
+        self.sources |= other.sources
         for reason, skipped in other.skipped.items():
             self.skip(reason, skipped.prompts, skipped.jobs)
 
@@ -153,7 +162,8 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     `choices` are Hydra's selected options (model=..., prompt_set=...), used to say where a value
     came from.
     """
-    conf: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)  # type: ignore[assignment]
+    given: Mapping[str, Any] = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg  # type: ignore[assignment]
+    conf = {name: given[name] for name in PLAN_SETTINGS if name in given}
     choices = dict(choices or {})
     model_choice = choices.get("model", conf["model"]["name"])
     model = catalog.resolve(conf["model"]["name"], source=f"model={model_choice}")
@@ -161,6 +171,7 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
         catalog.resolve(str(name), source=f"prices.{name}")
     plan = Plan(warnings=_retirement(model, catalog))
     prompt_set = prompts.load(conf["prompt_set"].get("file"), conf["prompt_set"].get("name"))
+    plan.sources.add(str(prompts.locate(conf["prompt_set"]["file"]).resolve()))
     replicates = conf.get("replicates", 1)
     if not isinstance(replicates, int) or replicates < 1:
         raise UserError(f"replicates={replicates!r} is not allowed: give a whole number of 1 or more")
@@ -181,7 +192,7 @@ def build_plan(cfg: DictConfig | Mapping[str, Any], catalog: Catalog, choices: M
     sweep_name = conf.get("name") or prompt_set.name
     _check_size(len(prompt_set.prompts), len(layers.points), replicates, conf.get("max_jobs", MAX_JOBS))
 
-    sweep = _Sweep(model, conf, replicates, sweep_name)
+    sweep = _Sweep(model, conf, replicates, sweep_name, plan.sources)
     for prompt in prompt_set.prompts:
         for canonical, native in layers.values(prompt):
             try:
@@ -230,6 +241,7 @@ class _Sweep:
     conf: Mapping[str, Any]
     replicates: int
     name: str
+    sources: set[str]  # the plan's: each local input looked at joins them
     checked: dict[tuple[str, str], inputs.InputFile | str] = field(default_factory=dict)  # each input read once
     modes: dict[frozenset[str], str] = field(default_factory=dict)  # the inputs a prompt gives -> its mode
     fields: dict[str, dict[str, str]] = field(default_factory=dict)  # mode -> canonical name -> native field
@@ -293,6 +305,8 @@ def _jobs(sweep: _Sweep, prompt: Prompt, canonical: Values, native: Values) -> l
         for value in items:
             item = checked.get((str(value), kind))
             if item is None:
+                if not inputs.is_remote(str(value)):  # even one refused: a kept plan depends on what it found
+                    sweep.sources.add(os.path.abspath(os.path.expanduser(str(value))))
                 try:
                     item = inputs.resolve(str(value), kind, model.media_limits(kind), model.limits.urls)
                 except ValueError as exc:

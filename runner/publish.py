@@ -154,7 +154,9 @@ def publish_run(found: Found, sweeps: Iterable[str], outputs_dir: Path, *,
 
 def _folder(paths: list[str], found: Found, name: str, fallback: Path) -> Path:
     """Where most of the sweep's clips are (`<outputs_dir>/<sweep>/<model>/<file>`), else the fallback's."""
-    roots = Counter(os.path.dirname(os.path.dirname(found.absolute(path))) for path in paths)
+    roots: Counter[str] = Counter()
+    for folder, clips in Counter(os.path.dirname(path) for path in paths).items():  # a few folders, many clips
+        roots[os.path.dirname(os.path.dirname(found.absolute(os.path.join(folder, "_"))))] += clips
     return Path(roots.most_common(1)[0][0]) if roots else fallback / safe_name(name)
 
 

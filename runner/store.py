@@ -93,19 +93,27 @@ def _by_keys(conn: sqlite3.Connection, keys: Sequence[str], columns: str) -> Ite
 SLIM = ("key", "provider", "model_id", "state", "provider_status", "est_micros")
 
 
+#: A sweep's jobs (its id the one parameter), through the index holding every column read over a
+#: whole sweep (migration m009): only those columns may be read through it, or each row is read too.
+#: A condition on another of its columns is written `+jobs.state ...`: a filter on the rows found,
+#: not a search per value (five states would be five searches per job).
+SWEEP_JOINED = ("from sweep_jobs join jobs indexed by jobs_sweep_reads on jobs.key = sweep_jobs.job_key "
+                "where sweep_jobs.sweep_id = ?")
+
+
 def sweep_jobs(conn: sqlite3.Connection, sweep_id: str, states: Sequence[str]) -> list[tuple[Any, ...]]:
     """The SLIM columns of a sweep's jobs in these states, as tuples, in the order they were planned."""
     marks = ",".join("?" * len(states))
     return [tuple(r) for r in conn.execute(
-        f"select {', '.join(f'jobs.{c}' for c in SLIM)} from sweep_jobs join jobs on jobs.key = sweep_jobs.job_key "
-        f"where sweep_jobs.sweep_id = ? and jobs.state in ({marks}) order by jobs.rowid", [sweep_id, *states])]
+        f"select {', '.join(f'jobs.{c}' for c in SLIM)} {SWEEP_JOINED} and +jobs.state in ({marks}) order by jobs.rowid",
+        [sweep_id, *states])]
 
 
 def sweep_totals(conn: sqlite3.Connection, sweep_id: str) -> list[tuple[str, str | None, int, int]]:
     """(state, provider_status, jobs, settled micro-dollars) over a sweep's jobs."""
     return [tuple(r) for r in conn.execute(  # type: ignore[misc]
-        "select jobs.state, jobs.provider_status, count(*), coalesce(sum(jobs.spent_micros), 0) from sweep_jobs "
-        "join jobs on jobs.key = sweep_jobs.job_key where sweep_jobs.sweep_id = ? group by 1, 2", [sweep_id])]
+        f"select jobs.state, jobs.provider_status, count(*), coalesce(sum(jobs.spent_micros), 0) {SWEEP_JOINED} group by 1, 2",
+        [sweep_id])]
 
 
 def job(conn: sqlite3.Connection, key: str) -> dict[str, Any] | None:

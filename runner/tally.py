@@ -20,7 +20,6 @@ from runner import store as S
 from runner.locate import Found
 
 SHOWN = 10  # rows listed per kind of problem; the rest are counted
-_JOINED = "from sweep_jobs join jobs on jobs.key = sweep_jobs.job_key where sweep_jobs.sweep_id = ?"
 
 
 @dataclass
@@ -49,7 +48,7 @@ def tally(conn: sqlite3.Connection, sweep_id: str, named: Mapping[str, str], par
     by_sweep: Counter[str] = Counter()
     for state, sweep, jobs, estimated, settled, possible, duplicates in conn.execute(  # one pass over the sweep
         "select jobs.state, jobs.sweep, count(*), coalesce(sum(jobs.est_micros * jobs.attempts), 0), coalesce(sum(jobs.spent_micros), 0), "
-        f"coalesce(sum(jobs.possible_micros), 0), coalesce(sum(jobs.possible_duplicates), 0) {_JOINED} group by 1, 2", [sweep_id]
+        f"coalesce(sum(jobs.possible_micros), 0), coalesce(sum(jobs.possible_duplicates), 0) {S.SWEEP_JOINED} group by 1, 2", [sweep_id]
     ):
         t.jobs += jobs
         t.states[state] += jobs
@@ -63,7 +62,7 @@ def tally(conn: sqlite3.Connection, sweep_id: str, named: Mapping[str, str], par
     if len(names) <= 1:
         t.earlier = Counter({sweep: n for sweep, n in by_sweep.items() if sweep not in names})
     else:  # a multirun's points may name their sweeps differently: each job against its own point's name
-        t.earlier = Counter(sweep for key, sweep in conn.execute(f"select jobs.key, jobs.sweep {_JOINED}", [sweep_id])
+        t.earlier = Counter(sweep for key, sweep in conn.execute(f"select jobs.key, jobs.sweep {S.SWEEP_JOINED}", [sweep_id])
                             if named.get(key, sweep) != sweep)
     t.failed, t.lost = (_first(conn, sweep_id, state) if t.states[state] else [] for state in (S.FAILED, S.LOST))
     t.parked = {r["key"]: r for r in S.rows(conn, parked, "key, model, prompt_id, state") if r["state"] not in S.FINAL}
@@ -80,25 +79,28 @@ def _first(conn: sqlite3.Connection, sweep_id: str, state: str) -> list[dict[str
 
 
 def _files(conn: sqlite3.Connection, sweep_id: str, found: Found, outputs_dir: Path) -> tuple[int, list[str]]:
-    """(downloaded files no longer on disk, output paths outside outputs_dir). Each folder is listed
-    once rather than each file looked up: a sweep's clips share a few folders."""
+    """(downloaded files no longer on disk, output paths outside outputs_dir). A sweep's clips share
+    a few folders: each is listed, and told in or out of outputs_dir, once, not each file."""
     under = _Under(outputs_dir)
-    listed: dict[str, set[str]] = {}
+    folders: dict[str, tuple[set[str], bool]] = {}  # as recorded -> (its files, spelled under outputs_dir)
     gone, elsewhere = 0, []
-    for state, recorded in conn.execute(f"select jobs.state, jobs.output_path {_JOINED} and "
-                                        f"(jobs.state = ? or jobs.output_path is not null)", [sweep_id, S.DOWNLOADED]):
-        path = found.absolute(recorded) if recorded else None
+    for state, recorded in conn.execute(f"select jobs.state, jobs.output_path {S.SWEEP_JOINED} and "
+                                        f"(+jobs.state = ? or jobs.output_path is not null)", [sweep_id, S.DOWNLOADED]):
+        if not recorded:
+            gone += state == S.DOWNLOADED
+            continue
+        folder, name = os.path.split(recorded)
+        known = folders.get(folder)
+        if known is None:
+            absolute = found.absolute(folder or os.curdir)
+            known = folders[folder] = (_file_names(absolute), under.spelled(os.path.join(absolute, "_")))  # "_": any file's name
+        names, inside = known
         if state == S.DOWNLOADED:
-            if path is None:
-                gone += 1
-            else:
-                folder, name = os.path.split(path)
-                names = listed.get(folder)
-                if names is None:
-                    names = listed[folder] = _file_names(folder)
-                gone += name not in names
-        if path and not under(path):
-            elsewhere.append(path)
+            gone += name not in names
+        if not inside:
+            path = found.absolute(recorded)
+            if not under(path):
+                elsewhere.append(path)
     return gone, elsewhere
 
 
@@ -119,6 +121,7 @@ class _Under:
         self.prefixes = tuple({os.path.join(os.path.abspath(folder), ""), os.path.join(self.real, "")})
 
     def __call__(self, path: str) -> bool:
-        if os.path.normpath(path).startswith(self.prefixes):
-            return True
-        return Path(os.path.realpath(path)).is_relative_to(self.real)
+        return self.spelled(path) or Path(os.path.realpath(path)).is_relative_to(self.real)
+
+    def spelled(self, path: str) -> bool:
+        return os.path.normpath(path).startswith(self.prefixes)

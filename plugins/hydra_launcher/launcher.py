@@ -14,7 +14,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from runner import plugins
 from runner.app import COMMAND, fail
 from runner.errors import UserError
-from runner.plan import Plan, build_plan
+from runner.plan import Plan
+from runner.plancache import planned
 from runner.run import execute, prepare
 from runner.validate import check_settings
 
@@ -52,7 +53,7 @@ class RunnerLauncher(Launcher):
                 point = " ".join(filter_overrides(overrides))
                 try:
                     check_settings(cfg, overrides)
-                    merged.extend(build_plan(cfg, plugins.registry().catalog, hydra_cfg.runtime.choices))
+                    merged.extend(planned(cfg, plugins.registry().catalog, hydra_cfg.runtime.choices))
                 except UserError as exc:
                     raise UserError(f"sweep point #{idx} ({point}): {exc}") from None
                 if len(merged.jobs) > cfg.max_jobs:  # every point within it, but not all of them together
