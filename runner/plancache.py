@@ -14,6 +14,7 @@ only costs the planning time.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -30,13 +31,13 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from runner.catalog import Catalog, cache_dir
-from runner.plan import PLAN_SETTINGS, Plan, build_plan
+from runner.plan import PLAN_SETTINGS, JobSpec, Plan, build_plan
 
 KEEP = 4  # plans kept (a 100,000-job plan takes about 12 MiB)
 #: A file whose modification time is this close to the planning's start may have changed after it
 #: was read (coarse file system clocks included): the plan is not kept.
 RACY_S = 2.0
-FORMAT = 1
+FORMAT = 2
 
 Stat = tuple[int, int, int] | None  # size, modification time (ns), inode; None: no such file
 
@@ -83,15 +84,16 @@ def _stat(path: str) -> Stat:
 
 def _load(entry: Path) -> Plan | None:
     try:
-        with open(entry, "rb") as stream, _collector_paused():
+        with open(entry, "rb") as stream, _collector_paused(freeze=True):
             sources: dict[str, Stat] = pickle.load(stream)  # read first: a changed file costs no more
             if any(_stat(path) != stat for path, stat in sources.items()):
                 return None
-            plan = pickle.load(stream)
+            rest, rows = pickle.load(stream)
+            plan = Plan(jobs=[JobSpec._make(row) for row in rows], **rest)
         os.utime(entry)  # the newest used is the last pruned
     except Exception:  # absent, torn, another version's: planned again
         return None
-    return plan if isinstance(plan, Plan) else None
+    return plan
 
 
 def _keep(entry: Path, plan: Plan, started: float) -> None:
@@ -105,7 +107,9 @@ def _keep(entry: Path, plan: Plan, started: float) -> None:
         entry.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=entry.parent, prefix=".plan-", delete=False) as out, _collector_paused():
             pickle.dump(sources, out, protocol=pickle.HIGHEST_PROTOCOL)
-            pickle.dump(plan, out, protocol=pickle.HIGHEST_PROTOCOL)
+            # The jobs as plain tuples: pickled in a third of a named tuple's time.
+            rest = {f.name: getattr(plan, f.name) for f in dataclasses.fields(plan) if f.init and f.name not in ("jobs", "_keys")}
+            pickle.dump((rest, [tuple(job) for job in plan.jobs]), out, protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(out.name, entry)
         _prune(entry.parent)
     except Exception:  # a full disk, a read-only cache: the run goes on, its plan not kept
@@ -125,13 +129,17 @@ def _prune(folder: Path) -> None:
 
 
 @contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Reading or writing 100,000 jobs makes as many objects: with the collector running, it walks
-    them again and again (a load takes five times as long)."""
+def _collector_paused(freeze: bool = False) -> Iterator[None]:
+    """Reading or writing 100,000 jobs makes or visits as many objects: with the collector running,
+    it walks them again and again (a load takes five times as long). With `freeze`, what was made
+    is then kept out of its passes for good, as a run does with its plan (runner.drive): else the
+    first pass after the collector is back walks every job at once."""
     was = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        if freeze:
+            gc.freeze()
         if was:
             gc.enable()
