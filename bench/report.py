@@ -114,9 +114,10 @@ GOALS = [
     Goal(f"first submission, {JOBS:,} jobs", "<= 5 s after start", lambda r: _get(r, "scale", "first_run", "first_submission_s"),
          lambda v: v <= 5.0,
          lambda r: f"planning alone takes {_get(r, 'scale', 'dry_run', 'cpu_s')} s of CPU, and every job is planned before "
-                   f"anything is spent (the total is checked against budget_usd and confirm_over_usd first); the first "
-                   f"2,000 jobs are then recorded and the engine starts, the rest being recorded while it runs. What is "
-                   f"left is start-up (see the 3-job dry run) and planning itself. "
+                   f"anything is spent (the total is checked against budget_usd and confirm_over_usd first); the plan is "
+                   f"kept for the next run of the same command, the first 2,000 jobs are recorded and the engine starts, "
+                   f"the rest being recorded while it runs. What is left is start-up (see the 3-job dry run) and "
+                   f"planning itself (a rerun reads the plan back: see the rerun with 1% left). "
                    f"{_top(_get(r, 'scale', 'first_run', 'profile_to_first_submission'), prefix=('runner/', 'plugins/'))}."),
     Goal("3-job dry run", "<= 0.5 s of CPU", lambda r: _get(r, "startup", "dry_run_3_jobs", "cpu_s"), lambda v: v <= 0.5,
          lambda r: "most of it is importing Hydra, omegaconf, pydantic (the manifest schema) and httpx (the plugins' "
@@ -147,11 +148,13 @@ GOALS = [
                    f"for the summary); the engine keeps a queued job as its key and estimate, reads a job's row when it "
                    f"claims it and forgets it once finished; the summary reads a few columns per job."),
     Goal(f"{JOBS:,} jobs: no-op rerun", "<= 3 s", lambda r: _get(r, "scale", "noop_rerun", "wall_s"), lambda v: v <= 3,
-         lambda r: f"the rerun plans again ({_get(r, 'scale', 'dry_run', 'cpu_s')} s of CPU for planning alone: a prompt "
-                   f"file, a manifest or an input may have changed since), then finds the sweep recorded (nothing is "
-                   f"recorded again), sums it up in SQL, lists each outputs folder once and leaves the unchanged gallery "
-                   f"alone. Keeping the plan keyed by the hash of everything it is made from would close it. "
-                   f"{_top(_get(r, 'scale', 'noop_rerun', 'profile'), count=5)}."),
+         lambda r: f"the rerun reads its plan back (runner/plancache.py) instead of planning again "
+                   f"({_get(r, 'scale', 'dry_run', 'cpu_s')} s of CPU for the dry run, which plans), finds the sweep "
+                   f"recorded, counts it and sums it up over the covering index of migration m009, lists each "
+                   f"outputs folder once and leaves the unchanged gallery alone. What is left is start-up (see the "
+                   f"3-job dry run), the plan shown, and four passes over the sweep's 100,000 jobs (the engine's "
+                   f"counts and its jobs left to do, the summary's sums and its files): one pass each at the start "
+                   f"and the end would close it. {_top(_get(r, 'scale', 'noop_rerun', 'profile'), count=5)}."),
     Goal("mixed sweep vs the basic launcher", ">= 1.8x faster", lambda r: _get(r, "sweep", "speedup"), lambda v: v >= 1.8,
          lambda r: "each sweep point is small; the basic launcher's cost is a drain of the slots at the end of every point "
                    "and a process start per point."),
