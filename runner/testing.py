@@ -181,19 +181,21 @@ class ProviderConformance:
 
     @contextlib.contextmanager
     def long_generations(self) -> Iterator[None]:
-        """Generations submitted inside last a minute: a test that acts on a running task (a cancel)
-        must not race the suite's quick ones on a busy machine. A real API's take that long anyway."""
+        """Generations submitted inside wait a minute in the queue, then run a minute: a test that
+        acts on a task before it ends (a cancel) must not race the suite's quick ones on a busy
+        machine. Queued, not just long: fal lets a running request ignore a cancel and complete.
+        A real API's take that long anyway."""
         if self.sim is None:
             yield
             return
         from runner.sim import Latency
 
-        kept = self.sim.config.latency
-        self.sim.config.latency = {"default": Latency(60.0, 60.0)}
+        kept = self.sim.config.latency, self.sim.config.pending_s
+        self.sim.config.latency, self.sim.config.pending_s = {"default": Latency(60.0, 60.0)}, 60.0
         try:
             yield
         finally:
-            self.sim.config.latency = kept
+            self.sim.config.latency, self.sim.config.pending_s = kept
 
     async def until_done(self, provider: Provider, handle: Handle) -> Status:
         deadline = time.monotonic() + self.timeout
