@@ -30,6 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from runner import home, hydra_errors, plugins, preflight, usage
+from runner.composed import KeptCompositions
 from runner.config import register_schemas
 from runner.errors import UserError
 from runner.plan import Plan, build_plan
@@ -49,24 +50,31 @@ TASK_NAME = "app"  # what hydra.main names the job after this module (Hydra's lo
 home.register_resolvers()  # state_dir and outputs_dir found as git finds its repository
 
 
-def register_catalog_options() -> None:
+def catalog_options() -> list[dict[str, Any]]:
     """Plugins' contributions as config options: every model and alias becomes `model=<name>`, and
-    every registered provider an entry of `providers` (from conf/provider/ or the plugin's defaults)."""
-    store = ConfigStore.instance()
+    every registered provider an entry of `providers` (from conf/provider/ or the plugin's defaults).
+    As plain data, which is also what a kept composition is found by (runner.composed)."""
     registry = plugins.registry()
     catalog = registry.catalog
-    for name, model in catalog.models.items():
-        store.store(group="model", name=name, node={"name": name}, provider=model.source)
-    for alias, name in catalog.aliases.items():
-        store.store(group="model", name=alias, node={"name": name}, provider=catalog.models[name].source)
+    options = [{"group": "model", "name": name, "node": {"name": name}, "provider": model.source}
+               for name, model in catalog.models.items()]
+    options += [{"group": "model", "name": alias, "node": {"name": name}, "provider": catalog.models[name].source}
+                for alias, name in catalog.aliases.items()]
     files = preflight.conf_options("provider")
     defaults = []
     for name, cls in sorted(registry.providers.items()):
         if name not in files and cls.default_conf is not None:
-            store.store(group="provider", name=name, node=cls.default_conf, provider=registry.provider_plugin[name])
+            options.append({"group": "provider", "name": name, "node": cls.default_conf, "provider": registry.provider_plugin[name]})
         if name in files or cls.default_conf is not None:
             defaults.append({f"/provider@providers.{name}": name})
-    store.store(name="provider_defaults", node={"defaults": defaults})
+    options.append({"name": "provider_defaults", "node": {"defaults": defaults}})
+    return options
+
+
+def register_catalog_options() -> None:
+    store = ConfigStore.instance()
+    for option in catalog_options():
+        store.store(**option)
 
 
 def register_launcher() -> None:
@@ -200,26 +208,34 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     os.environ.setdefault(RUN_ID_ENV, uuid.uuid4().hex)  # one budget for every point of this command
     try:
-        setup()
         args = check_overrides(args, plugins.registry().catalog)
     except UserError as exc:
         fail(str(exc))
     parsed = get_args_parser().parse_args(args)
     try:
-        if _only(parsed, "run"):
+        if _only(parsed, "run"):  # the options are registered only if the composition is not kept
             _with_hydra(lambda app: app.run(config_name=CONFIG_NAME, task_function=run,
-                                            overrides=[*parsed.overrides, "hydra.mode=RUN"]))
+                                            overrides=[*parsed.overrides, "hydra.mode=RUN"]), kept=True)
         elif parsed.multirun and _only(parsed, "multirun"):
+            _registered()
             _with_hydra(lambda app: app.multirun(config_name=CONFIG_NAME, task_function=run,
                                                  overrides=[*parsed.overrides, "hydra.mode=MULTIRUN"]))
         elif parsed.help and _only(parsed, "help"):  # with --resolve, Hydra's own help prints the config
             print(usage.text())
         else:
+            _registered()
             sys.argv = [sys.argv[0], *args]
             _hydra_main()
     except KeyboardInterrupt:  # outside the engine (planning, the last ledger writes): nothing is half-done
         print("\ninterrupted; the ledger is consistent: run the same command to carry on", file=sys.stderr)
         sys.exit(130)
+
+
+def _registered() -> None:
+    try:
+        setup()
+    except UserError as exc:
+        fail(str(exc))
 
 
 def _only(parsed: argparse.Namespace, *flags: str) -> bool:
@@ -228,14 +244,15 @@ def _only(parsed: argparse.Namespace, *flags: str) -> bool:
     return not any(others.values()) and not any(o.lstrip("+~").startswith("hydra.mode") for o in parsed.overrides)
 
 
-def _with_hydra(command: Callable[[Any], Any]) -> None:
+def _with_hydra(command: Callable[[Any], Any], kept: bool = False) -> None:
     """Run a command on a Hydra app as `hydra.main` does, less the work it does for every command.
 
     For a run or a multirun `hydra.main` composes the whole config once only to read `hydra.mode`
     (does the config ask for a multirun?), then again to run; the runner's config never sets
     hydra.mode and `_only` saw no override of it, so the mode is the command line's (-m or not):
     the config is composed once, and run in Hydra's run or sweep folder with its logging, as
-    hydra.main would.
+    hydra.main would. With `kept` (a run), the composition is read back when the same command ran
+    before (runner.composed), and the options are registered only if the config is composed.
     """
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_automatic_config_search_path, run_and_report
@@ -245,7 +262,10 @@ def _with_hydra(command: Callable[[Any], Any]) -> None:
 
     def explained() -> None:
         try:
-            command(Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path))
+            app = Hydra.create_main_hydra2(task_name=TASK_NAME, config_search_path=search_path)
+            if kept:
+                app.config_loader = KeptCompositions(app.config_loader, lambda: {"options": catalog_options()}, _registered)
+            command(app)
         except HydraException as exc:  # composition: an option or a value the config cannot take
             fail(hydra_errors.composition(exc))
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from runner.errors import UserError, suggest
+from runner.kept import cache_dir
 from runner import values
 from runner.manifest import Constraint, Limits, ManifestFile, MediaLimits, Mode, Model, ParamSpec, Pricing, load_manifest
 
@@ -107,14 +108,6 @@ class Catalog:
                 if mode.endpoint == endpoint:
                     return cm, mode_name
         raise KeyError((provider, endpoint, model_id))
-
-
-def cache_dir() -> Path:
-    """Where the runner keeps what it can rebuild: RUNNER_CACHE_DIR, else the user's cache folder."""
-    given = os.environ.get("RUNNER_CACHE_DIR")
-    if given:
-        return Path(given)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "video-runner"
 
 
 def compiled_manifest(path: Path) -> ManifestFile:
