@@ -145,12 +145,13 @@ def _compiled(path: Path) -> tuple[ManifestFile, str]:
 
 @functools.cache
 def _schema_fingerprint() -> bytes:
-    """What a cached manifest depends on besides its bytes: the schema's code and pydantic's version."""
-    import pydantic
+    """What a cached manifest depends on besides its bytes: the schema's code and pydantic's version
+    (read from its metadata: a start that finds its manifests compiled never imports pydantic)."""
+    from importlib.metadata import version
 
     from runner import manifest
 
-    return Path(manifest.__file__).read_bytes() + pydantic.VERSION.encode()
+    return Path(manifest.__file__).read_bytes() + version("pydantic").encode()
 
 
 def build_catalog(manifests: Iterable[tuple[str, Path | str]]) -> Catalog:

@@ -15,7 +15,7 @@ a dry run keeps nothing.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import datetime
 import sqlite3
 import time
@@ -27,18 +27,17 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 
 from runner import ledger_file, plugins
 from runner.catalog import Catalog, effective_params, price
-from runner.manifest import Pricing, Rate
+from runner.manifest import Pricing, PricingUnit, Rate
 from runner.money import to_micros
 from runner.plan import JobSpec, Plan
 from runner.providers import ListedPrice, ProviderError, Settings
 
 MAX_AGE_S = 24 * 3600.0  # a price read is reused this long
 TIMEOUT_S = 10.0  # planning never waits longer than this on a price list
-_UNITS = set(typing.get_args(Pricing.model_fields["unit"].annotation))  # the manifests' pricing units
+_UNITS = set(typing.get_args(PricingUnit))  # the manifests' pricing units
 
 
 @dataclass(frozen=True)
@@ -79,6 +78,8 @@ def price_from_lists(plan: Plan, catalog: Catalog, accounts: Mapping[str, Any], 
         found = _cached(db, provider, account.base_url, endpoints, now)
         missing = sorted(endpoints - set(found))
         if missing:
+            import asyncio  # only when a price list is read: a dry run of priced models never loads it
+
             try:
                 listed = asyncio.run(_read(plugins.registry().providers[provider], account, missing))
             except Exception as exc:  # noqa: BLE001  a plugin's fault as much as the network's: planning goes on
@@ -123,6 +124,8 @@ def wanted(plan: Plan, catalog: Catalog) -> dict[str, set[str]]:
 
 
 async def _read(cls: type, account: Any, endpoints: list[str]) -> dict[str, ListedPrice]:
+    import httpx
+
     settings = Settings(account.base_url, account.key, TIMEOUT_S, account.endpoints)
     async with httpx.AsyncClient(timeout=httpx.Timeout(TIMEOUT_S), follow_redirects=False) as client:
         return await cls(settings, client).listed_prices(endpoints)
@@ -160,7 +163,7 @@ def _pricing(manifest: Pricing, listed: Listed) -> Pricing | None:
     it (units x unit price); a rule of its own when the list counts in another unit."""
     rates = [Rate(usd=listed.usd)]
     if listed.unit == manifest.unit:
-        return manifest.model_copy(update={"rates": rates, "unknown": None})
+        return dataclasses.replace(manifest, rates=rates, unknown=None)
     if listed.unit not in _UNITS:
         return None
     return Pricing(unit=listed.unit, quantity="duration" if listed.unit == "second" else None, rates=rates)  # type: ignore[arg-type]

@@ -9,16 +9,20 @@ everything it needs to validate, translate and price a job comes from here.
 The schema is checked when a manifest is loaded, so a malformed manifest fails with its file, entry
 and field rather than surfacing later as a wrong payload or a wrong price. `docs/manifests.md` and
 `manifests/manifest.schema.json` are generated from these classes (`python -m runner.manifest_docs`).
+
+The classes are plain frozen dataclasses, checked by pydantic only when a manifest is loaded
+(`load_manifest`): a start that finds its manifests compiled (runner.catalog) never imports it.
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import MISSING, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal, TypeVar, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runner import values
 from runner.errors import UserError
@@ -71,11 +75,29 @@ MediaKind = Literal["video", "image", "audio"]
 Condition = Any
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+PricingUnit = Literal["second", "clip", "image", "character", "request"]
+
+C = TypeVar("C", bound=type)
 
 
-class ParamSpec(_Strict):
+def _schema(cls: C) -> C:
+    """A manifest class: a frozen dataclass of named fields, whose unknown fields pydantic refuses."""
+    made = dataclass(frozen=True, kw_only=True)(cls)
+    made.__pydantic_config__ = {"extra": "forbid"}  # type: ignore[attr-defined]
+    return made
+
+
+def Field(default: Any = MISSING, *, description: str, default_factory: Any = MISSING) -> Any:  # noqa: N802
+    """A field with its description, for the generated reference (pydantic reads it too)."""
+    return field(default=default, default_factory=default_factory, metadata={"description": description})
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)  # a frozen instance, still being made
+
+
+@_schema
+class ParamSpec:
     """One native request field, keyed in `params` by its name on the wire."""
 
     type: ParamType = Field(description="The value's type; `image`, `video`, `audio` and `image_list` take input files.")
@@ -114,48 +136,40 @@ class ParamSpec(_Strict):
     list_wrap: Any = Field(None, description="This field's template when another field is sent inside it with `into`.")
     description: str = Field("", description="What the field does, for people.")
 
-    @field_validator("canonical")
-    @classmethod
-    def _known_canonical(cls, value: str | None) -> str | None:
-        if value is not None and value not in CANONICAL_PARAMS:
-            raise ValueError(f"unknown canonical name {value!r}; known: {', '.join(CANONICAL_PARAMS)}")
-        return value
-
-    @model_validator(mode="before")
-    @classmethod
-    def _seed_range(cls, data: Any) -> Any:
-        """A seed with no range of its own takes 0..MAX_SEED: a negative seed that means "random" at
-        some providers is never sent (leaving the seed out is random), nor one no provider can hold."""
-        if isinstance(data, dict) and data.get("canonical") == "seed":
-            data = {"minimum": 0, "maximum": MAX_SEED, **{k: v for k, v in data.items() if v is not None}}
-        return data
-
-    @model_validator(mode="after")
-    def _consistent(self) -> "ParamSpec":
+    def __post_init__(self) -> None:
+        if self.canonical is not None and self.canonical not in CANONICAL_PARAMS:
+            raise ValueError(f"canonical: unknown canonical name {self.canonical!r}; known: {', '.join(CANONICAL_PARAMS)}")
+        if self.canonical == "seed":
+            # A seed with no range of its own takes 0..MAX_SEED: a negative seed that means "random"
+            # at some providers is never sent (leaving the seed out is random), nor one no provider can hold.
+            _set(self, "minimum", 0 if self.minimum is None else self.minimum)
+            _set(self, "maximum", MAX_SEED if self.maximum is None else self.maximum)
         if self.map is not None and self.enum is not None:
             raise ValueError("give either map (canonical -> native) or enum, not both")
         if self.canonical in MEDIA_PARAMS:
             expected = "image_list" if self.canonical == "reference_images" else MEDIA_PARAMS[self.canonical]
             if self.type != expected:
                 raise ValueError(f"canonical {self.canonical!r} needs type {expected!r}, not {self.type!r}")
-        return self
 
 
-class Rate(_Strict):
+@_schema
+class Rate:
     """A price per unit, used when every `when` entry matches the job's parameters."""
 
     when: dict[str, Condition] = Field(default_factory=dict, description="Parameter -> value (or list of values, any of them).")
     usd: Decimal = Field(description="US dollars per unit.")
 
 
-class Multiplier(_Strict):
+@_schema
+class Multiplier:
     """A factor on the price when every `when` entry matches (e.g. "8 s videos cost double")."""
 
     when: dict[str, Condition] = Field(description="Parameter -> value (or list of values, any of them).")
     factor: Decimal = Field(description="What the price is multiplied by.")
 
 
-class Pricing(_Strict):
+@_schema
+class Pricing:
     """How a job's cost is estimated from its parameters.
 
     cost = rate(first matching `rates` entry) × units × every matching multiplier, where units is
@@ -163,7 +177,7 @@ class Pricing(_Strict):
     (the length of a text value), a fixed number, or 1 when absent.
     """
 
-    unit: Literal["second", "clip", "image", "character", "request"] = Field(description="What one rate buys.")
+    unit: PricingUnit = Field(description="What one rate buys.")
     quantity: str | int | None = Field(None, description="The parameter counting units (e.g. `duration`), or a fixed count.")
     unit_size: int = Field(1, description="Units are billed in blocks of this size, rounded up (50 characters, 6 seconds).")
     rates: list[Rate] = Field(default_factory=list, description="Prices, first match wins; a rate without `when` matches any job.")
@@ -172,16 +186,15 @@ class Pricing(_Strict):
     source: str = Field("", description="Where the price comes from, as the plan shows it (\"Runway credit table\").")
     note: str = Field("", description="What a person should know about the price; shown when a job matches no rate.")
 
-    @model_validator(mode="after")
-    def _has_price_or_reason(self) -> "Pricing":
+    def __post_init__(self) -> None:
         if not self.rates and not self.unknown:
             raise ValueError("give rates, or `unknown` with the reason there is no price")
         if self.rates and self.unknown:
             raise ValueError("give rates or `unknown`, not both")
-        return self
 
 
-class Constraint(_Strict):
+@_schema
+class Constraint:
     """A rule between parameters the provider enforces ("1080p videos are limited to 5 seconds").
 
     When every `when` entry matches a job, each parameter named in `allowed` must take one of its
@@ -194,7 +207,8 @@ class Constraint(_Strict):
     reason: str = Field(description="The provider's rule, in a user's words; the plan's error message quotes it.")
 
 
-class Retired(_Strict):
+@_schema
+class Retired:
     """A model the provider no longer offers, kept so its name gets an answer rather than "unknown"."""
 
     replacement: str | None = Field(None, description="The catalogue model to use instead.")
@@ -206,7 +220,8 @@ class Retired(_Strict):
     since: str = Field("", description="Since when, and how we know (\"runwayml SDK 5.0.0, 2026-06-10\").")
 
 
-class MediaLimits(_Strict):
+@_schema
+class MediaLimits:
     """What a provider accepts for one kind of input file.
 
     `max_bytes` caps the file whatever the route; the others cap one route each. A local file goes
@@ -221,7 +236,8 @@ class MediaLimits(_Strict):
     upload_max_bytes: int | None = Field(None, description="Largest file through the provider's upload flow.")
 
 
-class UrlRules(_Strict):
+@_schema
+class UrlRules:
     """Which input URLs the provider fetches; a URL breaking them is refused at plan time."""
 
     schemes: list[str] = Field(default_factory=lambda: ["https", "http"], description="URL schemes accepted (runway for runway:// uploads).")
@@ -230,7 +246,8 @@ class UrlRules(_Strict):
     reason: str = Field("", description="The provider's rule, in a user's words, for the error message.")
 
 
-class Limits(_Strict):
+@_schema
+class Limits:
     """Input limits per kind of file, and the URL rules; a model's own limits replace its provider's per entry."""
 
     image: MediaLimits | None = Field(None, description="Limits for image inputs.")
@@ -239,7 +256,8 @@ class Limits(_Strict):
     urls: UrlRules | None = Field(None, description="Which input URLs the provider fetches.")
 
 
-class Output(_Strict):
+@_schema
+class Output:
     """What a model produces and where its URL sits in the provider's result."""
 
     media: MediaKind = Field("video", description="What the output is.")
@@ -251,7 +269,8 @@ class Output(_Strict):
     )
 
 
-class Mode(_Strict):
+@_schema
+class Mode:
     """One way of calling a model (text-to-video, image-to-video, ...): its endpoint and fields.
 
     The runner picks the mode a prompt's inputs call for: every input used, every required one given.
@@ -263,8 +282,7 @@ class Mode(_Strict):
     pricing: Pricing | None = Field(None, description="This mode's price, where it differs from the model's.")
     description: str = Field("", description="What the mode does, for people.")
 
-    @model_validator(mode="after")
-    def _one_field_per_canonical(self) -> "Mode":
+    def __post_init__(self) -> None:
         seen: dict[str, str] = {}
         for native, spec in self.params.items():
             if spec.canonical and spec.canonical in seen:
@@ -281,7 +299,6 @@ class Mode(_Strict):
         for rule in self.constraints:
             _check_conditions("constraints", rule.when, [self])
             _check_conditions("constraints", rule.allowed, [self])
-        return self
 
     def spec_for(self, name: str) -> ParamSpec | None:
         """The field a name means: a canonical name first, then a native field."""
@@ -291,7 +308,8 @@ class Mode(_Strict):
         return self.params.get(name)
 
 
-class Model(_Strict):
+@_schema
+class Model:
     """One model: what a user selects with model=<name>."""
 
     name: str = Field(description="What a user selects: model=<name>.")
@@ -310,8 +328,7 @@ class Model(_Strict):
     retired: Retired | None = Field(None, description="Set when the provider no longer offers the model.")
     notes: str = Field("", description="What a person should know about the entry, including where documents disagree.")
 
-    @model_validator(mode="after")
-    def _priced_and_referenced(self) -> "Model":
+    def __post_init__(self) -> None:
         for mode_name, mode in self.modes.items():
             if mode.pricing is None and self.pricing is None:
                 raise ValueError(f"mode {mode_name!r} has no pricing and the model has none")
@@ -321,10 +338,9 @@ class Model(_Strict):
         for pricing, modes, where in priced:
             for entry in [*pricing.rates, *pricing.multipliers]:
                 _check_conditions(where, entry.when, modes)
-        for field in self.output.extension_by:
-            if not any(field in mode.params for mode in self.modes.values()):
-                raise ValueError(f"output.extension_by names {field!r}, which is not a field of any mode")
-        return self
+        for native in self.output.extension_by:
+            if not any(native in mode.params for mode in self.modes.values()):
+                raise ValueError(f"output.extension_by names {native!r}, which is not a field of any mode")
 
     def pricing_for(self, mode: str) -> Pricing:
         return self.modes[mode].pricing or self.pricing  # type: ignore[return-value]
@@ -351,11 +367,12 @@ def _values_under(spec: ParamSpec, name: str) -> list[Any] | None:
     return list(spec.map) if spec.canonical == name else list(spec.map.values())
 
 
-class ManifestFile(_Strict):
+@_schema
+class ManifestFile:
     """One manifest file: a provider and its models."""
 
     provider: str = Field(description="The provider plugin that runs these models.")
-    limits: Limits = Field(Limits(), description="Input limits and URL rules for every model of the file.")
+    limits: Limits = Field(default_factory=Limits, description="Input limits and URL rules for every model of the file.")
     models: list[Model] = Field(description="The provider's models.")
 
 
@@ -365,19 +382,29 @@ YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 def load_manifest(path: Path, text: str | None = None) -> ManifestFile:
     """Parse and check one manifest file; a malformed one fails naming file, entry and field."""
+    from pydantic import ValidationError
+
     try:
         raw = yaml.load(text if text is not None else path.read_text(encoding="utf-8"), Loader=YAML_LOADER)
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"manifest {path}: cannot read it: {exc}") from None
     try:
-        return ManifestFile.model_validate(raw)
+        return checker().validate_python(raw)
     except ValidationError as exc:
-        raise UserError(_describe(path, raw, exc)) from None
+        raise UserError(_describe(path, raw, exc.errors())) from None
 
 
-def _describe(path: Path, raw: Any, exc: ValidationError) -> str:
+@functools.cache
+def checker() -> Any:
+    """pydantic's validator of a whole manifest file (a TypeAdapter), made on first use."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(ManifestFile)
+
+
+def _describe(path: Path, raw: Any, errors: list[Any]) -> str:
     lines = [f"manifest {path} is malformed:"]
-    for err in exc.errors():
+    for err in errors:
         loc = list(err["loc"])
         where = ""
         if len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int):

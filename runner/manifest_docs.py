@@ -1,12 +1,13 @@
 """`python -m runner.manifest_docs [--check]`: the manifest reference and JSON Schema, from the schema.
 
 `docs/manifests.md` (for people) and `manifests/manifest.schema.json` (for editors) are generated
-from the pydantic classes in runner/manifest.py, so they cannot drift from what the loader checks;
+from the classes in runner/manifest.py (checked by pydantic), so they cannot drift from what the loader checks;
 a test fails when either committed file is stale. `--check` only reports whether they are.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import types
@@ -14,8 +15,6 @@ import typing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel
 
 from runner import manifest
 from runner.manifest import CANONICAL_PARAMS, MEDIA_PARAMS
@@ -25,7 +24,7 @@ DOC = ROOT / "docs" / "manifests.md"
 SCHEMA = ROOT / "manifests" / "manifest.schema.json"
 
 #: The reference's sections, in reading order.
-CLASSES: tuple[type[BaseModel], ...] = (
+CLASSES: tuple[type, ...] = (
     manifest.ManifestFile,
     manifest.Model,
     manifest.Mode,
@@ -146,7 +145,7 @@ def markdown() -> str:
 
 def json_schema() -> str:
     """manifests/manifest.schema.json."""
-    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **manifest.ManifestFile.model_json_schema()}
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **manifest.checker().json_schema()}
     schema["title"] = "video-runner manifest"
     return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
 
@@ -157,20 +156,31 @@ def _canonical_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def _section(cls: type[BaseModel]) -> str:
+def _section(cls: type) -> str:
     paragraphs = (cls.__doc__ or "").strip().split("\n\n")
     doc = "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
     rows = [f"### {cls.__name__}\n", doc, "", "| field | type | default | meaning |", "|---|---|---|---|"]
-    for name, info in cls.model_fields.items():
-        default = "required" if info.is_required() else _default(info.get_default(call_default_factory=True))
-        rows.append(f"| `{name}` | {_type(info.annotation)} | {default} | {info.description or ''} |")
+    types_ = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = _default(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = _default(f.default_factory())
+        else:
+            default = "required"
+        rows.append(f"| `{f.name}` | {_type(types_[f.name])} | {default} | {f.metadata.get('description', '')} |")
     return "\n".join(rows) + "\n"
+
+
+def fields(cls: type) -> dict[str, str]:
+    """A manifest class's fields and their descriptions."""
+    return {f.name: f.metadata.get("description", "") for f in dataclasses.fields(cls)}
 
 
 def _default(value: Any) -> str:
     if value is None or value == "" or value == [] or value == {}:
         return "-"
-    if isinstance(value, BaseModel):
+    if dataclasses.is_dataclass(value):
         return "-"
     return f"`{json.dumps(value)}`"
 
@@ -188,7 +198,7 @@ def _type(annotation: Any) -> str:
         return f"list of {_type(args[0])}"
     if origin is dict:
         return f"map of {_type(args[0])} to {_type(args[1])}"
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+    if dataclasses.is_dataclass(annotation):
         return f"[{annotation.__name__}](#{annotation.__name__.lower()})"
     names = {str: "string", int: "integer", float: "number", bool: "boolean", Decimal: "number"}
     return names.get(annotation, "any")

@@ -10,6 +10,7 @@ and the credit balance agree.
 
 from __future__ import annotations
 
+import dataclasses
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,7 @@ class Billing:
         rate = self._listed.get(model.name)
         if rate is None:
             return None
-        return pricing.model_copy(update={"rates": [Rate(usd=rate)], "unknown": None})
+        return dataclasses.replace(pricing, rates=[Rate(usd=rate)], unknown=None)
 
     def price(self, model: CatalogModel, mode: str, payload: dict[str, Any]) -> Decimal | None:
         """What the provider bills for this job if it is charged: list price times `bill_factor`."""
