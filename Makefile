@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
+# The runner as a user installs it (no test tools) for the benchmarks: the test tools' dependencies
+# would be measured too (selenium's trio, which httpcore imports whenever it is installed).
+RUN_VENV := .venv-run
 
 .PHONY: install test demo soak bench clean
 
@@ -27,8 +30,14 @@ soak: install
 demo: install
 	$(BIN)/python -m runner model=kling prompt_set=ads simulate=true
 
-bench: install $(BENCH_VENV)/.installed
+bench: install $(BENCH_VENV)/.installed $(RUN_VENV)/.installed
 	$(BIN)/python -m bench
+
+$(RUN_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(RUN_VENV)
+	$(RUN_VENV)/bin/pip install --quiet --upgrade pip
+	$(RUN_VENV)/bin/pip install --quiet -e .
+	touch $@
 
 $(BENCH_VENV)/.installed: bench/requirements.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
@@ -37,4 +46,4 @@ $(BENCH_VENV)/.installed: bench/requirements.txt
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .runner outputs .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(RUN_VENV) .runner outputs .pytest_cache

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNER_PYTHON = ROOT / ".venv" / "bin" / "python"
+#: The runner as a user installs it, without the test tools (`make bench` builds .venv-run): their
+#: dependencies would be measured too (selenium brings trio, which httpcore imports when it can).
+RUNNER_PYTHON = ROOT / ".venv-run" / "bin" / "python"
 #: The official SDKs live in their own virtualenv (bench/requirements.txt): never the runner's deps.
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 PY_SPY = ROOT / ".venv-bench" / "bin" / "py-spy"

@@ -8,13 +8,10 @@ comparison measures the model that was asked for.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from runner.hookspecs import hookimpl
 from runner.inputs import InputFile, replace_inputs
@@ -24,6 +21,11 @@ from runner.providers import (
 )
 from runner_manifests import path
 from runner_plugins.fal_platform import FalPlatform
+
+if TYPE_CHECKING:  # asyncio and httpx are imported where used: a dry run loads this plugin without them
+    import asyncio
+
+    import httpx
 
 #: Errors in a COMPLETED status that are the caller's fault; the rest are the platform's.
 PERMANENT_ERROR_TYPES = {"bad_request", "content_policy_violation"}
@@ -87,6 +89,8 @@ class Fal(Provider):
         return job.with_payload(replace_inputs(job.payload, uris))
 
     async def _stored(self, file: InputFile) -> str:
+        import asyncio
+
         async with self._upload_locks.setdefault(file.sha256, asyncio.Lock()):
             url = await self.uploads.get(file.sha256)
             if url is None:
@@ -125,6 +129,10 @@ class Fal(Provider):
         `data: {status}` per change, closed after COMPLETED): its end is seen as it happens, with
         one request instead of a poll schedule. Anything unexpected is a ProviderError: the engine
         then polls the request."""
+        import asyncio
+
+        import httpx
+
         last: Status | None = None
         try:
             async with asyncio.timeout(timeout):
@@ -164,6 +172,8 @@ class Fal(Provider):
         model error is a 4xx with `detail[{loc, msg, type}]` and may still be billed; a platform
         error is a 5xx and is not; `X-Fal-Retryable` says whether trying again can help. When the
         result cannot be read, the status's own error type decides."""
+        import httpx
+
         try:
             response = await self.client.get(handle.urls["response"], headers=self.auth_headers())
         except httpx.HTTPError:

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from runner.inputs import InputFile
 from runner.providers import Handle, Job, ListedPrice, ProviderError, classify_status, classify_transport, json_object
 
 if TYPE_CHECKING:
+    import httpx
+
     from runner_plugins.fal import Fal
 
 NAMESPACES = ("workflows", "comfy")
@@ -124,6 +124,8 @@ class FalPlatform:
 
     async def upload(self, file: InputFile) -> str:
         """Store a local input file with fal; the URL of the stored file."""
+        import httpx  # here: a dry run loads this module without the HTTP stack
+
         name = f"{file.sha256[:16]}{mimetypes.guess_extension(file.mime) or '.' + file.mime.split('/')[1]}"
         ticket = json_object(await self.fal.http("POST", f"{self._base('storage')}/storage/upload/initiate",
                                                  params={"storage_type": "gcs"}, json={"file_name": name, "content_type": file.mime}))

@@ -6,17 +6,19 @@ answer was lost may have started a task: the engine, not this plugin, decides ab
 
 from __future__ import annotations
 
-import asyncio
 import mimetypes
 from decimal import Decimal
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from runner.hookspecs import hookimpl
 from runner.inputs import InputFile, replace_inputs
 from runner.providers import AccountLimits, Handle, Job, Provider, ProviderError, Result, Status, classify_status, classify_transport, json_object
 from runner_manifests import path
+
+if TYPE_CHECKING:  # asyncio and httpx are imported where used: a dry run loads this plugin without them
+    import asyncio
+
+    import httpx
 
 API_VERSION = "2024-11-06"
 #: How long a runway:// upload is reused: Runway keeps ephemeral uploads 24 h; an hour of margin.
@@ -73,6 +75,8 @@ class Runway(Provider):
 
     async def _uploaded(self, file: InputFile) -> str:
         """A runway:// URI for the file: uploaded once, then reused by every job while it lasts."""
+        import asyncio
+
         async with self._upload_locks.setdefault(file.sha256, asyncio.Lock()):
             uri = await self.uploads.get(file.sha256)
             if uri is None:
@@ -81,6 +85,8 @@ class Runway(Provider):
             return uri
 
     async def _upload(self, file: InputFile) -> str:
+        import httpx
+
         name = f"{file.sha256[:16]}{mimetypes.guess_extension(file.mime) or '.' + file.mime.split('/')[1]}"
         ticket = json_object(await self._call("POST", "uploads", json={"filename": name, "type": "ephemeral"}))
         try:  # the upload URL is presigned: no Runway headers, as the official SDK does

@@ -17,13 +17,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, ClassVar, Literal
-
-import httpx
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from runner.catalog import CatalogModel
 from runner.config import ProviderConf
 from runner.inputs import InputFile, replace_inputs
+
+if TYPE_CHECKING:  # imported where used: a dry run loads the plugins, never the HTTP stack
+    import httpx
 
 State = Literal["queued", "running", "succeeded", "failed", "canceled"]
 ErrorClass = Literal["retryable", "rate_limited", "permanent"]
@@ -222,6 +223,8 @@ class Provider:
     ) -> httpx.Response:
         """One API call; a failure comes back classified as a ProviderError. A redirect is an error:
         an API that answers a create with a 3xx has not said it created anything."""
+        import httpx
+
         try:
             response = await self.client.request(method, url, headers=self.auth_headers(), **kwargs)
         except httpx.TransportError as exc:
@@ -345,13 +348,13 @@ def classify_status(response: httpx.Response, message: str, *, submitting: bool 
     return ProviderError(message, kind="permanent", status=code)
 
 
-#: Transport failures that happen before a request leaves this machine.
-_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol, httpx.LocalProtocolError)
-
-
 def classify_transport(exc: httpx.TransportError, *, submitting: bool = False) -> ProviderError:
     """A network failure: retryable; on submit, ambiguous unless the request never left."""
-    never_sent = isinstance(exc, _NEVER_SENT)
+    import httpx
+
+    # Transport failures that happen before a request leaves this machine.
+    never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
+                                  httpx.LocalProtocolError))
     return ProviderError(
         f"network error: {type(exc).__name__}: {exc}", kind="retryable", maybe_accepted=submitting and not never_sent,
         never_sent=never_sent,
