@@ -119,7 +119,8 @@ def fail(message: str) -> None:
 def run(cfg: DictConfig) -> None:
     """One sweep point: its settings checked, then planned and checked, then shown (dry run) or run."""
     try:
-        check_settings(cfg, HydraConfig.get().overrides.task)
+        if not (HydraConfig.get().mode == RunMode.RUN and _checked_at_start()):
+            check_settings(cfg, HydraConfig.get().overrides.task)
         catalog = plugins.registry().catalog
         plan = planned(cfg, catalog, HydraConfig.get().runtime.choices)
         if not plan.jobs and HydraConfig.get().mode == RunMode.MULTIRUN:  # one point of Hydra's own launchers
@@ -164,6 +165,14 @@ def _forget_run_folder(state_dir: str) -> None:
 
 #: state_dir folders that were there before this command (a refused command leaves them even empty).
 _EXISTED: set[Path] = set()
+#: Whether CheckSettings checked a single run's settings when it started (they are its task's).
+_CHECKED: list[bool] = []
+
+
+def _checked_at_start() -> bool:
+    checked = bool(_CHECKED)
+    _CHECKED.clear()
+    return checked
 
 
 class CheckSettings(Callback):
@@ -173,6 +182,7 @@ class CheckSettings(Callback):
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config)
+        _CHECKED[:] = [True]  # the run's task need not check the same settings again
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check(config)  # the settings every point shares; each point's own are checked as it is planned

@@ -12,7 +12,9 @@ a request that reaches a pool always finds its connection at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
+import ssl
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 
@@ -70,7 +72,6 @@ class Pools(httpx.AsyncBaseTransport):
         count = max(1, -(-connections // pool_size))
         self._proxy = proxy
         self._limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
-        self._tls = httpx.create_ssl_context()  # one for every pool: each loads the certificate store
         self._pools: list[httpx.AsyncHTTPTransport | None] = [None] * count  # made when first used
         self._size = pool_size
         self._busy = [0] * count
@@ -91,7 +92,7 @@ class Pools(httpx.AsyncBaseTransport):
         release = self._releaser(index)
         pool = self._pools[index]
         if pool is None:
-            pool = self._pools[index] = httpx.AsyncHTTPTransport(verify=self._tls, limits=self._limits, proxy=self._proxy)
+            pool = self._pools[index] = httpx.AsyncHTTPTransport(verify=_tls(), limits=self._limits, proxy=self._proxy)
         try:
             response = await pool.handle_async_request(request)
         except BaseException:
@@ -119,6 +120,13 @@ class Pools(httpx.AsyncBaseTransport):
         for pool in self._pools:
             if pool is not None:
                 await pool.aclose()
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every pool of the process, made when the first pool is: each loads the
+    certificate store (50 ms), and a context is safe to share."""
+    return httpx.create_ssl_context()
 
 
 class _Releasing(httpx.AsyncByteStream):

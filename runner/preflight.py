@@ -7,6 +7,7 @@ the closest valid key or model, so `durration=5` or `model=klingg` is fixed at a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import typing
 from collections.abc import Sequence
@@ -97,9 +98,21 @@ def _check_config_files(parsed: Any) -> None:
 def _parsed(arg: str) -> Any:
     """One override, or the one message saying why it cannot be read."""
     try:
-        return OverridesParser.create().parse_overrides([arg])[0]
+        return parse_override(arg)
     except OverrideParseException as exc:
         raise UserError(hydra_errors.grammar(arg, exc)) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_override(line: str) -> Any:
+    """One override as Hydra's grammar reads it (OverrideParseException when it cannot), read once
+    per command: the settings' checks read the same lines again."""
+    return _parser().parse_overrides([line])[0]
+
+
+@functools.cache
+def _parser() -> OverridesParser:
+    return OverridesParser.create()  # a few milliseconds each: one per command
 
 
 def _check_secret(key: str, override: Any) -> None:

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -29,7 +28,7 @@ from runner import plugins, values
 from runner.catalog import Catalog
 from runner.config import ProviderConf, Range, RunConfig, raise_max_jobs
 from runner.errors import UserError, suggest
-from runner.preflight import ENV_NAME
+from runner.preflight import ENV_NAME, parse_override
 
 
 class Origins:
@@ -41,7 +40,7 @@ class Origins:
             overrides = OmegaConf.to_container(overrides, resolve=False)  # type: ignore[assignment]
         for line in overrides:
             try:
-                override = OverridesParser.create().parse_overrides([line])[0]
+                override = parse_override(line)
             except OverrideParseException:
                 continue
             self.given.append((override.package or override.key_or_group, line))
