@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.env import DOC, SCALE
-from bench import makespan
+from bench import makespan, startup
 from bench.scale import DURATIONS, IN_FLIGHT, JOBS, PROMPTS, REPLICATES, WAIT_S
 
 
@@ -208,7 +208,8 @@ def render(results: dict) -> str:
            f"is {5 / SCALE:g} s for the runner; the runwayml SDK's 6 +/- 1.5 s poll sleep is {6 / SCALE:g} +/- "
            f"{1.5 / SCALE:g} s). fal-client polls every 0.1 s, its default, unscaled: scaled it would poll every "
            f"{0.1 / SCALE * 1000:g} ms. The SDKs run from their own virtualenv (`bench/requirements.txt`), never the "
-           "runner's. CPU time and peak RSS are the client process's own, from the kernel when it is reaped.", "",
+           "runner's; the runner from one with nothing but itself (`.venv-run`, installed as a user installs it: the "
+           "test tools' selenium brings trio, which httpcore imports whenever it is installed). CPU time and peak RSS are the client process's own, from the kernel when it is reaped.", "",
            "The exact bound is the simulator's own time for each task (accepted to done), list-scheduled in submission "
            "order on C slots: no client can finish sooner; everything above it is the client's (start-up, network, "
            "polling granularity, downloads).", "",
@@ -318,7 +319,7 @@ def _scale(r: dict) -> list[str]:
 def _startup(r: dict) -> list[str]:
     b = _get(r, "startup") or {}
     rows = [[name, c.get("cpu_s"), c.get("wall_s"), c.get("error")] for name, c in b.items() if isinstance(c, dict)]
-    return ["## Start-up (median of 3, warm)", ""] + _md(["command", "CPU s", "wall s", "error"], rows) + [""]
+    return [f"## Start-up (median of {startup.RUNS}, warm)", ""] + _md(["command", "CPU s", "wall s", "error"], rows) + [""]
 
 
 def write(results: dict) -> None:
