@@ -21,10 +21,11 @@ import importlib.resources
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import hydra
+import omegaconf
 from hydra.core.utils import JobRuntime
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -75,7 +76,7 @@ class KeptCompositions:
     def _key(self, config_name: str | None, overrides: list[str], from_shell: bool, validate: bool) -> str:
         return kept.key({
             "config": [config_name, list(overrides), from_shell, validate],
-            "versions": [version("hydra-core"), version("omegaconf")],
+            "versions": [hydra.__version__, omegaconf.__version__],
             "search_path": [(p.provider, p.path) for p in self._loader.get_search_path().get_path()],
             "hydra_plugins": _hydra_plugins(),
             "task": JobRuntime().get("name"),
