@@ -75,7 +75,7 @@ def test_a_changed_config_file_composes_again(project, registrations, capsys):
 
 def test_a_file_added_to_a_config_folder_composes_again(project, registrations, capsys):
     _dry_run(capsys)
-    # A config folder's own config.yaml would now shape the composition: the folder is part of the key.
+    # A new option in a config folder (model=mine now exists): the folders are checked, not only the files read.
     _write(project / "myconf" / "model" / "mine.yaml", "name: gen4_turbo\n", LONG_AGO + 60)
     _dry_run(capsys)
     assert len(registrations) == 2
