@@ -7,6 +7,7 @@ new migration appended here, never an edit of an old one, so every existing ledg
 from __future__ import annotations
 
 import datetime
+import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,21 @@ APPLICATION_ID = 0x56524C47
 def migration(fn: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite_utils.Database], None]:
     MIGRATIONS.append(fn)
     return fn
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Migrate the ledger if it needs it. A ledger already up to date, as every run but its first
+    finds it, is told by one read, without loading sqlite-utils; migrations are never undone, so
+    that read needs no lock (`migrate` takes one and reads again)."""
+    try:
+        applied = {row[0] for row in conn.execute("select name from _migrations")}
+    except sqlite3.OperationalError:  # a new ledger: no table yet
+        applied = set()
+    if all(fn.__name__ in applied for fn in MIGRATIONS):
+        return
+    import sqlite_utils
+
+    migrate(sqlite_utils.Database(conn))
 
 
 def migrate(db: sqlite_utils.Database) -> None:

@@ -17,10 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from runner import ledger_file
-from runner.migrations import migrate
+from runner.migrations import upgrade
 from runner.owners import Identity
 
 PLANNED = "planned"
@@ -71,7 +69,7 @@ def open_ledger(path: str | Path, shown: str | None = None, hint: str = ledger_f
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA busy_timeout=5000")
-    migrate(sqlite_utils.Database(conn))
+    upgrade(conn)
     return conn
 
 

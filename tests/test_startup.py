@@ -38,3 +38,14 @@ def test_a_dry_run_run_again_loads_nothing_it_does_not_use(tmp_path):
     again = _loaded(tmp_path, *args)
     assert not again & HEAVY, sorted(again & HEAVY)
     assert {"hydra", "omegaconf", "runner.plan", "runner.composed"} <= again  # it did run the command
+
+
+def test_a_rerun_on_its_ledger_loads_no_migration_tool(tmp_path):
+    """A ledger already up to date is told by one read: sqlite-utils (migrations) is loaded by a
+    ledger's first run only."""
+    (tmp_path / "fast.yaml").write_text("latency: {default: {min: 0.03, max: 0.06}}\npending_s: 0.01\n")
+    args = ("model=gen4.5", "prompt_set=ads", "duration=5", "simulate=true", f"sim_config={tmp_path / 'fast.yaml'}",
+            "quiet=true", "yes=true", "providers.runway.min_poll_interval_s=0.05")
+    assert "sqlite_utils" in _loaded(tmp_path, *args)  # the ledger made: migrated
+    again = _loaded(tmp_path, *args)
+    assert "sqlite_utils" not in again and "runner.drive" in again  # it did run, on the same ledger
