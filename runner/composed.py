@@ -113,10 +113,11 @@ def _folder(schema: str, path: str) -> str | None:
 
 
 def _tree(folder: str) -> Iterator[str]:
+    """A folder (even absent: one that appears later is seen), its folders and its files."""
+    yield folder
     for top, folders, files in os.walk(folder):
         folders[:] = [f for f in folders if f != "__pycache__"]
-        yield top
-        yield from (os.path.join(top, name) for name in files)
+        yield from (os.path.join(top, name) for name in (*folders, *files))
 
 
 def _hydra_plugins() -> list[tuple[str, kept.Stat]]:

@@ -155,3 +155,18 @@ def test_a_rerun_end_to_end_plans_the_same(project):
     again = run_cli(*args, cwd=project, env=env)
     assert again.returncode == 0, again.stderr
     assert again.stdout == first.stdout and "1 job" in again.stdout
+
+
+@pytest.mark.filterwarnings("ignore:provider=hydra.searchpath in command-line, path=later is not available")
+def test_a_config_folder_that_appears_later_composes_again(project, registrations, capsys):
+    """A search path folder absent when the command first ran is part of what the composition is
+    made of: once it exists, the command is composed again."""
+    args = ["model=gen4.5", "prompt_set.file=alpha.jsonl", "hydra.searchpath=[file://later]", "dry_run=true"]
+    app.main(args)
+    app.main(args)
+    assert len(registrations) == 1  # kept, absent folder and all
+    _write(project / "later" / "prompt_set" / "other.yaml", f"file: {project / 'beta.jsonl'}\n", LONG_AGO + 60)
+    os.utime(project / "later", (LONG_AGO + 60, LONG_AGO + 60))
+    app.main(args)
+    assert len(registrations) == 2
+    capsys.readouterr()
