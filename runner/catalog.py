@@ -9,22 +9,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
-import pickle
 import re
-import tempfile
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from runner import kept, values
 from runner.errors import UserError, suggest
-from runner.kept import cache_dir
-from runner import values
 from runner.manifest import Constraint, Limits, ManifestFile, MediaLimits, Mode, Model, ParamSpec, Pricing, load_manifest
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+#: Compiled manifests kept: every installed plugin's, with room for the versions a manifest's author
+#: goes through (the newest read are the last pruned).
+KEEP_MANIFESTS = 64
 
 
 @dataclass(frozen=True)
@@ -125,21 +126,12 @@ def _compiled(path: Path) -> tuple[ManifestFile, str]:
     except OSError:
         return load_manifest(path), ""  # which names the file and why it cannot be read
     content = hashlib.sha256(_schema_fingerprint() + data).hexdigest()
-    entry = cache_dir() / f"manifest-{content[:32]}.pickle"
-    try:
-        cached = pickle.loads(entry.read_bytes())
-        if isinstance(cached, ManifestFile):
-            return cached, content
-    except Exception:  # absent, torn, or written by another version: rebuild it
-        pass
+    entry = kept.cache_dir() / f"manifest-{content[:32]}.pickle"
+    cached = kept.read(entry)  # None when absent, torn, or written by another version: rebuilt
+    if isinstance(cached, ManifestFile):
+        return cached, content
     manifest = load_manifest(path, data.decode("utf-8"))
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=entry.parent, prefix=".manifest-", delete=False) as out:
-            out.write(pickle.dumps(manifest))
-        os.replace(out.name, entry)
-    except OSError:
-        pass
+    kept.write(entry, manifest, (), time.time(), keep=KEEP_MANIFESTS)  # keyed by content: it reads no other file
     return manifest, content
 
 

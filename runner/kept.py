@@ -5,7 +5,8 @@ used only while every local file it was read from has the same size, modificatio
 the way make and git tell a changed file. A file modified within RACY_S of the start of the work
 may have changed after it was read: such work is not kept. Entries are written whole (a temporary
 file renamed), only the newest few of a kind stay, and a cache that cannot be read or written only
-costs the work again. runner.plancache keeps plans, runner.composed Hydra's compositions.
+costs the work again. runner.plancache keeps plans, runner.composed Hydra's compositions and
+runner.catalog the compiled manifests.
 """
 
 from __future__ import annotations
