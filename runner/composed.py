@@ -122,10 +122,9 @@ def _tree(folder: str) -> Iterator[str]:
 
 def _hydra_plugins() -> list[tuple[str, kept.Stat]]:
     """Hydra's plugins (launchers, sweepers, search paths) register configs when Hydra imports them:
-    the folders of the hydra_plugins namespace and their modules, so one installed or removed is seen."""
+    every folder and file of the hydra_plugins namespace, so one installed, removed or edited is seen."""
     try:
         import hydra_plugins
     except ImportError:
         return []
-    return [(path, kept.stat(path)) for folder in hydra_plugins.__path__ for path in _tree(folder)
-            if path.endswith(".py") or os.path.isdir(path)]
+    return [(path, kept.stat(path)) for folder in hydra_plugins.__path__ for path in _tree(folder)]

@@ -27,7 +27,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-
 from runner import ledger_file, plugins
 from runner.catalog import Catalog, effective_params, price
 from runner.manifest import Pricing, PricingUnit, Rate
