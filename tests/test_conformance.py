@@ -19,6 +19,7 @@ from runner.testing import FailureCase, ProviderConformance, settings
 from runner_plugins.fal import Fal
 from runner_plugins.runway import Runway
 from tests.conftest import run_cli
+from tests.helpers import wait_until
 
 
 class TestRunwayConformance(ProviderConformance):
@@ -200,6 +201,8 @@ def test_fal_watch_returns_the_final_state_over_one_stream(sim):
         return await provider.watch(await provider.submit(job), 30)
 
     assert run(body).state == "succeeded"
+    # The simulator counts a stream once it has finished sending it, which the client need not wait for.
+    wait_until(lambda: sim.stats()["providers"]["fal"]["requests"].get("fal.stream"), timeout=30)
     requests = sim.stats()["providers"]["fal"]["requests"]
     assert requests.get("fal.stream") == 1 and not requests.get("fal.status")
 
