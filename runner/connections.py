@@ -1,28 +1,39 @@
-"""HTTP clients sized to the work: connections in small pools, and no request ever queued inside one.
+"""HTTP clients sized to the work: httpx's API on aiohttp's connections.
 
-httpcore's connection pool looks at every connection it holds (and, for each idle one, at every
-other) whenever a request starts or ends, and at every queued request against every connection: a
-request's cost grows with the square of the pool's size, and with the requests queued in it. With
-thousands of generations in flight one large pool would spend the event loop on that bookkeeping.
-So a client's connections are split into pools of POOL_SIZE, each request goes to the first pool
-with a free connection, and a semaphore holds back the requests beyond the connections there are:
-a request that reaches a pool always finds its connection at once.
+Plugins and the engine speak httpx (requests, responses, exceptions); the bytes go through aiohttp,
+whose HTTP parser is C and whose pool hands out a connection without looking at the others.
+httpcore's pool looks at every connection it holds whenever a request starts or ends, and h11 and
+anyio add their own layers: at 100 connections a request cost 1.5 ms of CPU through httpcore (in
+pools of 8), 0.5 ms through aiohttp. The official runwayml SDK offers the same swap (its `aiohttp`
+extra); our transport is our own because a create call's money rests on its error mapping (below).
+
+Errors come back as httpx's, split where the request left the machine: ConnectError,
+ConnectTimeout, ProxyError and UnsupportedProtocol before (nothing was sent), ReadError,
+WriteError, ReadTimeout and RemoteProtocolError after (the provider may have it). An aiohttp error
+this module does not know is treated as after: a create that may have been sent is never sent
+again blindly.
+
+A client's requests beyond its connections wait their turn in order outside the pool, their
+timeouts not yet running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
+from typing import Any
 
 import httpx
 
 from runner import pacing
 
-POOL_SIZE = 8  # connections per httpcore pool: its scans stay a few dozen steps
+KEEPALIVE_S = 5.0  # an idle connection is closed after this, as httpx does: servers close theirs too
+#: Longest status or header line read: aiohttp's own default (8 KiB) is less than h11's, and a
+#: provider's signed URLs in a header can be long.
+MAX_LINE = 64 * 1024
 
 
 class Held(Exception):
@@ -59,24 +70,21 @@ def client(connections: int, timeout_s: float, *, follow_redirects: bool) -> htt
     # httpx reads proxy variables only when it builds its own transport: mount them as it would.
     from httpx._utils import get_environment_proxies
 
-    mounts = {pattern: None if proxy is None else Pools(connections, proxy=proxy)
+    mounts = {pattern: None if proxy is None else Transport(connections, proxy=proxy)
               for pattern, proxy in get_environment_proxies().items()}
-    return httpx.AsyncClient(timeout=timeout, transport=Pools(connections), mounts=mounts, follow_redirects=follow_redirects)
+    return httpx.AsyncClient(timeout=timeout, transport=Transport(connections), mounts=mounts, follow_redirects=follow_redirects)
 
 
-class Pools(httpx.AsyncBaseTransport):
-    """`connections` connections in pools of POOL_SIZE; a request holds its pool's place until its
-    response is closed (read whole, or its stream closed)."""
+class Transport(httpx.AsyncBaseTransport):
+    """`connections` connections through one aiohttp session, made on first use (it belongs to the
+    running loop); a request holds its place until its response is closed (read whole, or its
+    stream closed)."""
 
-    def __init__(self, connections: int, pool_size: int = POOL_SIZE, proxy: str | None = None):
-        count = max(1, -(-connections // pool_size))
+    def __init__(self, connections: int, proxy: str | None = None):
+        self._connections = connections
         self._proxy = proxy
-        self._limits = httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size)
-        self._pools: list[httpx.AsyncHTTPTransport | None] = [None] * count  # made when first used
-        self._size = pool_size
-        self._busy = [0] * count
-        self._room = list(range(count))  # a heap of the pools with a free connection: the first is used
-        self._gate = asyncio.Semaphore(count * pool_size)
+        self._gate = asyncio.Semaphore(connections)
+        self._session: Any = None  # aiohttp.ClientSession, imported with the first request
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await pacing.turn()  # requests start a few per pass of the loop (runner.pacing), however many are due at once
@@ -85,63 +93,129 @@ class Pools(httpx.AsyncBaseTransport):
         if door is not None and not door.passing():
             self._gate.release()
             raise Held(f"{request.method} {request.url.copy_with(query=None)} was not sent: the run is stopping")
-        index = self._room[0]  # never empty here: the gate lets through only as many requests as there are connections
-        self._busy[index] += 1
-        if self._busy[index] == self._size:
-            heapq.heappop(self._room)
-        release = self._releaser(index)
-        pool = self._pools[index]
-        if pool is None:
-            pool = self._pools[index] = httpx.AsyncHTTPTransport(verify=_tls(), limits=self._limits, proxy=self._proxy)
         try:
-            response = await pool.handle_async_request(request)
+            answer = await self._send(request)
         except BaseException:
-            release()
-            raise
-        response.stream = _Releasing(response.stream, release)
-        return response
-
-    def _releaser(self, index: int) -> Callable[[], None]:
-        done = False
-
-        def release() -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
-            if self._busy[index] == self._size:
-                heapq.heappush(self._room, index)
-            self._busy[index] -= 1
             self._gate.release()
+            raise
+        return httpx.Response(status_code=answer.status, headers=answer.raw_headers,
+                              stream=_Body(answer, request, self._gate.release), request=request,
+                              extensions={"http_version": b"HTTP/1.1", "reason_phrase": (answer.reason or "").encode()})
 
-        return release
+    async def _send(self, request: httpx.Request) -> Any:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_S),
+                cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
+                auto_decompress=False,  # httpx decodes, and counts the bytes on the wire
+                max_line_size=MAX_LINE, max_field_size=MAX_LINE,
+            )
+            # aiohttp sends a GET, PUT or DELETE again by itself after a reset: the engine is the one
+            # retry policy (its backoff, its counts, what the user is told). aiohttp's own test
+            # client turns this off the same way; tests/test_connections.py checks it stays off.
+            if hasattr(self._session, "_retry_connection"):
+                self._session._retry_connection = False
+        timeout = request.extensions.get("timeout", {})
+        headers = request.headers
+        try:
+            data: Any = request.content or None
+        except httpx.RequestNotRead:  # a streamed body: aiohttp frames it itself
+            data = request.stream
+            headers = headers.copy()
+            headers.pop("transfer-encoding", None)
+        try:
+            return await self._session.request(
+                request.method, str(request.url), headers=list(headers.multi_items()), data=data,
+                allow_redirects=False,  # httpx follows them, by its client's policy
+                timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_connect=timeout.get("connect"),
+                                              sock_read=timeout.get("read")),
+                ssl=_tls() if request.url.scheme == "https" or self._proxy else True,
+                server_hostname=request.extensions.get("sni_hostname"), proxy=self._proxy,
+            )
+        except Exception as exc:
+            mapped = _before_answer(exc, request)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def aclose(self) -> None:
-        for pool in self._pools:
-            if pool is not None:
-                await pool.aclose()
+        if self._session is not None:
+            await self._session.close()
 
 
 @functools.cache
 def _tls() -> ssl.SSLContext:
-    """One TLS context for every pool of the process, made when the first pool is: each loads the
-    certificate store (50 ms), and a context is safe to share."""
+    """One TLS context for the process, made by the first https request: each loads the certificate
+    store (50 ms), and a context is safe to share. httpx's, so the certificates trusted (certifi's,
+    or SSL_CERT_FILE's) are what httpx trusts."""
     return httpx.create_ssl_context()
 
 
-class _Releasing(httpx.AsyncByteStream):
-    """A response body that gives its pool's place back once closed."""
+class _Body(httpx.AsyncByteStream):
+    """A response body read from aiohttp; closing it gives the connection back (or closes it, if
+    the body was not read whole) and the request's place to the next."""
 
-    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]):
-        self._stream = stream
-        self._release = release
+    def __init__(self, answer: Any, request: httpx.Request, release: Callable[[], None]):
+        self._answer = answer
+        self._request = request
+        self._release: Callable[[], None] | None = release
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._stream:
-            yield chunk
+        try:
+            async for chunk in self._answer.content.iter_any():
+                yield chunk
+        except Exception as exc:
+            mapped = _after_sent(exc, self._request)
+            if mapped is None:
+                raise
+            raise mapped from exc
 
     async def aclose(self) -> None:
+        release, self._release = self._release, None
+        if release is None:
+            return
         try:
-            await self._stream.aclose()
+            self._answer.release()
         finally:
-            self._release()
+            release()
+
+
+def _before_answer(exc: Exception, request: httpx.Request) -> Exception | None:
+    """httpx's exception for an aiohttp failure before the answer's headers; None to let it go as it is."""
+    import aiohttp
+
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, no route, DNS, TLS handshake, the proxy unreachable
+        return httpx.ConnectError(message, request=request)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):  # the proxy refused the tunnel: nothing reached the provider
+        return httpx.ProxyError(message, request=request)
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return httpx.UnsupportedProtocol(message, request=request)
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.InvalidURL(message)
+    mapped = _after_sent(exc, request)
+    if mapped is None and isinstance(exc, ValueError):  # a header aiohttp will not write (a line break): nothing sent
+        return httpx.LocalProtocolError(message, request=request)
+    return mapped
+
+
+def _after_sent(exc: Exception, request: httpx.Request) -> Exception | None:
+    """httpx's exception for a failure once the request may have left: every one of them says so."""
+    import aiohttp
+    from aiohttp.http_exceptions import HttpProcessingError  # an answer aiohttp could not parse
+
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, (aiohttp.ServerTimeoutError, TimeoutError)):
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError,
+                        HttpProcessingError)):
+        return httpx.RemoteProtocolError(message, request=request)
+    if isinstance(exc, (aiohttp.ClientConnectionError, ConnectionError)):  # reset, broken pipe, a closing transport
+        return httpx.ReadError(message, request=request)
+    if isinstance(exc, aiohttp.ClientError):
+        return httpx.RemoteProtocolError(message, request=request)
+    return None

@@ -352,9 +352,9 @@ def classify_transport(exc: httpx.TransportError, *, submitting: bool = False) -
     """A network failure: retryable; on submit, ambiguous unless the request never left."""
     import httpx
 
-    # Transport failures that happen before a request leaves this machine.
+    # Transport failures that happen before a request leaves this machine (a ProxyError is a refused tunnel).
     never_sent = isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
-                                  httpx.LocalProtocolError))
+                                  httpx.LocalProtocolError, httpx.ProxyError))
     return ProviderError(
         f"network error: {type(exc).__name__}: {exc}", kind="retryable", maybe_accepted=submitting and not never_sent,
         never_sent=never_sent,

@@ -1,6 +1,6 @@
 """The runner's HTTP transport: after a Ctrl-C no create call's request leaves the machine (even one
 that was already waiting for its turn or a connection), a call that has sent a request goes on,
-and proxies from the environment are used with the same pools."""
+and proxies from the environment are used with the same transport."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from runner import connections
-from runner.connections import DOOR, Door, Held, Pools
+from runner.connections import DOOR, Door, Held, Transport
 
 
 class Server:
@@ -106,16 +106,16 @@ def test_calls_waiting_for_a_connection_when_the_run_stops_are_held(server):
 
     async def main() -> list[object]:
         nonlocal stopping
-        pools = Pools(1, pool_size=1)
-        async with httpx.AsyncClient(transport=pools, timeout=30) as client:
+        transport = Transport(1)
+        async with httpx.AsyncClient(transport=transport, timeout=30) as client:
             first = asyncio.create_task(_call(client, Door(lambda: stopping), f"{server.url}/slow"))
             await asyncio.get_running_loop().run_in_executor(None, server.arrived.wait, 30)
             waiting = [asyncio.create_task(_call(client, Door(lambda: stopping), f"{server.url}/tasks")) for _ in range(4)]
             for _ in range(100_000):  # until all four wait for the one connection, which is busy
-                if len(pools._gate._waiters or ()) == 4:
+                if len(transport._gate._waiters or ()) == 4:
                     break
                 await asyncio.sleep(0)
-            assert len(pools._gate._waiters or ()) == 4
+            assert len(transport._gate._waiters or ()) == 4
             stopping = True
             server.release.set()
             return await asyncio.gather(first, *waiting, return_exceptions=True)
@@ -137,3 +137,123 @@ def test_a_proxy_from_the_environment_carries_the_requests(server, monkeypatch):
 
     assert asyncio.run(main()) == 200
     assert server.targets == ["http://provider.invalid/v1/tasks/abc"]  # the proxy was asked for the URL
+
+
+class RawServer:
+    """A loopback socket server that reads one request per connection and then does `act(conn)`:
+    whatever a broken network or server does. Counts the requests that arrived."""
+
+    def __init__(self, act) -> None:
+        import socket
+
+        self.requests = 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.act = act
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            self.requests += 1
+            self.act(conn)
+
+
+def _reset(conn) -> None:
+    import socket
+    import struct
+
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with an RST
+    conn.close()
+
+
+def _get(url: str, timeout_s: float = 5.0, method: str = "GET") -> object:
+    async def main() -> object:
+        async with connections.client(4, timeout_s, follow_redirects=False) as client:
+            try:
+                response = await client.request(method, url)
+                return response.status_code, response.content
+            except httpx.HTTPError as exc:
+                return exc
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_a_reset_after_the_request_is_an_ambiguous_error_and_is_not_sent_again(method):
+    from runner.providers import classify_transport
+
+    server = RawServer(_reset)
+    error = _get(f"{server.url}/v1/tasks", method=method)
+    assert isinstance(error, (httpx.ReadError, httpx.RemoteProtocolError)), error
+    classified = classify_transport(error, submitting=True)
+    assert classified.maybe_accepted and not classified.never_sent
+    assert server.requests == 1  # the engine decides about another attempt, not the transport
+
+
+def test_a_refused_connection_is_an_error_before_anything_was_sent():
+    from runner.providers import classify_transport
+
+    import socket
+
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    error = _get(f"http://127.0.0.1:{port}/v1/tasks", method="POST")
+    assert isinstance(error, httpx.ConnectError), error
+    classified = classify_transport(error, submitting=True)
+    assert classified.never_sent and not classified.maybe_accepted
+
+
+def test_an_answer_that_never_comes_is_a_read_timeout():
+    held = []
+    server = RawServer(held.append)  # reads the request, answers nothing, keeps the connection open
+    error = _get(f"{server.url}/v1/tasks/abc", timeout_s=0.3)
+    assert isinstance(error, httpx.ReadTimeout), error
+    assert server.requests == 1
+
+
+def test_a_body_cut_short_and_an_unreadable_answer_are_protocol_errors():
+    def short(conn) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 10)
+        conn.close()
+
+    def garbage(conn) -> None:
+        conn.sendall(b"HELLO THERE\r\n\r\n")
+        conn.close()
+
+    for act in (short, garbage):
+        error = _get(f"{RawServer(act).url}/clip.mp4")
+        assert isinstance(error, httpx.RemoteProtocolError), (act.__name__, error)
+
+
+def test_an_answer_passes_through_with_its_headers_and_body_undecoded_by_the_transport():
+    import gzip
+
+    body = gzip.compress(b'{"status": "SUCCEEDED"}')
+
+    def answer(conn) -> None:
+        conn.sendall(b"HTTP/1.1 201 Created\r\nContent-Encoding: gzip\r\nX-Request-Id: a\r\nX-Request-Id: b\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        conn.close()
+
+    async def main() -> httpx.Response:
+        async with connections.client(4, 5.0, follow_redirects=False) as client:
+            response = await client.get(f"{RawServer(answer).url}/v1/tasks/abc")
+            await response.aread()
+            return response
+
+    response = asyncio.run(main())
+    assert response.status_code == 201 and response.reason_phrase == "Created"
+    assert response.json() == {"status": "SUCCEEDED"}  # httpx decoded it, once
+    assert response.num_bytes_downloaded == len(body)
+    assert response.headers.get_list("x-request-id") == ["a", "b"]

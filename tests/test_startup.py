@@ -21,7 +21,7 @@ except SystemExit as exc:
 print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} | {n for n in sys.modules if n.startswith("runner.")})))
 """
 
-HEAVY = {"pydantic", "asyncio", "httpx", "httpcore", "sqlite_utils", "runner.drive", "runner.engine", "runner.store"}
+HEAVY = {"pydantic", "asyncio", "httpx", "httpcore", "aiohttp", "sqlite_utils", "runner.drive", "runner.engine", "runner.store"}
 
 
 def _loaded(folder: Path, *args: str) -> set[str]:
