@@ -23,7 +23,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The runner as a user installs it, without the test tools (`make bench` builds .venv-run): their
-#: dependencies would be measured too (selenium brings trio, which httpcore imports when it can).
+#: dependencies would be measured too (selenium's trio, which httpx's own transport imports when it can).
 RUNNER_PYTHON = ROOT / ".venv-run" / "bin" / "python"
 #: The official SDKs live in their own virtualenv (bench/requirements.txt): never the runner's deps.
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
@@ -135,7 +135,7 @@ def machine() -> dict[str, Any]:
         "cores": os.cpu_count(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "python": sys.version.split()[0],
-        "runner": {p: metadata.version(p) for p in ("video-runner", "hydra-core", "httpx", "httpcore", "sqlite-utils", "pydantic")},
+        "runner": {p: metadata.version(p) for p in ("video-runner", "hydra-core", "httpx", "aiohttp", "sqlite-utils", "pydantic")},
         "peers": json.loads(peers.stdout) if peers.returncode == 0 else {"error": peers.stderr.strip()[-300:]},
         "time_scale": SCALE,
     }

@@ -128,12 +128,12 @@ GOALS = [
          lambda v: v >= 300,
          lambda r: f"CPU-bound in the runner's process: {_top(_get(r, 'throughput', 'profile'), 'by_package_pct')} "
                    f"(share of samples by package). Heaviest: {_top(_get(r, 'throughput', 'profile'), 'self_pct', 5)}. "
-                   f"Each job is at least three requests through httpx (submit, poll, download), a ledger commit per "
+                   f"Each job is at least three requests through httpx and aiohttp (submit, poll, download), a ledger commit per "
                    f"step, a verified file and a probe; the SDK loop, with none of those but the requests, spends "
                    f"{_get(r, 'throughput', 'clients', 'runwayml SDK loop', 'cpu_ms_per_job')} ms per job."),
     Goal("CPU per job at zero latency", "<= 3 ms", lambda r: _get(r, "throughput", "clients", "runner", "cpu_ms_per_job"),
          lambda v: v <= 3.0,
-         lambda r: f"inclusive: {_top(_get(r, 'throughput', 'profile'), prefix=('runner/', 'plugins/', 'httpcore/', 'httpx/'))}."),
+         lambda r: f"inclusive: {_top(_get(r, 'throughput', 'profile'), prefix=('runner/', 'plugins/', 'aiohttp/', 'httpx/'))}."),
     Goal("event-loop lag p99, 2,000 in flight", "<= 100 ms", lambda r: _get(r, "scale", "first_run", "event_loop_lag", "p99_ms"),
          lambda v: v <= 100,
          lambda r: f"measured with up to {_get(r, 'scale', 'first_run', 'max_in_flight')} in flight in the {JOBS:,}-job run, "
@@ -208,8 +208,8 @@ def render(results: dict) -> str:
            f"is {5 / SCALE:g} s for the runner; the runwayml SDK's 6 +/- 1.5 s poll sleep is {6 / SCALE:g} +/- "
            f"{1.5 / SCALE:g} s). fal-client polls every 0.1 s, its default, unscaled: scaled it would poll every "
            f"{0.1 / SCALE * 1000:g} ms. The SDKs run from their own virtualenv (`bench/requirements.txt`), never the "
-           "runner's; the runner from one with nothing but itself (`.venv-run`, installed as a user installs it: the "
-           "test tools' selenium brings trio, which httpcore imports whenever it is installed). CPU time and peak RSS are the client process's own, from the kernel when it is reaped.", "",
+           "runner's; the runner from one with nothing but itself (`.venv-run`, installed as a user installs it, "
+           "without the test tools and what they bring). CPU time and peak RSS are the client process's own, from the kernel when it is reaped.", "",
            "The exact bound is the simulator's own time for each task (accepted to done), list-scheduled in submission "
            "order on C slots: no client can finish sooner; everything above it is the client's (start-up, network, "
            "polling granularity, downloads).", "",
