@@ -147,6 +147,7 @@ class RawServer:
         import socket
 
         self.requests = 0
+        self.heads: list[bytes] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.act = act
@@ -165,6 +166,7 @@ class RawServer:
                     break
                 data += chunk
             self.requests += 1
+            self.heads.append(data.partition(b"\r\n\r\n")[0])
             self.act(conn)
 
 
@@ -257,3 +259,27 @@ def test_an_answer_passes_through_with_its_headers_and_body_undecoded_by_the_tra
     assert response.json() == {"status": "SUCCEEDED"}  # httpx decoded it, once
     assert response.num_bytes_downloaded == len(body)
     assert response.headers.get_list("x-request-id") == ["a", "b"]
+
+
+def test_cookies_a_response_sets_are_sent_back_and_a_response_without_sets_none():
+    def answer(conn) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nSet-Cookie: edge=abc; Path=/\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        conn.close()
+
+    def plain(conn) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        conn.close()
+
+    setter, other = RawServer(answer), RawServer(plain)
+
+    async def main() -> tuple[dict[str, str], dict[str, str]]:
+        async with connections.client(4, 5.0, follow_redirects=False) as client:
+            await client.get(f"{other.url}/a")
+            before = dict(client.cookies)
+            await client.get(f"{setter.url}/a")
+            await client.get(f"{setter.url}/b")
+            return before, dict(client.cookies)
+
+    before, after = asyncio.run(main())
+    assert before == {} and after == {"edge": "abc"}
+    assert b"cookie: edge=abc" in setter.heads[1].lower() and b"cookie" not in setter.heads[0].lower()
