@@ -283,3 +283,44 @@ def test_cookies_a_response_sets_are_sent_back_and_a_response_without_sets_none(
     before, after = asyncio.run(main())
     assert before == {} and after == {"edge": "abc"}
     assert b"cookie: edge=abc" in setter.heads[1].lower() and b"cookie" not in setter.heads[0].lower()
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    """An HTTPS loopback server whose certificate a throwaway CA signed; yields (url, CA file)."""
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost", "127.0.0.1").configure_cert(context)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    s = Server()
+    s.httpd.socket = context.wrap_socket(s.httpd.socket, server_side=True)
+    yield f"https://localhost:{s.httpd.server_port}", ca_file
+    s.httpd.shutdown()
+    s.httpd.server_close()
+
+
+def _tls_get(url: str) -> object:
+    connections._tls.cache_clear()  # the process's one context is made from the trust settings of now
+    try:
+        return _get(url)
+    finally:
+        connections._tls.cache_clear()
+
+
+def test_https_is_verified_against_the_trusted_certificates(tls_server, monkeypatch):
+    from runner.providers import classify_transport
+
+    url, ca_file = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # as httpx honours it
+    assert _tls_get(f"{url}/v1/tasks/abc") == (200, b"ok")
+
+    monkeypatch.delenv("SSL_CERT_FILE")
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    error = _tls_get(f"{url}/v1/tasks/abc")  # a certificate nobody vouches for: refused before sending
+    assert isinstance(error, httpx.ConnectError) and "certificate" in str(error).lower(), error
+    assert classify_transport(error, submitting=True).never_sent
