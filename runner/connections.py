@@ -66,7 +66,7 @@ DOOR: ContextVar[Door | None] = ContextVar("runner_door", default=None)
 def client(connections: int, timeout_s: float, *, follow_redirects: bool) -> httpx.AsyncClient:
     """An AsyncClient with `connections` connections at most (requests beyond wait their turn in
     order, their timeouts not yet running); proxies from the environment are honoured as httpx does."""
-    timeout = httpx.Timeout(timeout_s, connect=15.0)
+    timeout = httpx.Timeout(timeout_s, connect=min(15.0, timeout_s))
     # httpx reads proxy variables only when it builds its own transport: mount them as it would.
     from httpx._utils import get_environment_proxies
 

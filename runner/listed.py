@@ -123,10 +123,10 @@ def wanted(plan: Plan, catalog: Catalog) -> dict[str, set[str]]:
 
 
 async def _read(cls: type, account: Any, endpoints: list[str]) -> dict[str, ListedPrice]:
-    import httpx
+    from runner import connections
 
     settings = Settings(account.base_url, account.key, TIMEOUT_S, account.endpoints)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(TIMEOUT_S), follow_redirects=False) as client:
+    async with connections.client(4, TIMEOUT_S, follow_redirects=False) as client:  # as the run's: one HTTP stack
         return await cls(settings, client).listed_prices(endpoints)
 
 

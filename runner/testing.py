@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import httpx
 import pytest
 
-from runner import plugins
+from runner import connections, plugins
 from runner.inputs import PLACEHOLDER, InputFile
 from runner.outputs import download
 from runner.providers import ErrorClass, GenerationFailed, Handle, Job, Provider, ProviderError, Settings, Status
@@ -174,7 +174,7 @@ class ProviderConformance:
 
     def run(self, body: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
         async def main() -> T:
-            async with httpx.AsyncClient(timeout=10) as client:
+            async with connections.client(8, 10.0, follow_redirects=False) as client:  # the client the runner gives plugins
                 return await body(client)
 
         return asyncio.run(main())
