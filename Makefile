@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 BENCH_VENV := .venv-bench
 # The runner as a user installs it (no test tools) for the benchmarks: the test tools' dependencies
-# would be measured too (selenium's trio, which httpcore imports whenever it is installed).
+# would be measured too.
 RUN_VENV := .venv-run
 
 .PHONY: install test demo soak bench clean

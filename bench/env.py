@@ -23,7 +23,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The runner as a user installs it, without the test tools (`make bench` builds .venv-run): their
-#: dependencies would be measured too (selenium's trio, which httpx's own transport imports when it can).
+#: dependencies would be measured too.
 RUNNER_PYTHON = ROOT / ".venv-run" / "bin" / "python"
 #: The official SDKs live in their own virtualenv (bench/requirements.txt): never the runner's deps.
 PEER_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
