@@ -44,10 +44,10 @@ def verify(conn: sqlite3.Connection, found: Found, sel: Selection, mark: bool = 
     """Re-hash every downloaded file of the selection against the ledger. A missing or changed file
     is reported and (with `mark`) its job goes back to `generated`: the next plain run of the runner
     collects it again from the provider's task (renewing its URL), never generating it again."""
-    from runner.probe import examine  # FFmpeg's libraries load only when a clip needs probing
+    from runner.probing import examine_all
 
     done = Verified()
-    probes: list[tuple[str, dict[str, Any]]] = []
+    unprobed: list[tuple[str, tuple[str, str | None, str]]] = []
     for row in jobs(conn, sel, state=S.DOWNLOADED)[1]:
         path = found.resolve(row["output_path"])
         if not path.is_file():
@@ -58,7 +58,8 @@ def verify(conn: sqlite3.Connection, found: Found, sel: Selection, mark: bool = 
             continue
         done.ok += 1
         if row["probe_output_sha256"] != row["output_sha256"]:
-            probes.append((row["key"], examine(path, row["params"], row["output_sha256"])))
+            unprobed.append((row["key"], (str(path), row["params"], row["output_sha256"])))
+    probes = list(zip([key for key, _ in unprobed], examine_all([request for _, request in unprobed])))
 
     def record(conn: sqlite3.Connection) -> int:
         for key, facts in probes:

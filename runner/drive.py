@@ -140,6 +140,7 @@ async def _drive(cfg: Any, writer: Writer, sweep_id: str, lanes: dict[str, Lane]
     streams = {name: connections.client(lanes[name].conf.concurrency, lanes[name].conf.request_timeout_s, follow_redirects=False)
                for name in found if lanes[name].conf.status_stream and offers_watch(registry.providers[name])}
     downloads = _client(next(iter(cfg.providers.values())), follow_redirects=True, pool=sum(c.concurrency for c in cfg.providers.values()))
+    engine = None
     try:
         for name, account in found.items():
             lane = lanes[name]
@@ -186,6 +187,8 @@ async def _drive(cfg: Any, writer: Writer, sweep_id: str, lanes: dict[str, Lane]
         await observing  # the run's last events, before the summary
         return outcome
     finally:
+        if engine is not None:  # closed already unless the run ended in an error
+            await engine.driver.probing.close()
         for client in [*clients.values(), *streams.values(), downloads]:
             await client.aclose()
 

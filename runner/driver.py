@@ -15,7 +15,6 @@ import sqlite3
 import random
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +24,7 @@ from runner import connections
 from runner import store as S
 from runner.catalog import Catalog
 from runner.inputs import InputChanged, InputFile
+from runner.probing import Prober
 from runner.progress import bucket
 from runner.following import Following
 from runner.outputs import EnvironmentFault
@@ -64,9 +64,7 @@ class Driver(Following):
         self._on_the_wire: Counter[str] = Counter()  # request body -> sends whose task id is not recorded yet
         self._settled = asyncio.Event()
         self.overdue: dict[str, str] = {}  # key -> why it is only followed at leisure now
-        # Probing a clip decodes a picture: one thread for it, so probes queue rather than take
-        # the interpreter from the event loop several at a time.
-        self.probing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runner-probe")
+        self.probing = Prober()  # clips are read by a process of their own, in the order downloaded
 
     # -- entry points -------------------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from runner import store as S
 from runner.money import to_micros
 from runner.outputs import clear_partials, download, output_path
 from runner.polling import Schedule, first_delay
-from runner.probe import examine
 from runner.progress import bucket
 from runner.providers import GenerationFailed, Handle, ProviderError, Result, Status
 
@@ -178,8 +177,7 @@ class Following:
                 continue
             await self._move(job, S.DOWNLOADED, str(got.path), output_path=str(got.path), output_bytes=got.size,
                              output_sha256=got.sha256, error=None, error_class=None)
-            # What was delivered, probed on the driver's one probing thread: never on the event loop.
-            facts = await asyncio.get_running_loop().run_in_executor(self.probing, examine, got.path, row["params"], got.sha256)
+            facts = await self.probing.examine(got.path, row["params"], got.sha256)  # what was delivered
             self.engine.db.post(S.record_probe, job.key, facts)
             self.notify("downloaded", job.row, str(got.path))
             return

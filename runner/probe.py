@@ -131,3 +131,21 @@ def _seconds(value: Any) -> float | None:
 def _ratio(value: Any) -> float | None:
     match = _RATIO.match(str(value or ""))
     return float(match[1]) / float(match[2]) if match and float(match[2]) else None
+
+
+def serve() -> None:
+    """The probe process (`runner.probing`): one JSON request per line on stdin (path, params as
+    JSON, sha256), one `examine` row per line on stdout, in order, until stdin closes."""
+    import os
+    import sys
+
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # a library printing cannot break the protocol
+    for line in sys.stdin.buffer:
+        path, params_json, sha256 = json.loads(line)
+        answers.write(json.dumps(examine(path, params_json, sha256)).encode() + b"\n")
+        answers.flush()
+
+
+if __name__ == "__main__":
+    serve()

@@ -1,0 +1,152 @@
+"""Probing clips in a process of their own.
+
+Reading a clip (`runner.probe.examine`) runs FFmpeg's demuxers and decoders and Pillow's encoder,
+which hold the interpreter while they work: on a thread they take it from the event loop, and a
+file that crashes FFmpeg would take the whole run down with it. So clips are probed by one child
+process (`python -m runner.probe`), started at the first clip and fed one JSON line per clip over
+a pipe; its answers come back in the order asked. Its death is one clip's probe `error`, and the
+clips queued behind it go to a new process. The child holds no credentials, is in a session of
+its own (a Ctrl-C is the runner's to handle) and ends when its input closes, so a runner killed
+outright does not leave it behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import sys
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+#: Deaths in a row, with no answer between them, after which probing stops for this run (a child
+#: that cannot start at all): every clip is then recorded unprobed, for `video-runner check`.
+GIVE_UP_AFTER = 3
+ANSWER_LIMIT = 1 << 20  # bytes in one answer line (a probe row is a few hundred)
+CLOSE_WAIT_S = 5.0  # for the clip being read when the run ends
+_CREDENTIAL = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
+
+Request = tuple[str, "str | None", str]  # path, the job's params as JSON, the file's sha256
+
+
+class Prober:
+    """`await examine(path, params_json, sha256)`: the file's probe row, from the child process."""
+
+    def __init__(self) -> None:
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiting: deque[tuple[Request, asyncio.Future[dict[str, Any]]]] = deque()
+        self._starting = asyncio.Lock()
+        self._deaths = 0
+        self._broken = ""  # why probing stopped for this run
+        self._closed = False
+
+    async def examine(self, path: str | Path, params_json: str | None, sha256: str) -> dict[str, Any]:
+        request: Request = (str(path), params_json, sha256)
+        if self._broken or self._closed:
+            return _unprobed(request, self._broken or "the run is ending")
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((request, future))
+        if self._proc is None:
+            await self._start()  # sends everything waiting, this request included
+        elif self._proc.stdin is not None and not self._proc.stdin.is_closing():  # else resent by the next process
+            self._proc.stdin.write(_line(request))
+        return await future
+
+    async def close(self) -> None:
+        """Let the clip being read finish, then end the child (killed if it does not end)."""
+        self._closed = True
+        proc, reader = self._proc, self._reader
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), CLOSE_WAIT_S)
+        except asyncio.TimeoutError:
+            proc.kill()
+            await proc.wait()
+        if reader is not None:
+            await asyncio.gather(reader, return_exceptions=True)
+        for request, future in self._waiting:
+            if not future.done():
+                future.set_result(_unprobed(request, "the run ended before it was probed"))
+        self._waiting.clear()
+
+    async def _start(self) -> None:
+        async with self._starting:
+            if self._proc is not None or self._closed:
+                return
+            root = str(Path(__file__).resolve().parent.parent)  # found even when the runner is run from a checkout
+            env = {k: v for k, v in os.environ.items() if not _CREDENTIAL.search(k)}
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+            self._proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "runner.probe", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL, env=env, start_new_session=True, limit=ANSWER_LIMIT)
+            self._reader = asyncio.create_task(self._read(self._proc))
+            assert self._proc.stdin is not None
+            self._proc.stdin.writelines(_line(request) for request, future in self._waiting)
+
+    async def _read(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        try:
+            while line := await proc.stdout.readline():
+                facts = json.loads(line)
+                request, future = self._waiting.popleft()  # IndexError: an answer to nothing
+                self._deaths = 0
+                if not future.done():  # a job cancelled while waiting leaves its answer unread
+                    future.set_result(facts)
+        except (ValueError, IndexError):  # not the protocol (a line too long or not JSON): ended as if it died
+            proc.kill()
+        code = await proc.wait()
+        self._proc = None
+        if self._closed:
+            return
+        self._deaths += 1
+        why = _ended(code)
+        while self._waiting and self._waiting[0][1].done():
+            self._waiting.popleft()
+        if self._waiting:  # the clip it was reading when it died
+            request, future = self._waiting.popleft()
+            future.set_result(_unprobed(request, f"the probe process ended ({why}) while reading this file"))
+        if self._deaths >= GIVE_UP_AFTER:
+            self._broken = f"the probe process ended {GIVE_UP_AFTER} times in a row (last: {why})"
+            while self._waiting:
+                request, future = self._waiting.popleft()
+                if not future.done():
+                    future.set_result(_unprobed(request, self._broken))
+        elif any(not future.done() for request, future in self._waiting):
+            await self._start()
+
+
+def examine_all(requests: list[Request]) -> list[dict[str, Any]]:
+    """Probe files from synchronous code (`video-runner check`), in a child process as a run does."""
+
+    async def run() -> list[dict[str, Any]]:
+        prober = Prober()
+        try:
+            return list(await asyncio.gather(*(prober.examine(*request) for request in requests)))
+        finally:
+            await prober.close()
+
+    return asyncio.run(run()) if requests else []
+
+
+def _line(request: Request) -> bytes:
+    return json.dumps(request).encode() + b"\n"
+
+
+def _unprobed(request: Request, why: str) -> dict[str, Any]:
+    return {"output_sha256": request[2], "error": why}
+
+
+def _ended(code: int) -> str:
+    if code < 0:
+        try:
+            return signal.Signals(-code).name
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit status {code}"
