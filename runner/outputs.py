@@ -7,12 +7,14 @@ a cut connection never leaves a partial file under the final name.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import httpx
 
@@ -71,8 +73,9 @@ async def download(client: httpx.AsyncClient, url: str, path: Path, tag: str) ->
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                # On disk before the ledger says downloaded; on a thread: flushing a clip of a
+                # hundred MB to a disk takes longer than the loop may stand still.
+                await asyncio.to_thread(_durable, out)
             wire = response.num_bytes_downloaded
         if expected is not None and expected.isdigit() and int(expected) != wire:
             raise ProviderError(f"download cut short: {wire} of {expected} bytes", kind="retryable")
@@ -92,3 +95,8 @@ async def download(client: httpx.AsyncClient, url: str, path: Path, tag: str) ->
         _discard(part)
         raise
     return Downloaded(path=path, size=size, sha256=digest.hexdigest())
+
+
+def _durable(out: BinaryIO) -> None:
+    out.flush()
+    os.fsync(out.fileno())
