@@ -4,8 +4,8 @@ Reading a clip (`runner.probe.examine`) runs FFmpeg's demuxers and decoders and 
 which hold the interpreter while they work: on a thread they take it from the event loop, and a
 file that crashes FFmpeg would take the whole run down with it. So clips are probed by one child
 process (`python -m runner.probe`), started at the first clip and fed one JSON line per clip over
-a pipe; its answers come back in the order asked. Its death is one clip's probe `error`, and the
-clips queued behind it go to a new process. The child holds no credentials, is in a session of
+a pipe; its answers come back in the order asked. Its death, or a clip it reads for longer than
+`STUCK_S`, is one clip's probe `error`, and the clips queued behind it go to a new process. The child holds no credentials, is in a session of
 its own (a Ctrl-C is the runner's to handle) and ends when its input closes, so a runner killed
 outright does not leave it behind.
 """
@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 #: Deaths in a row, with no answer between them, after which probing stops for this run (a child
 #: that cannot start at all): every clip is then recorded unprobed, for `video-runner check`.
 GIVE_UP_AFTER = 3
+STUCK_S = 120.0  # one clip read for this long (a first picture takes well under a second): ended, as if it died
 ANSWER_LIMIT = 1 << 20  # bytes in one answer line (a probe row is a few hundred)
 CLOSE_WAIT_S = 5.0  # for the clip being read when the run ends
 _CREDENTIAL = re.compile(r"KEY|SECRET|TOKEN|PASSWORD|CREDENTIAL", re.IGNORECASE)
@@ -43,12 +45,16 @@ class Prober:
         self._deaths = 0
         self._broken = ""  # why probing stopped for this run
         self._closed = False
+        self._since = 0.0  # when the child began on the clip first in line
+        self._stuck = ""  # why the watchdog ended the child
 
     async def examine(self, path: str | Path, params_json: str | None, sha256: str) -> dict[str, Any]:
         request: Request = (str(path), params_json, sha256)
         if self._broken or self._closed:
             return _unprobed(request, self._broken or "the run is ending")
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        if not self._waiting:
+            self._since = time.monotonic()
         self._waiting.append((request, future))
         if self._proc is None:
             await self._start()  # sends everything waiting, this request included
@@ -59,16 +65,16 @@ class Prober:
     async def close(self) -> None:
         """Let the clip being read finish, then end the child (killed if it does not end)."""
         self._closed = True
-        proc, reader = self._proc, self._reader
-        if proc is None:
-            return
-        if proc.stdin is not None:
-            proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), CLOSE_WAIT_S)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+        async with self._starting:  # a child being started is started, then ended here
+            proc, reader = self._proc, self._reader
+        if proc is not None:
+            if proc.stdin is not None:
+                proc.stdin.close()
+            try:
+                await asyncio.wait_for(proc.wait(), CLOSE_WAIT_S)
+            except asyncio.TimeoutError:
+                proc.kill()
+                await proc.wait()
         if reader is not None:
             await asyncio.gather(reader, return_exceptions=True)
         for request, future in self._waiting:
@@ -86,40 +92,56 @@ class Prober:
             self._proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "runner.probe", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.DEVNULL, env=env, start_new_session=True, limit=ANSWER_LIMIT)
+            self._since, self._stuck = time.monotonic(), ""
             self._reader = asyncio.create_task(self._read(self._proc))
             assert self._proc.stdin is not None
+            # Clips whose jobs stopped waiting are not read again; the rest are sent in order, as answers come back.
+            self._waiting = deque(item for item in self._waiting if not item[1].done())
             self._proc.stdin.writelines(_line(request) for request, future in self._waiting)
 
     async def _read(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
+        watchdog = asyncio.create_task(self._watch(proc))
         try:
             while line := await proc.stdout.readline():
                 facts = json.loads(line)
                 request, future = self._waiting.popleft()  # IndexError: an answer to nothing
+                self._since = time.monotonic()
                 self._deaths = 0
                 if not future.done():  # a job cancelled while waiting leaves its answer unread
                     future.set_result(facts)
         except (ValueError, IndexError):  # not the protocol (a line too long or not JSON): ended as if it died
             proc.kill()
         code = await proc.wait()
+        watchdog.cancel()
         self._proc = None
         if self._closed:
             return
         self._deaths += 1
-        why = _ended(code)
-        while self._waiting and self._waiting[0][1].done():
-            self._waiting.popleft()
-        if self._waiting:  # the clip it was reading when it died
+        last = self._stuck or _ended(code)
+        if self._waiting:  # the clip it was reading (its job may have stopped waiting for it)
             request, future = self._waiting.popleft()
-            future.set_result(_unprobed(request, f"the probe process ended ({why}) while reading this file"))
+            if not future.done():
+                future.set_result(_unprobed(request, f"not probed: reading this file took longer than {STUCK_S:g} s" if self._stuck
+                                            else f"the probe process ended ({last}) while reading this file"))
         if self._deaths >= GIVE_UP_AFTER:
-            self._broken = f"the probe process ended {GIVE_UP_AFTER} times in a row (last: {why})"
+            self._broken = f"the probe process ended {GIVE_UP_AFTER} times in a row (last: {last})"
             while self._waiting:
                 request, future = self._waiting.popleft()
                 if not future.done():
                     future.set_result(_unprobed(request, self._broken))
-        elif any(not future.done() for request, future in self._waiting):
+        elif self._waiting:
             await self._start()
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """End a child that reads one clip for longer than STUCK_S (a hung file system, a decoder
+        in a loop): the jobs waiting on it would wait for ever."""
+        while True:
+            await asyncio.sleep(max(0.05, STUCK_S / 10))
+            if self._waiting and time.monotonic() - self._since > STUCK_S:
+                self._stuck = f"a file read for longer than {STUCK_S:g} s"
+                proc.kill()
+                return
 
 
 def examine_all(requests: list[Request]) -> list[dict[str, Any]]:

@@ -77,3 +77,24 @@ def test_a_child_that_cannot_start_stops_probing_for_the_run_without_failing_it(
     assert [g["error"] for g in got[:probing.GIVE_UP_AFTER - 1]] == ["the probe process ended (exit status 1) while reading this file"] * 2
     assert all(g["error"].startswith("the probe process ended") for g in got)
     assert got[-1]["error"] == f"the probe process ended {probing.GIVE_UP_AFTER} times in a row (last: exit status 1)"
+
+
+def test_a_clip_read_for_too_long_is_left_unprobed_and_the_rest_carry_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(probing, "STUCK_S", 0.5)
+    stuck = tmp_path / "stuck.mp4"
+    os.mkfifo(stuck)  # a hung file system: the child waits on it for ever
+    after = _clip(tmp_path, "after")
+
+    async def scenario() -> tuple[dict, dict]:
+        prober = Prober()
+        first = asyncio.create_task(prober.examine(stuck, "{}", "sha-stuck"))
+        second = asyncio.create_task(prober.examine(after, "{}", "sha-after"))
+        lost = await first
+        monkeypatch.setattr(probing, "STUCK_S", 600.0)  # the next child may start as slowly as a loaded machine likes
+        probed = await second
+        await prober.close()
+        return lost, probed
+
+    lost, probed = asyncio.run(scenario())
+    assert lost == {"output_sha256": "sha-stuck", "error": "not probed: reading this file took longer than 0.5 s"}
+    assert probed == examine(after, "{}", "sha-after")
