@@ -69,7 +69,7 @@ async def download(client: httpx.AsyncClient, url: str, path: Path, tag: str) ->
                 raise classify_status(response, f"download refused: HTTP {response.status_code}")
             expected = response.headers.get("content-length")
             with open(part, "wb") as out:
-                async for chunk in response.aiter_bytes(1 << 16):
+                async for chunk in response.aiter_bytes():  # as they arrive: no re-chunking
                     out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
