@@ -89,9 +89,12 @@ class Prober:
             root = str(Path(__file__).resolve().parent.parent)  # found even when the runner is run from a checkout
             env = {k: v for k, v in os.environ.items() if not _CREDENTIAL.search(k)}
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "runner.probe", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL, env=env, start_new_session=True, limit=ANSWER_LIMIT)
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "runner.probe", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.DEVNULL, env=env, start_new_session=True, limit=ANSWER_LIMIT)
+            except (OSError, ValueError) as exc:  # no interpreter to start (an embedded Python), no processes left
+                return self._give_up(f"the probe process could not start: {exc}")
             self._since, self._stuck = time.monotonic(), ""
             self._reader = asyncio.create_task(self._read(self._proc))
             assert self._proc.stdin is not None
@@ -125,13 +128,17 @@ class Prober:
                 future.set_result(_unprobed(request, f"not probed: reading this file took longer than {STUCK_S:g} s" if self._stuck
                                             else f"the probe process ended ({last}) while reading this file"))
         if self._deaths >= GIVE_UP_AFTER:
-            self._broken = f"the probe process ended {GIVE_UP_AFTER} times in a row (last: {last})"
-            while self._waiting:
-                request, future = self._waiting.popleft()
-                if not future.done():
-                    future.set_result(_unprobed(request, self._broken))
+            self._give_up(f"the probe process ended {GIVE_UP_AFTER} times in a row (last: {last})")
         elif self._waiting:
             await self._start()
+
+    def _give_up(self, why: str) -> None:
+        """No more probing this run: every clip waiting, and every one after, is recorded unprobed."""
+        self._broken = why
+        while self._waiting:
+            request, future = self._waiting.popleft()
+            if not future.done():
+                future.set_result(_unprobed(request, why))
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
         """End a child that reads one clip for longer than STUCK_S (a hung file system, a decoder

@@ -98,3 +98,9 @@ def test_a_clip_read_for_too_long_is_left_unprobed_and_the_rest_carry_on(tmp_pat
     lost, probed = asyncio.run(scenario())
     assert lost == {"output_sha256": "sha-stuck", "error": "not probed: reading this file took longer than 0.5 s"}
     assert probed == examine(after, "{}", "sha-after")
+
+
+def test_no_interpreter_to_start_leaves_clips_unprobed_not_jobs_failed(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    got = examine_all([(str(_clip(tmp_path, "c")), "{}", "sha")])
+    assert got[0]["output_sha256"] == "sha" and got[0]["error"].startswith("the probe process could not start: ")
