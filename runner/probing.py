@@ -70,6 +70,8 @@ class Prober:
         if proc is not None:
             if proc.stdin is not None:
                 proc.stdin.close()
+            if self._waiting and all(future.done() for request, future in self._waiting):
+                proc.kill()  # reading clips whose jobs stopped waiting (an interrupt): nobody needs its answers
             try:
                 await asyncio.wait_for(proc.wait(), CLOSE_WAIT_S)
             except asyncio.TimeoutError:
@@ -120,9 +122,9 @@ class Prober:
         self._proc = None
         if self._closed:
             return
-        self._deaths += 1
         last = self._stuck or _ended(code)
         if self._waiting:  # the clip it was reading (its job may have stopped waiting for it)
+            self._deaths += 1
             request, future = self._waiting.popleft()
             if not future.done():
                 future.set_result(_unprobed(request, f"not probed: reading this file took longer than {STUCK_S:g} s" if self._stuck

@@ -104,3 +104,22 @@ def test_no_interpreter_to_start_leaves_clips_unprobed_not_jobs_failed(tmp_path,
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
     got = examine_all([(str(_clip(tmp_path, "c")), "{}", "sha")])
     assert got[0]["output_sha256"] == "sha" and got[0]["error"].startswith("the probe process could not start: ")
+
+
+def test_an_interrupted_run_does_not_wait_for_clips_nobody_waits_for(tmp_path, monkeypatch):
+    monkeypatch.setattr(probing, "CLOSE_WAIT_S", 3600.0)  # a child left to finish would hold the run for an hour
+    stuck = tmp_path / "stuck.mp4"
+    os.mkfifo(stuck)
+
+    async def scenario() -> None:
+        prober = Prober()
+        job = asyncio.create_task(prober.examine(stuck, "{}", "sha"))
+        await _until(lambda: prober._proc is not None, "the probe process started")
+        job.cancel()  # the run was interrupted: the job stopped waiting
+        await asyncio.gather(job, return_exceptions=True)
+        proc = prober._proc
+        await asyncio.wait_for(prober.close(), 60)
+        assert proc.returncode == -9
+        assert await prober.examine(stuck, "{}", "sha") == {"output_sha256": "sha", "error": "the run is ending"}
+
+    asyncio.run(scenario())
