@@ -127,6 +127,11 @@ class Following:
         lane = self._lane(job)
         result = Result(status.outputs, status.cost_usd)
         if not result.outputs:
+            # Ended at the provider, so no longer held against its concurrency: the next generation
+            # goes out while this one's result is fetched (a round trip per job a slot would stand
+            # idle). Not under a budget: the result says what it cost, and the next claim must know.
+            if self.engine.options.budget_id is None:
+                await self._slot_released(job, "")
             try:
                 result = await self._retrying(lane, lambda: lane.provider.result(handle, self._spec(job)))
             except GenerationFailed as exc:

@@ -331,3 +331,27 @@ def test_a_large_sweep_is_recorded_while_it_runs(tmp_path, sim, monkeypatch, cut
                                      "group by job_key")
     assert len(planned_events) == jobs and {e["n"] for e in planned_events} == {1}
     assert {r["key"] for r in rows} == {j.key for j in planned.jobs}
+
+
+def test_a_fal_slot_is_free_while_the_result_is_fetched_unless_a_budget_waits_for_its_cost(tmp_path):
+    # fal's status says a task ended, not what it made or cost: the result is another request.
+    # The provider's slot is free from the end, so without a budget the next task goes out meanwhile.
+    import datetime
+
+    def run(folder, *extra):
+        with Simulator(SimConfig(latency={"default": 0.05}, pending_s=0.01)) as sim:
+            sim.inject("hang", on="fal.result", seconds=30)  # the first result answers only after a retry
+            args = ["model=hailuo", "prompt_set=animate", "replicates=2", *extra, *sim_args(sim, timeout=3, fal=1)]
+            result = run_cli(*args, cwd=folder, env=sim_env(sim))
+            assert result.returncode == 0, result.stdout + result.stderr
+            second_sent = sorted(e["time"] for e in sim.ledger())[1]
+        first_generated = min(datetime.datetime.fromisoformat(e["at"]).timestamp()
+                              for e in query(folder, "select at from events where to_state = 'generated'"))
+        return second_sent, first_generated
+
+    (tmp_path / "free").mkdir()
+    second_sent, first_generated = run(tmp_path / "free")
+    assert second_sent < first_generated  # sent while the first result was still being fetched
+    (tmp_path / "budget").mkdir()
+    second_sent, first_generated = run(tmp_path / "budget", "budget_usd=100")
+    assert second_sent > first_generated  # held until the first one's cost was known
