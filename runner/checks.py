@@ -36,7 +36,7 @@ class Verified:
     ok: int = 0
     missing: list[dict[str, Any]] = field(default_factory=list)
     changed: list[dict[str, Any]] = field(default_factory=list)
-    probed: int = 0  # clips probed now (downloaded before probing existed, or collected again)
+    probed: int = 0  # clips probed now (downloaded before probing existed, collected again, or not read whole)
     marked: int = 0  # jobs moved back to `generated`, for a rerun to collect
 
 
@@ -57,7 +57,7 @@ def verify(conn: sqlite3.Connection, found: Found, sel: Selection, mark: bool = 
             done.changed.append(row)
             continue
         done.ok += 1
-        if row["probe_output_sha256"] != row["output_sha256"]:
+        if row["probe_output_sha256"] != row["output_sha256"] or row["probe_error"]:  # never probed, or not read whole
             unprobed.append((row["key"], (str(path), row["params"], row["output_sha256"])))
     probes = list(zip([key for key, _ in unprobed], examine_all([request for _, request in unprobed])))
 

@@ -403,7 +403,7 @@ class Engine:
         for task in self._running:
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
-        await self.driver.probing.close()  # a clip not probed now is by `video-runner check`
+        await self.driver.probing.close()  # a clip not probed now is by `video-runner verify`
         self._reap()
         for key, tracked in self.jobs.items():
             if tracked.row["state"] in (S.SUBMITTED, S.GENERATED) and tracked.fence is not None and key not in self.outcome.parked:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 #: Deaths in a row, with no answer between them, after which probing stops for this run (a child
-#: that cannot start at all): every clip is then recorded unprobed, for `video-runner check`.
+#: that cannot start at all): every clip is then recorded unprobed, for `video-runner verify`.
 GIVE_UP_AFTER = 3
 STUCK_S = 120.0  # one clip read for this long (a first picture takes well under a second): ended, as if it died
 ANSWER_LIMIT = 1 << 20  # bytes in one answer line (a probe row is a few hundred)
@@ -154,7 +154,7 @@ class Prober:
 
 
 def examine_all(requests: list[Request]) -> list[dict[str, Any]]:
-    """Probe files from synchronous code (`video-runner check`), in a child process as a run does."""
+    """Probe files from synchronous code (`video-runner verify`), in a child process as a run does."""
 
     async def run() -> list[dict[str, Any]]:
         prober = Prober()

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections import Counter
@@ -19,7 +20,7 @@ import pytest
 from runner.cli import COMMANDS
 from runner.sim import SimConfig, Simulator
 from tests.conftest import run_cli
-from tests.helpers import ledger_rows, query, sim_args, sim_env
+from tests.helpers import ledger_path, ledger_rows, query, sim_args, sim_env
 
 SWEEP = ["-m", "model=gen4_turbo,hailuo", "prompt_set=animate", "sweep.duration=[6,10]", "max_attempts=1"]
 
@@ -229,3 +230,16 @@ def test_the_cli_loads_no_hydra_http_client_or_plugins(tmp_path):
             "print(sorted(m for m in ('hydra', 'httpx', 'omegaconf', 'runner_plugins', 'av') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_verify_probes_again_a_clip_whose_probe_failed(copy):
+    folder, sim = copy
+    key = next(r["key"] for r in ledger_rows(folder) if r["state"] == "downloaded")
+    with sqlite3.connect(ledger_path(folder)) as conn:  # as a run leaves it after the probe process died
+        conn.execute("update probes set duration_s = null, width = null, error = 'the probe process ended (SIGSEGV) "
+                     "while reading this file' where job_key = ?", (key,))
+    result = companion("verify", cwd=folder)
+    assert result.returncode == 0 and "1 clip(s) probed" in result.stdout, result.stdout + result.stderr
+    probe = query(folder, "select * from probes where job_key = ?", (key,))[0]
+    assert probe["error"] is None and probe["duration_s"] > 0 and probe["width"] > 0
+    assert "clip(s) probed" not in companion("verify", cwd=folder).stdout  # read whole now: not again
