@@ -111,10 +111,12 @@ class Engine:
         self.on_change(self.counts, self.spent)
 
     def slot_freed(self, lane: Lane, model_id: str) -> None:
-        """A slot this process held is free: its lane (and model) may be claimed from at once."""
+        """A slot this process held is free: its lane (and model) is claimed from at once, not
+        after the scheduler's next pass (a few passes of the loop a slot would stand idle)."""
         lane.held -= 1
         lane.blocked.discard(None)
         lane.blocked.discard(model_id)
+        self._claim_now()
         self._wake.set()
 
     def budget_reached(self) -> None:
@@ -149,9 +151,7 @@ class Engine:
                 self._budget_blocked = False
                 last_rescan = now
             self._due()
-            if not self._claiming and self._claimable():
-                self._claiming = True
-                asyncio.create_task(self._claim())
+            self._claim_now()
             if self._finished():
                 break
             self._wake.clear()
@@ -271,6 +271,11 @@ class Engine:
         now = time.monotonic()
         while self._delayed and self._delayed[0][0] <= now:
             self._requeue(heapq.heappop(self._delayed)[1])
+
+    def _claim_now(self) -> None:
+        if not self._claiming and self._claimable():
+            self._claiming = True
+            asyncio.create_task(self._claim())
 
     async def _claim(self) -> None:
         """One batch of claims across every lane with room; granted jobs start at once."""
