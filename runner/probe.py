@@ -137,8 +137,10 @@ def serve() -> None:
     """The probe process (`runner.probing`): one JSON request per line on stdin (path, params as
     JSON, sha256), one `examine` row per line on stdout, in order, until stdin closes."""
     import os
+    import signal
     import sys
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner's to handle, where no session of its own keeps it away
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # a library printing cannot break the protocol
     for line in sys.stdin.buffer:

@@ -5,9 +5,9 @@ which hold the interpreter while they work: on a thread they take it from the ev
 file that crashes FFmpeg would take the whole run down with it. So clips are probed by one child
 process (`python -m runner.probe`), started at the first clip and fed one JSON line per clip over
 a pipe; its answers come back in the order asked. Its death, or a clip it reads for longer than
-`STUCK_S`, is one clip's probe `error`, and the clips queued behind it go to a new process. The child holds no credentials, is in a session of
-its own (a Ctrl-C is the runner's to handle) and ends when its input closes, so a runner killed
-outright does not leave it behind.
+`STUCK_S`, is one clip's probe `error`, and the clips queued behind it go to a new process. The
+child holds no credentials, is in a session of its own (a Ctrl-C is the runner's to handle) and
+ends when its input closes, so a runner killed outright does not leave it behind.
 """
 
 from __future__ import annotations
@@ -127,8 +127,9 @@ class Prober:
             self._deaths += 1
             request, future = self._waiting.popleft()
             if not future.done():
-                future.set_result(_unprobed(request, f"not probed: reading this file took longer than {STUCK_S:g} s" if self._stuck
-                                            else f"the probe process ended ({last}) while reading this file"))
+                why = (f"not probed: reading this file took longer than {STUCK_S:g} s" if self._stuck
+                       else f"the probe process ended ({last}) while reading this file")
+                future.set_result(_unprobed(request, why))
         if self._deaths >= GIVE_UP_AFTER:
             self._give_up(f"the probe process ended {GIVE_UP_AFTER} times in a row (last: {last})")
         elif self._waiting:
