@@ -6,6 +6,7 @@ folders and files without loading an HTTP client.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import unicodedata
@@ -17,6 +18,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _RESERVED = {"con", "prn", "aux", "nul", *(f"com{i}" for i in range(10)), *(f"lpt{i}" for i in range(10))}
 
 
+@functools.lru_cache(maxsize=1024)  # a sweep's, model's and extension's names, asked for every file
 def safe_name(text: str, limit: int = 80) -> str:
     """A file name that means the same on every OS, whatever the prompt id or model holds."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()

@@ -20,6 +20,8 @@ from runner.money import usd_text
 REDRAW_S = 0.2
 #: The provider's queue words, counted as "queued" rather than "running".
 QUEUED_WORDS = {"PENDING", "THROTTLED", "IN_QUEUE"}
+_BUCKETS = {S.CLAIMED: "queued", S.SUBMITTING: "queued", S.GENERATED: "downloading", S.DOWNLOADED: "done",
+            S.LOST: "failed", S.CANCELED: "canceled"}
 COLUMNS = ("queued", "running", "downloading", "done", "failed", "canceled")
 
 
@@ -28,8 +30,7 @@ def bucket(state: str, provider_status: str | None) -> str:
     downloading, done, failed (lost included) or canceled."""
     if state == S.SUBMITTED:
         return "queued" if (provider_status or "PENDING") in QUEUED_WORDS else "running"
-    return {S.CLAIMED: "queued", S.SUBMITTING: "queued", S.GENERATED: "downloading", S.DOWNLOADED: "done",
-            S.LOST: "failed", S.CANCELED: "canceled"}.get(state, state)
+    return _BUCKETS.get(state, state)
 
 
 class Progress:
