@@ -47,7 +47,8 @@ def verify(conn: sqlite3.Connection, found: Found, sel: Selection, mark: bool = 
     from runner.probing import examine_all
 
     done = Verified()
-    unprobed: list[tuple[str, tuple[str, str | None, str]]] = []
+    unprobed: list[str] = []  # their keys
+    requests: list[tuple[str, str | None, str]] = []
     for row in jobs(conn, sel, state=S.DOWNLOADED)[1]:
         path = found.resolve(row["output_path"])
         if not path.is_file():
@@ -58,8 +59,9 @@ def verify(conn: sqlite3.Connection, found: Found, sel: Selection, mark: bool = 
             continue
         done.ok += 1
         if row["probe_output_sha256"] != row["output_sha256"] or row["probe_error"]:  # never probed, or not read whole
-            unprobed.append((row["key"], (str(path), row["params"], row["output_sha256"])))
-    probes = list(zip([key for key, _ in unprobed], examine_all([request for _, request in unprobed])))
+            unprobed.append(row["key"])
+            requests.append((str(path), row["params"], row["output_sha256"]))
+    probes = list(zip(unprobed, examine_all(requests)))
 
     def record(conn: sqlite3.Connection) -> int:
         for key, facts in probes:

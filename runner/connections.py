@@ -8,8 +8,8 @@ pools of 8), 0.5 ms through aiohttp. The official runwayml SDK offers the same s
 extra); our transport is our own because a create call's money rests on its error mapping (below).
 
 Errors come back as httpx's, split where the request left the machine: ConnectError,
-ConnectTimeout, ProxyError and UnsupportedProtocol before (nothing was sent), ReadError,
-WriteError, ReadTimeout and RemoteProtocolError after (the provider may have it). An aiohttp error
+ConnectTimeout, ProxyError, UnsupportedProtocol and LocalProtocolError before (nothing was sent),
+ReadError, ReadTimeout and RemoteProtocolError after (the provider may have it). An aiohttp error
 this module does not know is treated as after: a create that may have been sent is never sent
 again blindly.
 

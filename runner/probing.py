@@ -79,10 +79,7 @@ class Prober:
                 await proc.wait()
         if reader is not None:
             await asyncio.gather(reader, return_exceptions=True)
-        for request, future in self._waiting:
-            if not future.done():
-                future.set_result(_unprobed(request, "the run ended before it was probed"))
-        self._waiting.clear()
+        self._unprobed_all("the run ended before it was probed")
 
     async def _start(self) -> None:
         async with self._starting:
@@ -138,6 +135,9 @@ class Prober:
     def _give_up(self, why: str) -> None:
         """No more probing this run: every clip waiting, and every one after, is recorded unprobed."""
         self._broken = why
+        self._unprobed_all(why)
+
+    def _unprobed_all(self, why: str) -> None:
         while self._waiting:
             request, future = self._waiting.popleft()
             if not future.done():
