@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import itertools
 import json
 import os
 import re
@@ -34,7 +35,13 @@ from runner.inputs import is_remote
 from runner.manifest import MEDIA_PARAMS, YAML_LOADER
 
 FIELDS = ("id", "text", *MEDIA_PARAMS, "params", "native")
-FORMATS = {".yaml": "yaml", ".yml": "yaml", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+FORMATS = {".yaml": "yaml", ".yml": "yaml", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
+#: What a prompt file is read as: UTF-8, a byte-order mark at its start skipped (spreadsheets and
+#: Windows editors write one).
+ENCODING = "utf-8-sig"
+#: The separators a CSV file's header is tried with (spreadsheets set to a locale whose decimal
+#: mark is a comma save with semicolons); the one that finds the most known columns is used.
+CSV_SEPARATORS = (",", ";", "\t")
 #: Problems listed before the rest are only counted: enough to fix a file in one go.
 MAX_SHOWN = 20
 #: CSV cells holding several inputs (`reference_images`) separate them with this.
@@ -134,7 +141,7 @@ def _read(path: Path, shown: str, name: str | None) -> PromptSet:
     kind = FORMATS.get(path.suffix.lower())
     if kind is None:
         raise UserError(f"prompt_set.file={shown}: {path.suffix or 'no extension'} is not a prompt file format; "
-                        f"name it .yaml, .jsonl or .csv")
+                        f"name it .yaml, .jsonl, .csv or .tsv")
     problems = _Problems(shown)
     header: dict[str, Any] = {}
     rows = {"yaml": _yaml_rows, "jsonl": _jsonl_rows, "csv": _csv_rows}[kind]
@@ -244,7 +251,7 @@ def _media(value: Any, many: bool, folder: Path) -> Any:
 
 def _jsonl_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Iterator[tuple[int, Any]]:
     """One JSON object per line; blank lines are skipped."""
-    with path.open(encoding="utf-8") as lines:
+    with path.open(encoding=ENCODING) as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -257,13 +264,14 @@ def _jsonl_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Iter
 def _csv_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Iterator[tuple[int, Any]]:
     """A header row naming the columns: id, text, the inputs, and `params.<name>` / `native.<field>`
     for parameters. Empty cells are not given; a cell is read as JSON where it is JSON (5, true)."""
-    with path.open(encoding="utf-8", newline="") as stream:
-        reader = csv.reader(stream)
+    known = [c for c in FIELDS if c not in ("params", "native")]
+    with path.open(encoding=ENCODING, newline="") as stream:
+        first = stream.readline()
+        reader = csv.reader(itertools.chain([first], stream), delimiter=_separator(first, known))
         columns = next(reader, None)
         if columns is None:
             return
         columns = [c.strip() for c in columns]
-        known = [c for c in FIELDS if c not in ("params", "native")]
         for column in columns:
             table, _, field = column.partition(".")
             if not (column in known or (table in ("params", "native") and field)):
@@ -293,6 +301,14 @@ def _csv_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Iterat
             yield line, row
 
 
+def _separator(header: str, known: list[str]) -> str:
+    def found(separator: str) -> int:
+        columns = next(csv.reader([header], delimiter=separator), [])
+        return sum(c.strip() in known or c.strip().partition(".")[0] in ("params", "native") for c in columns)
+
+    return max(CSV_SEPARATORS, key=found)  # the first of the best: a comma unless another finds more
+
+
 def _cell(cell: str) -> Any:
     try:
         return json.loads(cell)
@@ -304,7 +320,7 @@ def _yaml_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Itera
     """A list of prompts, or a mapping with `name`, `description` and `prompts` (the form of the
     bundled sets). The parser builds the node tree; each prompt is then built alone, so its line
     is known."""
-    loader = YAML_LOADER(path.read_text(encoding="utf-8"))
+    loader = YAML_LOADER(path.read_text(encoding=ENCODING))
     try:
         try:
             root = loader.get_single_node()

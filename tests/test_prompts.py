@@ -86,6 +86,29 @@ def test_yaml_list_and_the_bundled_form_with_a_name(tmp_path):
     assert {job.sweep for job in renamed} == {"mine"}
 
 
+@pytest.mark.parametrize("name, separator", [("sheet.csv", ","), ("sheet.csv", ";"), ("sheet.tsv", "\t"), ("sheet.csv", "\t")])
+def test_spreadsheet_exports_are_read_as_saved(tmp_path, name, separator):
+    """A spreadsheet's CSV: a byte-order mark first, commas in the text, and cells separated by
+    whatever its locale uses (semicolons where the decimal mark is a comma, tabs)."""
+    rows = [["id", "text", "params.duration"], ["dusk", "a lighthouse, at dusk; calm", "10"], ["dawn", "a pier", ""]]
+    lines = (separator.join(f'"{cell}"' if separator in cell or "," in cell else cell for cell in row) for row in rows)
+    file = tmp_path / name
+    file.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode())
+    jobs = {job.prompt_id: job for job in plan(["model=gen4.5", f"prompt_set.file={file}", "duration=5"]).jobs}
+    assert jobs["dusk"].payload["promptText"] == "a lighthouse, at dusk; calm"
+    assert (jobs["dusk"].payload["duration"], jobs["dawn"].payload["duration"]) == (10, 5)
+
+
+@pytest.mark.parametrize("name, body", [
+    ("bom.jsonl", '{"id": "a", "text": "fog"}\n'),
+    ("bom.yaml", "- id: a\n  text: fog\n"),
+])
+def test_a_byte_order_mark_is_skipped(tmp_path, name, body):
+    file = tmp_path / name
+    file.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert [job.prompt_id for job in plan(["model=gen4.5", f"prompt_set.file={file}"]).jobs] == ["a"]
+
+
 def test_a_bundled_set_is_still_chosen_by_name():
     p = plan(["model=gen4_turbo", "prompt_set=animate"])
     assert [job.prompt_id for job in p.jobs] == ["lighthouse-dusk", "portrait-smile"]
