@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from runner import ledger_lock
 from runner import store as S
 from runner.locate import Found
 from runner.views import Selection, jobs
@@ -21,7 +22,9 @@ T = TypeVar("T")
 
 
 def transaction(conn: sqlite3.Connection, change: Callable[[sqlite3.Connection], T]) -> T:
-    conn.execute("BEGIN IMMEDIATE")
+    """`change` in one write transaction, begun once no other process holds the ledger (saying so
+    while it waits)."""
+    ledger_lock.begin(conn, ledger_lock.teller(conn=conn))
     try:
         result = change(conn)
         conn.execute("COMMIT")

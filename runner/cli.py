@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except BrokenPipeError:  # `video-runner export | head`
         return 0
+    except KeyboardInterrupt:  # a change under way is rolled back whole (runner.checks)
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 def cmd_sweeps(conn: Any, found: Found, args: argparse.Namespace) -> int:

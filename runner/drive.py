@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from omegaconf import OmegaConf
 
-from runner import connections, listed, plugins, recording
+from runner import connections, ledger_lock, listed, plugins, recording
 from runner import store as S
 from runner.catalog import Catalog
 from runner.config import ProviderConf
@@ -38,6 +38,10 @@ from runner.tally import tally
 from runner.validate import model_limits
 from runner.writer import LedgerUnusable, Writer
 
+#: How long a run interrupted outside the engine (while it records its plan, or its summary) waits
+#: for its last ledger writes: a ledger another process holds is not waited for.
+INTERRUPTED_WAIT_S = 0.5
+
 #: Jobs recorded per transaction when a new sweep is recorded while it runs: its first submission
 #: waits for this many, not for a 100,000-job plan to be in the ledger.
 RECORD_CHUNK = 2000
@@ -51,17 +55,15 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
     # Plain dataclasses, not config nodes: the engine reads these settings at every request.
     lanes = {name: _lane_limits(name, OmegaConf.to_object(cfg.providers[name]), plugins.registry().catalog) for name in found}
 
-    def waiting(seconds: float) -> None:
-        print(f"waiting for the ledger {cfg.db}: another process has held it for {seconds:.0f} s", file=sys.stderr, flush=True)
-
     try:
-        writer = Writer(cfg.db, on_wait=waiting)
+        writer = Writer(cfg.db, on_wait=ledger_lock.teller(cfg.db))
     except UserError:
         raise
     except Exception as exc:  # not a ledger this runner can open: say so, with no traceback
         raise UserError(f"db={cfg.db} cannot be opened as a ledger: {exc}") from None
     me = Identity.current()
     heartbeat: Heartbeat | None = None
+    interrupted = False
     try:
         writer.sync(S.register_owner, me)
         heartbeat = Heartbeat(writer.path, me.id).start()
@@ -104,14 +106,14 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
     except LedgerUnusable as exc:
         print(f"error: {exc}; every task id received before this is kept: fix it and run the same command", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:  # before the engine or after it (it answers its own): nothing is being sent
+        interrupted = True
+        raise
     finally:
         if heartbeat is not None:
             heartbeat.stop()
-        try:
-            writer.sync(S.owner_gone, me.id)
-        except LedgerUnusable:
-            pass
-        writer.close()
+        if not writer.finish(S.owner_gone, me.id, wait_s=INTERRUPTED_WAIT_S if interrupted else None):
+            print(f"\nthe ledger {cfg.db} is held by another process: leaving without waiting for it", file=sys.stderr)
 
 
 async def _recorded(writer: Writer, sweep_id: str, jobs: list[JobSpec], budget: tuple[str, int] | None) -> AsyncIterator[list[str]]:

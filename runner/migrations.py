@@ -11,6 +11,8 @@ import sqlite3
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from runner import ledger_lock
+
 if TYPE_CHECKING:  # migrations are given a Database: a dry run, which only checks a ledger's version, never loads it
     import sqlite_utils
 
@@ -43,7 +45,7 @@ def upgrade(conn: sqlite3.Connection) -> None:
 
 def migrate(db: sqlite_utils.Database) -> None:
     """Apply every migration this database has not seen yet, each in its own transaction."""
-    db.conn.execute("BEGIN IMMEDIATE")
+    ledger_lock.begin(db.conn, ledger_lock.teller(conn=db.conn))  # another runner may be migrating it too
     try:
         if "_migrations" not in db.table_names():
             db["_migrations"].create({"name": str, "applied_at": str}, pk="name")

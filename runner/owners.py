@@ -27,6 +27,8 @@ from typing import Any
 
 #: Seconds between beats, and the observer's time without a beat after which an owner is dead.
 BEAT_S = 2.0
+#: How long a beat waits for a ledger another process holds before leaving it to the next beat.
+BEAT_WAIT_S = 0.5
 LEASE_S = 30.0
 
 
@@ -138,7 +140,9 @@ class Heartbeat:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        conn = sqlite3.connect(str(self.path), timeout=60, isolation_level=None)
+        # A beat waits for a ledger held by another process a moment only: the next beat tries
+        # again, and stopping (at a Ctrl-C) never waits on a lock.
+        conn = sqlite3.connect(str(self.path), timeout=BEAT_WAIT_S, isolation_level=None)
         try:
             while not self._stop.wait(self.every_s):
                 try:

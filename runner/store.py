@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner import ledger_file
+from runner import ledger_file, ledger_lock
 from runner.migrations import upgrade
 from runner.owners import Identity
 
@@ -68,7 +68,7 @@ def open_ledger(path: str | Path, shown: str | None = None, hint: str = ledger_f
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute(f"PRAGMA busy_timeout={ledger_lock.BUSY_TIMEOUT_MS}")
     upgrade(conn)
     return conn
 

@@ -5,8 +5,8 @@ arguments) to this thread and awaits the result. The thread takes everything que
 `BEGIN IMMEDIATE` transaction (each change in its own savepoint, so one failing change does not undo
 the others), commits, and only then answers: a job's step is on disk before the engine acts on it.
 
-A ledger locked by another process makes the run wait, saying so, never crash: the busy timeout is
-short and retried for as long as it takes. Errors SQLite cannot wait out (disk full, I/O error, a
+A ledger locked by another process makes the run wait, saying so, never crash (runner.ledger_lock):
+short tries, retried for as long as it takes. Errors SQLite cannot wait out (disk full, I/O error, a
 read-only file) fail the changes with `LedgerUnusable`, an environment fault the engine stops on.
 """
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from runner import ledger_lock
 from runner.pacing import PER_PASS
 from runner.store import open_ledger
 
@@ -50,6 +51,7 @@ class Writer:
         self.path = Path(path)
         self.on_wait = on_wait  # told how long the ledger has been locked by another process
         self.conn = open_ledger(self.path)
+        self._abandoned = False
         self._queue: queue.SimpleQueue[_Change | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="runner-ledger", daemon=True)
         self._thread.start()
@@ -83,6 +85,22 @@ class Writer:
         self._queue.put(None)
         self._thread.join()
         self.conn.close()
+
+    def finish(self, fn: Callable[..., Any], *args: Any, wait_s: float | None = None) -> bool:
+        """A last change, then `close`. With `wait_s` (an interrupted run, sending nothing any more)
+        the change is waited for that long at most: a ledger another process holds is left as a
+        killed process would leave it, what is still queued not recorded (the next run starts from
+        what is), and False returned. The thread, a daemon, gives up at its next try."""
+        try:
+            self.submit(fn, *args).result(timeout=wait_s)
+        except TimeoutError:
+            self._abandoned = True
+            self._queue.put(None)
+            return False
+        except LedgerUnusable:
+            pass
+        self.close()
+        return True
 
     # -- the thread ---------------------------------------------------------------------------------
 
@@ -128,16 +146,8 @@ class Writer:
         _answer_all(batch, outcomes)
 
     def _begin(self) -> None:
-        """BEGIN IMMEDIATE, waiting as long as another process holds the ledger."""
-        started = time.monotonic()
-        while True:
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                self.on_wait(time.monotonic() - started)
+        """BEGIN IMMEDIATE, waiting as long as another process holds the ledger (until abandoned)."""
+        ledger_lock.begin(self.conn, self.on_wait, give_up=lambda: self._abandoned)
 
 
 def _answer_all(batch: list[_Change], outcomes: list[tuple[bool, Any]]) -> None:

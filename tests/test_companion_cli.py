@@ -158,6 +158,29 @@ def test_retry_reopens_failed_jobs_and_a_rerun_generates_them(copy):
     assert len(sim.ledger()) == before + 2  # one new generation each: the charge retry warned of
 
 
+#: Holds the ledger given (a write transaction) from the line "held" until its input closes.
+HOLD = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('BEGIN IMMEDIATE'); "
+        "print('held', flush=True); sys.stdin.read(); c.execute('COMMIT')")
+
+
+def test_retry_waits_for_a_ledger_another_process_holds_then_goes_on(copy):
+    folder, _ = copy
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(ledger_path(folder))], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    env = {k: v for k, v in os.environ.items() if k != "RUNNER_STATE_DIR"}
+    retry = subprocess.Popen([sys.executable, "-m", "runner.cli", "retry"], cwd=folder, env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    said = retry.stderr.readline()  # after a few seconds of waiting: it waits, saying so, never fails
+    assert "waiting for the ledger" in said and "another process has held it for" in said, said
+    holder.stdin.close()
+    holder.wait(timeout=60)
+    out, err = retry.communicate(timeout=120)
+    assert retry.returncode == 0 and "Traceback" not in err, err
+    assert "1 failed job(s) back to planned" in out
+    assert Counter(r["state"] for r in ledger_rows(folder))["planned"] == 1
+
+
 def test_verify_finds_missing_and_changed_files_and_a_rerun_collects_them_again(copy):
     folder, sim = copy
     rows = [r for r in ledger_rows(folder) if r["state"] == "downloaded"]

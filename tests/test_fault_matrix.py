@@ -6,6 +6,7 @@ error, nothing paid for lost": never a traceback or a hang, and a rerun generate
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from runner import store as S
 from runner.sim import SimConfig, Simulator
 from tests.conftest import run_cli
 from tests.helpers import (
@@ -185,6 +187,34 @@ def test_a_ledger_locked_for_65_seconds_makes_the_run_wait_then_finish(tmp_path)
         assert proc.returncode == 0, out[-2000:] + err[-2000:]
         assert "waiting for the ledger" in err and "another process has held it" in err
         rows = assert_complete(tmp_path, JOBS)
+        assert_no_paid_twice(sim.ledger(), rows, tmp_path)
+
+
+def test_a_ctrl_c_while_another_process_holds_the_ledger_does_not_wait_for_it(tmp_path):
+    """A run waiting to record its plan, before any submission, ends at a Ctrl-C while the other
+    process still holds the ledger; the next run does the whole work, once."""
+    from tests.test_companion_cli import HOLD
+
+    args = ["model=gen4_turbo", "prompt_set=animate", "quiet=true"]
+    S.open_ledger(ledger_path(tmp_path)).close()
+    with Simulator(SimConfig(latency={"default": {"min": 0.05, "max": 0.1}}, pending_s=0.01)) as sim:
+        holder = subprocess.Popen([sys.executable, "-c", HOLD, str(ledger_path(tmp_path))], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "held"
+        proc = start([*args, *sim_args(sim, runway=1)], tmp_path, sim_env(sim))
+        said = proc.stderr.readline()  # a few seconds in: it waits, saying so
+        assert "waiting for the ledger" in said, said + proc.stderr.read()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+        still_held = holder.poll() is None
+        holder.stdin.close()
+        holder.wait(timeout=60)
+        assert still_held and proc.returncode == 130 and "Traceback" not in err, err
+        assert "held by another process: leaving without waiting for it" in err
+        assert sim.ledger() == []  # nothing was sent
+        again = run_cli(*args, *sim_args(sim, runway=1), cwd=tmp_path, env=sim_env(sim))
+        assert again.returncode == 0, again.stdout + again.stderr
+        rows = assert_complete(tmp_path, 2)
         assert_no_paid_twice(sim.ledger(), rows, tmp_path)
 
 

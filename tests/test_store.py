@@ -15,7 +15,7 @@ from runner import store as S
 from runner.app import plan
 from runner.migrations import MIGRATIONS, m001_initial
 from runner.recording import record_plan
-from runner.writer import Writer
+from runner.writer import LedgerUnusable, Writer
 
 
 @pytest.fixture
@@ -173,6 +173,33 @@ def test_a_locked_ledger_makes_the_writer_wait_not_fail(tmp_path, four_jobs):
     assert waits and len(w.sync(S.rows)) == len(four_jobs.jobs)
     other.close()
     w.close()
+
+
+def test_an_interrupted_run_does_not_wait_for_a_ledger_another_process_holds(tmp_path, four_jobs):
+    """`finish` with a wait: the last change is given up, with what was queued (as a killed
+    process would leave them), and the thread stops trying."""
+    path = tmp_path / "held.db"
+    w = Writer(path)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    queued = w.submit(record_plan, four_jobs, {})
+    assert w.finish(S.owner_gone, "me", wait_s=0.05) is False
+    with pytest.raises(LedgerUnusable):
+        queued.result(timeout=60)
+    w._thread.join(timeout=60)
+    assert not w._thread.is_alive()
+    other.execute("COMMIT")
+    assert other.execute("select count(*) from jobs").fetchone()[0] == 0
+    other.close()
+
+
+def test_finishing_waits_for_the_last_change_otherwise(tmp_path, four_jobs):
+    w = Writer(tmp_path / "free.db")
+    w.submit(record_plan, four_jobs, {})
+    assert w.finish(S.owner_gone, "me", wait_s=60) is True
+    conn = sqlite3.connect(tmp_path / "free.db")
+    assert conn.execute("select count(*) from jobs").fetchone()[0] == len(four_jobs.jobs)
+    conn.close()
 
 
 def test_every_column_is_documented(tmp_path):
