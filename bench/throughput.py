@@ -10,7 +10,7 @@ from typing import Any
 
 from bench import clients, profile
 from bench import sim as S
-from bench.env import Measured, Process, run
+from bench.env import RUNNER_PYTHON, Measured, Process, run
 from bench.workloads import RUNWAY_MODEL, outputs_done, peer_jobs, prompt_file
 
 N, C = 5000, 100
@@ -37,7 +37,25 @@ def measure(work: Path) -> dict[str, Any]:
     with S.Sim(sdk_dir / "sim", S.config(latency=0.0)) as sim:
         sdk = _figures(run(*clients.sdk("runway", sim, jobs, sdk_dir / "outputs", C, poll=(0.0, 0.0)), cwd=sdk_dir), sim, sdk_dir)
     return {"n": N, "c": C, "clients": {"runner": runner, "runwayml SDK loop": sdk},
-            "profile": sampled}
+            "profile": sampled, "probe_cpu_ms_per_clip": _probe_cost(runner_dir)}
+
+
+#: Reads one clip as the probe process does (its facts and its poster), PROBES times: CPU ms per clip.
+PROBE = ("import resource, sys, tempfile; from pathlib import Path; from runner.probe import examine; "
+         "clip = Path(tempfile.mkdtemp()) / 'sweep' / 'model' / 'clip.mp4'; clip.parent.mkdir(parents=True); "
+         "clip.write_bytes(Path(sys.argv[1]).read_bytes()); n = int(sys.argv[2]); "
+         "cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2]); examine(clip, '{}', ''); start = cpu(); "
+         "[examine(clip, '{}', '') for _ in range(n)]; print(round((cpu() - start) * 1000 / n, 3))")
+PROBES = 200
+
+
+def _probe_cost(folder: Path) -> float | None:
+    """What probing costs per clip (in the runner's probe process, counted in its CPU per job)."""
+    clip = next((p for p in folder.rglob("*.mp4") if p.is_file()), None)
+    if clip is None:
+        return None
+    measured = run([str(RUNNER_PYTHON), "-c", PROBE, str(clip), str(PROBES)], cwd=folder)
+    return float(measured.stdout.strip()) if measured.returncode == 0 else None
 
 
 def _figures(measured: Measured, sim: S.Sim, folder: Path) -> dict[str, Any]:
