@@ -113,7 +113,8 @@ def drive(cfg: Any, plan: Plan, config: Mapping[str, Any], command: list[str], f
         if heartbeat is not None:
             heartbeat.stop()
         if not writer.finish(S.owner_gone, me.id, wait_s=INTERRUPTED_WAIT_S if interrupted else None):
-            print(f"\nthe ledger {cfg.db} is held by another process: leaving without waiting for it", file=sys.stderr)
+            why = "it is held by another process" if writer.held_elsewhere else "its last changes are still being made"
+            print(f"\nnot waiting for the ledger {cfg.db} ({why}): the next run starts from what it holds", file=sys.stderr)
 
 
 async def _recorded(writer: Writer, sweep_id: str, jobs: list[JobSpec], budget: tuple[str, int] | None) -> AsyncIterator[list[str]]:

@@ -52,6 +52,7 @@ class Writer:
         self.on_wait = on_wait  # told how long the ledger has been locked by another process
         self.conn = open_ledger(self.path)
         self._abandoned = False
+        self.held_elsewhere = False  # the last transaction's start was refused: another process holds the ledger
         self._queue: queue.SimpleQueue[_Change | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="runner-ledger", daemon=True)
         self._thread.start()
@@ -88,9 +89,10 @@ class Writer:
 
     def finish(self, fn: Callable[..., Any], *args: Any, wait_s: float | None = None) -> bool:
         """A last change, then `close`. With `wait_s` (an interrupted run, sending nothing any more)
-        the change is waited for that long at most: a ledger another process holds is left as a
-        killed process would leave it, what is still queued not recorded (the next run starts from
-        what is), and False returned. The thread, a daemon, gives up at its next try."""
+        the change is waited for that long at most (behind a ledger another process holds, or a
+        long change of this run's own); then the ledger is left as a killed process would leave it,
+        what is still queued not recorded (the next run starts from what is), and False returned.
+        The thread, a daemon, gives up at its next try."""
         try:
             self.submit(fn, *args).result(timeout=wait_s)
         except TimeoutError:
@@ -147,7 +149,13 @@ class Writer:
 
     def _begin(self) -> None:
         """BEGIN IMMEDIATE, waiting as long as another process holds the ledger (until abandoned)."""
-        ledger_lock.begin(self.conn, self.on_wait, give_up=lambda: self._abandoned)
+        ledger_lock.begin(self.conn, self.on_wait, give_up=self._refused)
+        self.held_elsewhere = False
+
+    def _refused(self) -> bool:
+        """After each try another process refused: whether to stop trying."""
+        self.held_elsewhere = True
+        return self._abandoned
 
 
 def _answer_all(batch: list[_Change], outcomes: list[tuple[bool, Any]]) -> None:

@@ -186,6 +186,7 @@ def test_an_interrupted_run_does_not_wait_for_a_ledger_another_process_holds(tmp
     assert w.finish(S.owner_gone, "me", wait_s=0.05) is False
     with pytest.raises(LedgerUnusable):
         queued.result(timeout=60)
+    assert w.held_elsewhere
     w._thread.join(timeout=60)
     assert not w._thread.is_alive()
     other.execute("COMMIT")
