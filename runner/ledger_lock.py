@@ -26,12 +26,16 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def begin(conn: sqlite3.Connection, waiting: Callable[[float], None], give_up: Callable[[], bool] = lambda: False) -> None:
+def begin(conn: sqlite3.Connection, waiting: Callable[[float], None], give_up: Callable[[], bool] = lambda: False,
+          *, short_tries: bool = False) -> None:
     """BEGIN IMMEDIATE, for as long as another process holds the ledger: `waiting` is told the
-    seconds waited every TELL_EVERY_S; once `give_up()` says so, the refusal is raised as it is."""
+    seconds waited every TELL_EVERY_S; once `give_up()` says so, the refusal is raised as it is.
+    `short_tries`: the connection's busy timeout is TRY_MS already (the writer's own connection),
+    else it is set for the wait and put back."""
+    if not short_tries:
+        conn.execute(f"PRAGMA busy_timeout={TRY_MS}")
     started = time.monotonic()
     told = 0.0
-    conn.execute(f"PRAGMA busy_timeout={TRY_MS}")
     try:
         while True:
             try:
@@ -45,7 +49,8 @@ def begin(conn: sqlite3.Connection, waiting: Callable[[float], None], give_up: C
                 told = waited
                 waiting(waited)
     finally:
-        conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        if not short_tries:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
 
 
 def teller(shown: str | None = None, conn: sqlite3.Connection | None = None) -> Callable[[float], None]:

@@ -51,6 +51,7 @@ class Writer:
         self.path = Path(path)
         self.on_wait = on_wait  # told how long the ledger has been locked by another process
         self.conn = open_ledger(self.path)
+        self.conn.execute(f"PRAGMA busy_timeout={ledger_lock.TRY_MS}")  # it only begins transactions: short tries
         self._abandoned = False
         self.held_elsewhere = False  # the last transaction's start was refused: another process holds the ledger
         self._queue: queue.SimpleQueue[_Change | None] = queue.SimpleQueue()
@@ -149,7 +150,7 @@ class Writer:
 
     def _begin(self) -> None:
         """BEGIN IMMEDIATE, waiting as long as another process holds the ledger (until abandoned)."""
-        ledger_lock.begin(self.conn, self.on_wait, give_up=self._refused)
+        ledger_lock.begin(self.conn, self.on_wait, give_up=self._refused, short_tries=True)
         self.held_elsewhere = False
 
     def _refused(self) -> bool:
