@@ -37,8 +37,9 @@ from runner.manifest import MEDIA_PARAMS, YAML_LOADER
 FIELDS = ("id", "text", *MEDIA_PARAMS, "params", "native")
 FORMATS = {".yaml": "yaml", ".yml": "yaml", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".tsv": "csv"}
 #: What a prompt file is read as: UTF-8, a byte-order mark at its start skipped (spreadsheets and
-#: Windows editors write one).
+#: Windows editors write one); UTF-16 where its byte-order mark says so (a spreadsheet's "Unicode" export).
 ENCODING = "utf-8-sig"
+_UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
 #: The separators a CSV file's header is tried with (spreadsheets set to a locale whose decimal
 #: mark is a comma save with semicolons); the one that finds the most known columns is used.
 CSV_SEPARATORS = (",", ";", "\t")
@@ -249,9 +250,14 @@ def _media(value: Any, many: bool, folder: Path) -> Any:
 # -- the formats ---------------------------------------------------------------------------------------
 
 
+def _encoding(path: Path) -> str:
+    with path.open("rb") as head:
+        return "utf-16" if head.read(2) in _UTF16_MARKS else ENCODING
+
+
 def _jsonl_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Iterator[tuple[int, Any]]:
     """One JSON object per line; blank lines are skipped."""
-    with path.open(encoding=ENCODING) as lines:
+    with path.open(encoding=_encoding(path)) as lines:
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
@@ -265,7 +271,7 @@ def _csv_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Iterat
     """A header row naming the columns: id, text, the inputs, and `params.<name>` / `native.<field>`
     for parameters. Empty cells are not given; a cell is read as JSON where it is JSON (5, true)."""
     known = [c for c in FIELDS if c not in ("params", "native")]
-    with path.open(encoding=ENCODING, newline="") as stream:
+    with path.open(encoding=_encoding(path), newline="") as stream:
         first = stream.readline()
         reader = csv.reader(itertools.chain([first], stream), delimiter=_separator(first, known))
         columns = next(reader, None)
@@ -320,7 +326,7 @@ def _yaml_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Itera
     """A list of prompts, or a mapping with `name`, `description` and `prompts` (the form of the
     bundled sets). The parser builds the node tree; each prompt is then built alone, so its line
     is known."""
-    loader = YAML_LOADER(path.read_text(encoding=ENCODING))
+    loader = YAML_LOADER(path.read_text(encoding=_encoding(path)))
     try:
         try:
             root = loader.get_single_node()

@@ -109,6 +109,13 @@ def test_a_byte_order_mark_is_skipped(tmp_path, name, body):
     assert [job.prompt_id for job in plan(["model=gen4.5", f"prompt_set.file={file}"]).jobs] == ["a"]
 
 
+def test_utf16_is_read_where_its_byte_order_mark_says_so(tmp_path):
+    file = tmp_path / "unicode.tsv"
+    file.write_bytes("id\ttext\r\ncafé\tune brûlerie à l'aube\r\n".encode("utf-16"))  # with its mark, as spreadsheets save it
+    jobs = plan(["model=gen4.5", f"prompt_set.file={file}"]).jobs
+    assert [(job.prompt_id, job.payload["promptText"]) for job in jobs] == [("café", "une brûlerie à l'aube")]
+
+
 def test_a_bundled_set_is_still_chosen_by_name():
     p = plan(["model=gen4_turbo", "prompt_set=animate"])
     assert [job.prompt_id for job in p.jobs] == ["lighthouse-dusk", "portrait-smile"]
