@@ -16,7 +16,6 @@ import asyncio
 import queue
 import sqlite3
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable
