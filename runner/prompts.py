@@ -40,6 +40,8 @@ FORMATS = {".yaml": "yaml", ".yml": "yaml", ".jsonl": "jsonl", ".ndjson": "jsonl
 #: Windows editors write one); UTF-16 where its byte-order mark says so (a spreadsheet's "Unicode" export).
 ENCODING = "utf-8-sig"
 _UTF16_MARKS = (b"\xff\xfe", b"\xfe\xff")
+#: A CSV file's columns named as they are (parameters are `params.<name>` and `native.<field>`).
+CSV_COLUMNS = tuple(c for c in FIELDS if c not in ("params", "native"))
 #: The separators a CSV file's header is tried with (spreadsheets set to a locale whose decimal
 #: mark is a comma save with semicolons); the one that finds the most known columns is used.
 CSV_SEPARATORS = (",", ";", "\t")
@@ -270,18 +272,16 @@ def _jsonl_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Iter
 def _csv_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Iterator[tuple[int, Any]]:
     """A header row naming the columns: id, text, the inputs, and `params.<name>` / `native.<field>`
     for parameters. Empty cells are not given; a cell is read as JSON where it is JSON (5, true)."""
-    known = [c for c in FIELDS if c not in ("params", "native")]
     with path.open(encoding=_encoding(path), newline="") as stream:
         first = stream.readline()
-        reader = csv.reader(itertools.chain([first], stream), delimiter=_separator(first, known))
+        reader = csv.reader(itertools.chain([first], stream), delimiter=_separator(first))
         columns = next(reader, None)
         if columns is None:
             return
         columns = [c.strip() for c in columns]
         for column in columns:
-            table, _, field = column.partition(".")
-            if not (column in known or (table in ("params", "native") and field)):
-                problems.add(1, f"unknown column {column!r}{suggest(column, known)}; columns: {', '.join(known)}, "
+            if not _is_column(column):
+                problems.add(1, f"unknown column {column!r}{suggest(column, CSV_COLUMNS)}; columns: {', '.join(CSV_COLUMNS)}, "
                              f"params.<name>, native.<field>")
         if problems.found:
             return
@@ -307,10 +307,14 @@ def _csv_rows(path: Path, problems: _Problems, header: dict[str, Any]) -> Iterat
             yield line, row
 
 
-def _separator(header: str, known: list[str]) -> str:
+def _is_column(name: str) -> bool:
+    table, _, field = name.partition(".")
+    return name in CSV_COLUMNS or (table in ("params", "native") and bool(field))
+
+
+def _separator(header: str) -> str:
     def found(separator: str) -> int:
-        columns = next(csv.reader([header], delimiter=separator), [])
-        return sum(c.strip() in known or c.strip().partition(".")[0] in ("params", "native") for c in columns)
+        return sum(_is_column(c.strip()) for c in next(csv.reader([header], delimiter=separator), []))
 
     return max(CSV_SEPARATORS, key=found)  # the first of the best: a comma unless another finds more
 
